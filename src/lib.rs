@@ -1,0 +1,51 @@
+//! canary-guard: a sidecar that measures a canary pod's traffic, shares a compact
+//! summary with its peers through Kubernetes Leases, and lets one elected leader
+//! revert the Istio VirtualService to stable when the canary crosses its thresholds.
+//!
+//! Layout:
+//! - [`domain`]: pure logic (window, policy, route rewriting) that knows nothing of I/O.
+//! - [`observe`]: where samples come from (the reverse proxy).
+//! - [`admin`]: the admin server (`/metrics`, `/healthz`, `/readyz`, `/v1/state`).
+//! - [`cluster`]: Kubernetes adapters (leases, leader election, VirtualService, Events).
+//! - [`embedded_api`]: an in-memory Kubernetes API used by tests and by `demo`.
+//! - [`runtime`]: wiring of the pieces into the `run`, `demo` and `status` commands.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod cluster;
+pub mod config;
+pub mod domain;
+pub mod embedded_api;
+pub mod observe;
+pub mod runtime;
+
+/// Errors surfaced by canary-guard.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A flag or environment variable has a value we cannot use.
+    #[error("{0}")]
+    Config(String),
+
+    /// Binding or serving a socket failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What we were doing.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A Kubernetes API call failed.
+    #[error("kubernetes API call {op} failed: {source}")]
+    Kube {
+        /// The operation, e.g. `patch virtualservice`.
+        op: String,
+        /// The client error.
+        #[source]
+        source: Box<kube::Error>,
+    },
+}
+
+/// Result with [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
