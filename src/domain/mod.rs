@@ -1,1 +1,5 @@
-//! placeholder
+//! Pure domain logic: no I/O, no Kubernetes types.
+
+pub mod histogram;
+pub mod policy;
+pub mod window;
