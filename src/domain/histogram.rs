@@ -198,7 +198,10 @@ mod tests {
             30000.0, 60000.0,
         ] {
             let d = Duration::from_secs_f64(ms / 1000.0);
-            assert!(index_of_upper_bound(d).is_some(), "{ms} ms is not a boundary");
+            assert!(
+                index_of_upper_bound(d).is_some(),
+                "{ms} ms is not a boundary"
+            );
         }
     }
 
@@ -215,7 +218,16 @@ mod tests {
 
     #[test]
     fn index_matches_range() {
-        for ns in [0u64, 9_999, 10_000, 10_499, 10_500, 499_999, 500_000, 59_999_999_999] {
+        for ns in [
+            0u64,
+            9_999,
+            10_000,
+            10_499,
+            10_500,
+            499_999,
+            500_000,
+            59_999_999_999,
+        ] {
             let i = bucket_index(Duration::from_nanos(ns));
             let (lo, hi) = bucket_range(i);
             assert!(lo <= ns && hi.is_none_or(|h| ns < h), "{ns} in bucket {i}");

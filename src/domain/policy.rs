@@ -261,7 +261,10 @@ mod tests {
     fn error_ratio_exactly_at_threshold_passes() {
         let t = Thresholds::default();
         assert_eq!(t.check(&summary(100, 5, ms(10))), Check::Healthy);
-        assert!(matches!(t.check(&summary(100, 6, ms(10))), Check::Failing(_)));
+        assert!(matches!(
+            t.check(&summary(100, 6, ms(10))),
+            Check::Failing(_)
+        ));
     }
 
     #[test]
@@ -352,7 +355,10 @@ mod tests {
         for _ in 0..20 {
             w.record(t0 + ms(2500), ms(5), Outcome::Success);
         }
-        assert!(matches!(t.check(&w.summary(t0 + ms(2900))), Check::Failing(_)));
+        assert!(matches!(
+            t.check(&w.summary(t0 + ms(2900))),
+            Check::Failing(_)
+        ));
         assert_eq!(t.check(&w.summary(t0 + ms(3000))), Check::Healthy);
     }
 

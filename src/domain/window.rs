@@ -220,7 +220,11 @@ mod tests {
         let t0 = Instant::now();
         let w = Window::new(Duration::from_secs(30), t0);
         for i in 0..200 {
-            let outcome = if i < 40 { Outcome::Error } else { Outcome::Success };
+            let outcome = if i < 40 {
+                Outcome::Error
+            } else {
+                Outcome::Success
+            };
             w.record(t0, ms(5), outcome);
         }
         let s = w.summary(t0);
@@ -282,7 +286,10 @@ mod tests {
         let s = w.summary(t0);
         let json = serde_json::to_string(&s).unwrap();
         let idx = histogram::bucket_index(ms(200));
-        assert_eq!(json, format!(r#"{{"v":1,"s":30,"n":2,"e":1,"h":[[{idx},2]]}}"#));
+        assert_eq!(
+            json,
+            format!(r#"{{"v":1,"s":30,"n":2,"e":1,"h":[[{idx},2]]}}"#)
+        );
         let back: Summary = serde_json::from_str(&json).unwrap();
         assert_eq!(back, s);
     }
