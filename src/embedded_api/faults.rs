@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use super::call::Verb;
 use super::resource::Resource;
-use super::store::Verb;
 
 /// What a matching rule does to a request.
 #[derive(Debug, Clone, PartialEq, Eq)]

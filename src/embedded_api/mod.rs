@@ -11,7 +11,9 @@
 //! Not served: watch, server-side apply, strategic merge on lists, subresources,
 //! deletecollection, defaulting, and the VirtualService OpenAPI schema.
 
+mod call;
 mod faults;
+mod ids;
 mod patch;
 mod resource;
 mod selector;
@@ -26,11 +28,12 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 
+pub use call::{Call, PatchType, Verb};
 pub use faults::{FaultAction, FaultId, FaultRule, Faults};
 pub use resource::Resource;
 pub use server::MAX_BODY_BYTES;
 pub use status::{Status, StatusCause, StatusDetails};
-pub use store::{Call, PatchType, Verb, WriteRecord};
+pub use store::WriteRecord;
 
 use store::Store;
 

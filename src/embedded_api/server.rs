@@ -15,10 +15,10 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use super::call::{Call, PatchType, Verb};
 use super::faults::{FaultAction, Verdict};
 use super::resource::Resource;
 use super::status::Status;
-use super::store::{Call, PatchType, Verb};
 use super::EmbeddedApi;
 
 /// Largest request body accepted, like the real server's 3 MB limit.
@@ -273,12 +273,22 @@ async fn handle(api: EmbeddedApi, req: Request<Incoming>) -> Result<Reply, Dropp
     {
         return Ok(status_reply(&Status::unsupported_media_type(&content_type)));
     }
-    if matches!(verb, Verb::Create | Verb::Update | Verb::Patch)
-        && call.patch_type != Some(PatchType::Apply)
-    {
-        match read_json(req.into_body()).await {
-            Ok(body) => call.body = Some(body),
+    let wants_body = matches!(verb, Verb::Create | Verb::Update | Verb::Patch)
+        && call.patch_type != Some(PatchType::Apply);
+    // A DELETE may carry DeleteOptions (preconditions, dryRun); an empty body is fine.
+    let optional = verb == Verb::Delete;
+    if wants_body || optional {
+        match read_json(req.into_body(), optional).await {
+            Ok(body) => call.body = body,
             Err(status) => return Ok(status_reply(&status)),
+        }
+        if optional
+            && call
+                .body
+                .as_ref()
+                .is_some_and(|b| b["dryRun"] == json!(["All"]))
+        {
+            call.dry_run = true;
         }
     }
     let answer = api.store().call(call);
@@ -288,8 +298,8 @@ async fn handle(api: EmbeddedApi, req: Request<Incoming>) -> Result<Reply, Dropp
     })
 }
 
-/// Reads at most [`MAX_BODY_BYTES`] and parses them as JSON.
-async fn read_json(body: Incoming) -> Result<Value, Status> {
+/// Reads at most [`MAX_BODY_BYTES`] and parses them as JSON (`None`: empty and `optional`).
+async fn read_json(body: Incoming, optional: bool) -> Result<Option<Value>, Status> {
     let bytes = Limited::new(body, MAX_BODY_BYTES)
         .collect()
         .await
@@ -301,7 +311,10 @@ async fn read_json(body: Incoming) -> Result<Value, Status> {
             }
         })?
         .to_bytes();
-    serde_json::from_slice(&bytes).map_err(|e| {
+    if optional && bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
         Status::bad_request(format!(
             "the body of the request could not be decoded as JSON: {e}"
         ))

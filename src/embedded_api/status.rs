@@ -147,6 +147,11 @@ impl Status {
         .with_object(resource, name)
     }
 
+    /// 409 `Conflict` for a delete whose preconditions do not hold.
+    pub fn precondition_failed(message: String) -> Self {
+        Self::new(409, "Conflict", message)
+    }
+
     /// 422 `Invalid` without details: what a failed JSON patch operation gets.
     pub fn invalid_bare(message: impl Into<String>) -> Self {
         Self::new(422, "Invalid", message)

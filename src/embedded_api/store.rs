@@ -9,6 +9,8 @@ use serde_json::{json, Map, Value};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::call::{Call, PatchType, Verb};
+use super::ids::{now_time, random_suffix, random_uid};
 use super::patch;
 use super::resource::Resource;
 use super::selector::Selector;
@@ -17,136 +19,6 @@ use super::validate;
 
 /// How many write records are kept; older ones are dropped so memory stays bounded.
 const HISTORY_LIMIT: usize = 10_000;
-
-/// An API verb, named as Kubernetes RBAC names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Verb {
-    /// Read one object.
-    Get,
-    /// Read a collection.
-    List,
-    /// POST a new object.
-    Create,
-    /// PUT a whole object.
-    Update,
-    /// PATCH an object.
-    Patch,
-    /// DELETE an object.
-    Delete,
-}
-
-impl Verb {
-    /// The RBAC verb, e.g. `update`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verb::Get => "get",
-            Verb::List => "list",
-            Verb::Create => "create",
-            Verb::Update => "update",
-            Verb::Patch => "patch",
-            Verb::Delete => "delete",
-        }
-    }
-
-    /// True for create, update, patch and delete.
-    pub fn is_write(self) -> bool {
-        !matches!(self, Verb::Get | Verb::List)
-    }
-}
-
-/// The patch flavours, by their `Content-Type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PatchType {
-    /// `application/merge-patch+json` (RFC 7386).
-    Merge,
-    /// `application/json-patch+json` (RFC 6902).
-    Json,
-    /// `application/strategic-merge-patch+json`.
-    StrategicMerge,
-    /// `application/apply-patch+yaml` (server-side apply; not served).
-    Apply,
-}
-
-impl PatchType {
-    /// The patch type named by a `Content-Type` header value (parameters ignored).
-    pub fn from_content_type(value: &str) -> Option<PatchType> {
-        match value.split(';').next().unwrap_or_default().trim() {
-            "application/merge-patch+json" => Some(PatchType::Merge),
-            "application/json-patch+json" => Some(PatchType::Json),
-            "application/strategic-merge-patch+json" => Some(PatchType::StrategicMerge),
-            "application/apply-patch+yaml" => Some(PatchType::Apply),
-            _ => None,
-        }
-    }
-
-    /// The `Content-Type` of this patch type.
-    pub fn content_type(self) -> &'static str {
-        match self {
-            PatchType::Merge => "application/merge-patch+json",
-            PatchType::Json => "application/json-patch+json",
-            PatchType::StrategicMerge => "application/strategic-merge-patch+json",
-            PatchType::Apply => "application/apply-patch+yaml",
-        }
-    }
-}
-
-/// One API call, as the HTTP layer or an in-process caller makes it.
-#[derive(Debug, Clone)]
-pub struct Call {
-    /// What to do.
-    pub verb: Verb,
-    /// On which resource.
-    pub resource: Resource,
-    /// The API version the caller speaks; the answer's `apiVersion` follows it.
-    pub version: String,
-    /// Namespace; `None` only for a list across all namespaces.
-    pub namespace: Option<String>,
-    /// Object name (get, update, patch, delete).
-    pub name: Option<String>,
-    /// The object (create, update) or the patch document (patch).
-    pub body: Option<Value>,
-    /// The patch flavour (patch only).
-    pub patch_type: Option<PatchType>,
-    /// The `labelSelector` (list only).
-    pub label_selector: Option<String>,
-    /// The `fieldManager` query parameter.
-    pub field_manager: Option<String>,
-    /// `dryRun=All`: validate and answer, store nothing.
-    pub dry_run: bool,
-    /// The caller's `User-Agent`.
-    pub user_agent: Option<String>,
-}
-
-impl Call {
-    /// A call of `verb` on `resource` in `namespace`, at the preferred version.
-    pub fn new(verb: Verb, resource: Resource, namespace: Option<&str>) -> Call {
-        Call {
-            verb,
-            resource,
-            version: resource.preferred_version().to_owned(),
-            namespace: namespace.map(str::to_owned),
-            name: None,
-            body: None,
-            patch_type: None,
-            label_selector: None,
-            field_manager: None,
-            dry_run: false,
-            user_agent: None,
-        }
-    }
-
-    /// Sets the object name.
-    pub fn name(mut self, name: &str) -> Call {
-        self.name = Some(name.to_owned());
-        self
-    }
-
-    /// Sets the body.
-    pub fn body(mut self, body: Value) -> Call {
-        self.body = Some(body);
-        self
-    }
-}
 
 /// One write (create, update, patch, delete), successful or not.
 #[derive(Debug, Clone)]
@@ -454,12 +326,6 @@ fn remove_meta(object: &mut Value, field: &str) {
     if let Some(m) = object["metadata"].as_object_mut() {
         m.remove(field);
     }
-}
-
-fn now_time() -> Value {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-    let now = k8s_openapi::jiff::Timestamp::try_from(SystemTime::now()).unwrap_or_default();
-    serde_json::to_value(Time(now)).unwrap_or(Value::Null)
 }
 
 fn next_version(state: &mut State) -> String {
@@ -793,13 +659,14 @@ fn delete(state: &mut State, call: &Call) -> Result<Written, Status> {
     let (ns, name) = (namespace(call)?, name(call)?);
     let resource = call.resource;
     let key = (resource, ns.to_owned(), name.to_owned());
-    let old = if call.dry_run {
-        state.objects.get(&key).cloned()
-    } else {
-        state.objects.remove(&key)
-    };
-    let old = old.ok_or_else(|| Status::not_found(resource, name))?;
+    let old = state
+        .objects
+        .get(&key)
+        .cloned()
+        .ok_or_else(|| Status::not_found(resource, name))?;
+    check_preconditions(call, &old)?;
     if !call.dry_run {
+        state.objects.remove(&key);
         // A delete is a write: the global resourceVersion moves on.
         next_version(state);
     }
@@ -815,41 +682,232 @@ fn delete(state: &mut State, call: &Call) -> Result<Written, Status> {
     })
 }
 
-/// A pseudo-random `u64` from std's randomly keyed SipHash; names and uids need
-/// uniqueness, not secrecy.
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.finish()
+/// `DeleteOptions.preconditions`: the delete only happens if uid and resourceVersion match.
+fn check_preconditions(call: &Call, old: &Value) -> Result<(), Status> {
+    let preconditions = call.body.as_ref().map(|b| &b["preconditions"]);
+    let Some(pre) = preconditions.filter(|p| p.is_object()) else {
+        return Ok(());
+    };
+    for (field, label) in [("uid", "UID"), ("resourceVersion", "ResourceVersion")] {
+        if let Some(want) = pre[field].as_str() {
+            let have = meta_str(old, field);
+            if want != have {
+                return Err(Status::precondition_failed(format!(
+                    "Precondition failed: {label} in precondition: {want}, {label} in object meta: {have}"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
-/// Five characters from the real name generator's alphabet (no vowels, no confusables).
-fn random_suffix() -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut n = random_u64();
-    (0..5)
-        .map(|_| {
-            let c = ALPHABET[(n % ALPHABET.len() as u64) as usize];
-            n /= ALPHABET.len() as u64;
-            char::from(c)
-        })
-        .collect()
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// A random version-4 UUID.
-fn random_uid() -> String {
-    let (a, b) = (random_u64(), random_u64());
-    let hi = (a & 0xffff_ffff_ffff_0fff) | 0x4000;
-    let lo = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        hi >> 32,
-        (hi >> 16) & 0xffff,
-        hi & 0xffff,
-        lo >> 48,
-        lo & 0xffff_ffff_ffff
-    )
+    const NS: &str = "shop";
+
+    fn call(verb: Verb, resource: Resource, name: Option<&str>, body: Option<Value>) -> Call {
+        let mut c = Call::new(verb, resource, Some(NS));
+        c.name = name.map(str::to_owned);
+        c.body = body;
+        c
+    }
+
+    fn vs(status: Value, weight: u32) -> Value {
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "reviews", "namespace": NS},
+            "spec": {"http": [{"route": [{"destination": {"host": "reviews"}, "weight": weight}]}]},
+            "status": status})
+    }
+
+    #[test]
+    fn generate_name_and_dry_run() {
+        let store = Store::default();
+        let mut c = call(
+            Verb::Create,
+            Resource::Leases,
+            None,
+            Some(
+                json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"generateName": "member-"}}),
+            ),
+        );
+        c.dry_run = true;
+        let answer = store.call(c.clone());
+        let obj = answer.result.unwrap();
+        let name = obj["metadata"]["name"].as_str().unwrap().to_owned();
+        let suffix = name.strip_prefix("member-").unwrap();
+        assert_eq!(suffix.len(), 5);
+        assert!(suffix
+            .bytes()
+            .all(|b| b"bcdfghjklmnpqrstvwxz2456789".contains(&b)));
+        assert!(obj["metadata"].get("resourceVersion").is_none());
+        assert_eq!(answer.code, 201);
+        let get = store.call(call(Verb::Get, Resource::Leases, Some(&name), None));
+        assert_eq!(get.result.unwrap_err().code, 404);
+        c.dry_run = false;
+        let stored = store.call(c).result.unwrap();
+        assert_eq!(stored["metadata"]["resourceVersion"], "1");
+        assert!(store.history()[0].dry_run && !store.history()[1].dry_run);
+    }
+
+    #[test]
+    fn status_is_kept_and_generation_follows_spec() {
+        let store = Store::default();
+        let seeded = store
+            .seed(
+                Resource::VirtualServices,
+                vs(json!({"observedGeneration": 1}), 10),
+            )
+            .unwrap();
+        assert_eq!(seeded["metadata"]["generation"], 1);
+        let rv = seeded["metadata"]["resourceVersion"].clone();
+
+        // Only the status differs: the write is a no-op, as the status subresource owns it.
+        let mut same = vs(json!({"observedGeneration": 9}), 10);
+        same["metadata"]["resourceVersion"] = rv.clone();
+        let put = store.call(call(
+            Verb::Update,
+            Resource::VirtualServices,
+            Some("reviews"),
+            Some(same),
+        ));
+        let put = put.result.unwrap();
+        assert_eq!(put["metadata"]["resourceVersion"], rv);
+        assert_eq!(put["status"]["observedGeneration"], 1);
+
+        let mut changed = vs(Value::Null, 0);
+        changed["metadata"]["resourceVersion"] = rv;
+        let put = store.call(call(
+            Verb::Update,
+            Resource::VirtualServices,
+            Some("reviews"),
+            Some(changed),
+        ));
+        let put = put.result.unwrap();
+        assert_eq!(put["metadata"]["generation"], 2);
+        assert_eq!(put["status"]["observedGeneration"], 1);
+        assert_eq!(put["metadata"]["uid"], seeded["metadata"]["uid"]);
+    }
+
+    #[test]
+    fn identity_checks_on_update() {
+        let store = Store::default();
+        let seeded = store
+            .seed(Resource::VirtualServices, vs(Value::Null, 10))
+            .unwrap();
+        let mut other = seeded.clone();
+        other["metadata"]["name"] = json!("other");
+        let renamed = store.call(call(
+            Verb::Update,
+            Resource::VirtualServices,
+            Some("reviews"),
+            Some(other),
+        ));
+        assert_eq!(renamed.result.unwrap_err().code, 400);
+        let mut uid = seeded.clone();
+        uid["metadata"]["uid"] = json!("not-the-uid");
+        let err = store
+            .call(call(
+                Verb::Update,
+                Resource::VirtualServices,
+                Some("reviews"),
+                Some(uid),
+            ))
+            .result
+            .unwrap_err();
+        assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+        let mut wrong_version = seeded;
+        wrong_version["apiVersion"] = json!("networking.istio.io/v1beta1");
+        let err = store
+            .call(call(
+                Verb::Update,
+                Resource::VirtualServices,
+                Some("reviews"),
+                Some(wrong_version),
+            ))
+            .result
+            .unwrap_err();
+        assert_eq!(err.code, 400);
+    }
+
+    #[test]
+    fn delete_honours_preconditions_and_moves_the_version() {
+        let store = Store::default();
+        let seeded = store
+            .seed(Resource::VirtualServices, vs(Value::Null, 10))
+            .unwrap();
+        let mut changes = store.subscribe();
+        changes.mark_unchanged();
+        let stale = json!({"preconditions": {"resourceVersion": "0"}});
+        let err = store
+            .call(call(
+                Verb::Delete,
+                Resource::VirtualServices,
+                Some("reviews"),
+                Some(stale),
+            ))
+            .result
+            .unwrap_err();
+        assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
+        assert!(!changes.has_changed().unwrap());
+        let ok = json!({"preconditions": {"uid": seeded["metadata"]["uid"]}});
+        let deleted = store
+            .call(call(
+                Verb::Delete,
+                Resource::VirtualServices,
+                Some("reviews"),
+                Some(ok),
+            ))
+            .result
+            .unwrap();
+        assert_eq!(deleted["kind"], "VirtualService");
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(*changes.borrow_and_update(), 2);
+        let history = store.history();
+        assert_eq!(
+            history.last().unwrap().object.as_ref().unwrap()["metadata"]["name"],
+            "reviews"
+        );
+    }
+
+    #[test]
+    fn pods_start_pending_unless_seeded() {
+        let store = Store::default();
+        let pod = |name: &str| {
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS},
+                "spec": {"containers": [{"name": "app", "image": "app"}]},
+                "status": {"phase": "Running"}})
+        };
+        let created = store.call(call(Verb::Create, Resource::Pods, None, Some(pod("a"))));
+        assert_eq!(
+            created.result.unwrap()["status"],
+            json!({"phase": "Pending"})
+        );
+        let seeded = store.seed(Resource::Pods, pod("b")).unwrap();
+        assert_eq!(seeded["status"]["phase"], "Running");
+        let mut list = Call::new(Verb::List, Resource::Pods, None);
+        list.label_selector = Some("app".into());
+        assert_eq!(store.call(list).result.unwrap()["items"], json!([]));
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let store = Store::default();
+        let nameless =
+            json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {}});
+        for _ in 0..=HISTORY_LIMIT {
+            let answer = store.call(call(
+                Verb::Create,
+                Resource::Leases,
+                None,
+                Some(nameless.clone()),
+            ));
+            assert_eq!(answer.code, 422);
+        }
+        let history = store.history();
+        assert_eq!(history.len(), HISTORY_LIMIT);
+        assert_eq!(history[0].seq, 2);
+    }
 }
