@@ -797,6 +797,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn stop_closes_the_listener() {
+        let (running, client) = fixtures::served().await;
+        let leases: Api<Lease> = Api::default_namespaced(client);
+        assert!(leases
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty());
+        let addr = running.addr();
+        running.stop().await;
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+        assert!(leases.list(&ListParams::default()).await.is_err());
+    }
+
+    #[tokio::test]
     async fn waiting_for_a_change_needs_no_sleep() {
         let api = EmbeddedApi::new();
         api.seed(Resource::VirtualServices, fixtures::virtual_service())
