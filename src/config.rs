@@ -151,6 +151,215 @@ pub struct RunArgs {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+
+    /// Cluster settings (ignored with --standalone).
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// What the guard does to the canary Deployment after a rollback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnRollback {
+    /// Nothing beyond the VirtualService and the Events.
+    None,
+    /// Pause the Deployment's rollout (`kubectl rollout pause`).
+    Pause,
+}
+
+/// Flags for the cluster loop: identity, leader election, the VirtualService.
+#[derive(Clone, Debug, Args)]
+pub struct ClusterArgs {
+    /// Guard group: one per canary; names the leases `canary-guard-<group>[-<pod>]`.
+    #[arg(long, env = "CANARY_GUARD_GROUP", value_parser = parse_dns_label)]
+    pub group: Option<String>,
+
+    /// Namespace of the leases, the VirtualService and the Events (default: `POD_NAMESPACE`, then the kubeconfig's).
+    #[arg(long, env = "CANARY_GUARD_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// This pod's name (default: `POD_NAME` from the downward API).
+    #[arg(long, env = "CANARY_GUARD_POD_NAME")]
+    pub pod_name: Option<String>,
+
+    /// This pod's UID, for the member lease's ownerReference (default: `POD_UID`).
+    #[arg(long, env = "CANARY_GUARD_POD_UID")]
+    pub pod_uid: Option<String>,
+
+    /// The canary revision (default: `POD_TEMPLATE_HASH`, the pod's `pod-template-hash` label).
+    #[arg(long, env = "CANARY_GUARD_REVISION")]
+    pub revision: Option<String>,
+
+    /// The VirtualService that splits traffic between stable and canary.
+    #[arg(long, env = "CANARY_GUARD_VIRTUAL_SERVICE", value_name = "NAME")]
+    pub virtual_service: Option<String>,
+
+    /// The networking.istio.io version to use (v1, v1beta1 or v1alpha3).
+    #[arg(long, env = "CANARY_GUARD_VIRTUAL_SERVICE_VERSION", default_value = "v1",
+          value_parser = ["v1", "v1beta1", "v1alpha3"])]
+    pub virtual_service_version: String,
+
+    /// Only touch the http route with this name.
+    #[arg(long, env = "CANARY_GUARD_ROUTE")]
+    pub route: Option<String>,
+
+    /// The canary destination's host.
+    #[arg(long, env = "CANARY_GUARD_CANARY_HOST")]
+    pub canary_host: Option<String>,
+
+    /// The canary destination's subset.
+    #[arg(long, env = "CANARY_GUARD_CANARY_SUBSET")]
+    pub canary_subset: Option<String>,
+
+    /// Stable destination host, for routes whose only destination is the canary.
+    #[arg(long, env = "CANARY_GUARD_STABLE_HOST")]
+    pub stable_host: Option<String>,
+
+    /// Stable destination subset, for routes whose only destination is the canary.
+    #[arg(long, env = "CANARY_GUARD_STABLE_SUBSET")]
+    pub stable_subset: Option<String>,
+
+    /// Kubeconfig file (default: in-cluster config, then `KUBECONFIG`, then ~/.kube/config).
+    #[arg(long, env = "CANARY_GUARD_KUBECONFIG", value_name = "PATH")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+
+    /// Decide and report, but never write to the VirtualService or the Deployment.
+    #[arg(long, env = "CANARY_GUARD_DRY_RUN")]
+    pub dry_run: bool,
+
+    /// Leader lease duration (1s..=5m; greater than --renew-deadline).
+    #[arg(long, env = "CANARY_GUARD_LEASE_DURATION", value_name = "DURATION",
+          default_value = "15s", value_parser = parse_lease_timing)]
+    pub lease_duration: Duration,
+
+    /// Time a leader keeps trying to renew before it steps down (greater than --retry-period).
+    #[arg(long, env = "CANARY_GUARD_RENEW_DEADLINE", value_name = "DURATION",
+          default_value = "10s", value_parser = parse_lease_timing)]
+    pub renew_deadline: Duration,
+
+    /// Time between leader-election attempts.
+    #[arg(long, env = "CANARY_GUARD_RETRY_PERIOD", value_name = "DURATION",
+          default_value = "2s", value_parser = parse_retry_period)]
+    pub retry_period: Duration,
+
+    /// Time between writes of this guard's window summary to its member lease (100ms..=1m).
+    #[arg(long, env = "CANARY_GUARD_PUBLISH_INTERVAL", value_name = "DURATION",
+          default_value = "2s", value_parser = parse_publish_interval)]
+    pub publish_interval: Duration,
+
+    /// Also judge each member with enough traffic alone, not only the aggregate.
+    #[arg(long, env = "CANARY_GUARD_PER_MEMBER", default_value = "true",
+          action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub per_member: bool,
+
+    /// The canary Deployment: Events go on it too, and --on-rollback acts on it.
+    #[arg(long, env = "CANARY_GUARD_DEPLOYMENT", value_name = "NAME")]
+    pub deployment: Option<String>,
+
+    /// What to do to --deployment after a rollback.
+    #[arg(
+        long,
+        env = "CANARY_GUARD_ON_ROLLBACK",
+        value_enum,
+        default_value = "none"
+    )]
+    pub on_rollback: OnRollback,
+
+    /// Put the recorded weights back when a new canary revision rolls out.
+    #[arg(long, env = "CANARY_GUARD_RESTORE_ON_NEW_REVISION", default_value = "true",
+          action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub restore_on_new_revision: bool,
+}
+
+/// The cluster settings once every required one is known.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// Guard group.
+    pub group: String,
+    /// Namespace, when given (else the client's default).
+    pub namespace: Option<String>,
+    /// This pod's name.
+    pub pod_name: String,
+    /// This pod's UID.
+    pub pod_uid: Option<String>,
+    /// Canary revision.
+    pub revision: Option<String>,
+    /// VirtualService name.
+    pub virtual_service: String,
+}
+
+impl ClusterArgs {
+    /// Fills identity from the downward API variables and checks that the
+    /// cluster loop has what it needs; the error names the missing flags.
+    pub fn resolve(&self, env: impl Fn(&str) -> Option<String>) -> crate::Result<ClusterConfig> {
+        let mut missing = Vec::new();
+        let group = self.group.clone();
+        if group.is_none() {
+            missing.push("--group");
+        }
+        let pod_name = self.pod_name.clone().or_else(|| env("POD_NAME"));
+        if pod_name.is_none() {
+            missing.push("--pod-name (or POD_NAME from the downward API)");
+        }
+        if self.virtual_service.is_none() {
+            missing.push("--virtual-service");
+        }
+        if self.canary_host.is_none() && self.canary_subset.is_none() {
+            missing.push("--canary-host and/or --canary-subset");
+        }
+        if !missing.is_empty() {
+            return Err(crate::Error::Config(format!(
+                "the cluster loop needs {}; or pass --standalone to observe and export without Kubernetes",
+                missing.join(", ")
+            )));
+        }
+        if self.lease_duration <= self.renew_deadline || self.renew_deadline <= self.retry_period {
+            return Err(crate::Error::Config(format!(
+                "--lease-duration {} must be greater than --renew-deadline {}, which must be greater than --retry-period {}",
+                fmt_duration(self.lease_duration),
+                fmt_duration(self.renew_deadline),
+                fmt_duration(self.retry_period)
+            )));
+        }
+        if self.on_rollback == OnRollback::Pause && self.deployment.is_none() {
+            return Err(crate::Error::Config(
+                "--on-rollback=pause needs --deployment naming the canary Deployment".into(),
+            ));
+        }
+        Ok(ClusterConfig {
+            group: group.unwrap_or_default(),
+            namespace: self.namespace.clone().or_else(|| env("POD_NAMESPACE")),
+            pod_name: pod_name.unwrap_or_default(),
+            pod_uid: self.pod_uid.clone().or_else(|| env("POD_UID")),
+            revision: self.revision.clone().or_else(|| env("POD_TEMPLATE_HASH")),
+            virtual_service: self.virtual_service.clone().unwrap_or_default(),
+        })
+    }
+}
+
+fn parse_dns_label(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 40
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err("must be 1-40 lowercase letters, digits or '-', starting and ending alphanumeric (it becomes part of Lease names)".into())
+    }
+}
+
+fn parse_lease_timing(s: &str) -> Result<Duration, String> {
+    duration_in(s, ms(1_000), ms(300_000))
+}
+
+fn parse_retry_period(s: &str) -> Result<Duration, String> {
+    duration_in(s, ms(100), ms(60_000))
+}
+
+fn parse_publish_interval(s: &str) -> Result<Duration, String> {
+    duration_in(s, ms(100), ms(60_000))
 }
 
 impl RunArgs {
@@ -451,6 +660,72 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("call itself"), "{e}");
+    }
+
+    #[test]
+    fn cluster_flags_resolve_from_downward_api() {
+        let a = parse(&[
+            "--group",
+            "reviews",
+            "--virtual-service",
+            "reviews",
+            "--canary-subset",
+            "v2",
+            "--per-member=false",
+        ])
+        .unwrap();
+        assert!(!a.cluster.per_member);
+        assert!(a.cluster.restore_on_new_revision);
+        let env = |k: &str| match k {
+            "POD_NAME" => Some("reviews-v2-abc".to_string()),
+            "POD_NAMESPACE" => Some("shop".to_string()),
+            "POD_TEMPLATE_HASH" => Some("5d9f".to_string()),
+            _ => None,
+        };
+        let c = a.cluster.resolve(env).unwrap();
+        assert_eq!(c.pod_name, "reviews-v2-abc");
+        assert_eq!(c.namespace.as_deref(), Some("shop"));
+        assert_eq!(c.revision.as_deref(), Some("5d9f"));
+        let e = parse(&[])
+            .unwrap()
+            .cluster
+            .resolve(|_| None)
+            .unwrap_err()
+            .to_string();
+        for flag in [
+            "--group",
+            "--pod-name",
+            "--virtual-service",
+            "--canary-host",
+            "--standalone",
+        ] {
+            assert!(e.contains(flag), "{e}");
+        }
+        let e = parse(&[
+            "--group",
+            "g",
+            "--virtual-service",
+            "v",
+            "--canary-host",
+            "h",
+            "--lease-duration",
+            "5s",
+            "--renew-deadline",
+            "5s",
+        ])
+        .unwrap()
+        .cluster
+        .resolve(env)
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("--lease-duration 5s must be greater than --renew-deadline 5s"),
+            "{e}"
+        );
+        assert!(parse(&["--group", "Bad_Group"])
+            .unwrap_err()
+            .to_string()
+            .contains("--group"));
     }
 
     #[test]

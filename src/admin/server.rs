@@ -76,7 +76,9 @@ impl Admin {
     }
 
     /// A hyper service over [`Admin::handle`].
-    pub fn service(self) -> impl hyper::service::Service<
+    pub fn service(
+        self,
+    ) -> impl hyper::service::Service<
         Request<hyper::body::Incoming>,
         Response = Response<Full<Bytes>>,
         Error = Infallible,
