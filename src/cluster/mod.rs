@@ -1,1 +1,3 @@
-//! placeholder
+//! Kubernetes adapters: client, leases, leader election, VirtualService, Events.
+
+pub mod client;

@@ -1,0 +1,71 @@
+//! Building the Kubernetes client: in-cluster, `KUBECONFIG`, `--kubeconfig`,
+//! or a plain-http URL (the embedded API).
+
+use std::path::Path;
+
+use http::header::{HeaderValue, USER_AGENT};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use crate::{Error, Result};
+
+/// The User-Agent we send, so managedFields and audit logs name us.
+pub fn user_agent() -> String {
+    format!("canary-guard/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The field manager recorded on our writes.
+pub const FIELD_MANAGER: &str = "canary-guard";
+
+fn kube_err(op: &str) -> impl FnOnce(kube::Error) -> Error + '_ {
+    move |e| Error::Kube {
+        op: op.to_string(),
+        source: Box::new(e),
+    }
+}
+
+/// Loads the client configuration: `kubeconfig` when given, otherwise kube's
+/// inference (in-cluster service account, then `KUBECONFIG` / `~/.kube/config`).
+pub async fn config(kubeconfig: Option<&Path>) -> Result<kube::Config> {
+    let mut config = match kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path).map_err(|e| {
+                Error::Config(format!("--kubeconfig {}: {e}", path.display()))
+            })?;
+            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| Error::Config(format!("--kubeconfig {}: {e}", path.display())))?
+        }
+        None => kube::Config::infer().await.map_err(|e| {
+            Error::Config(format!(
+                "no Kubernetes configuration found ({e}); run in a pod with a service account, set KUBECONFIG or --kubeconfig, or pass --standalone"
+            ))
+        })?,
+    };
+    set_user_agent(&mut config);
+    Ok(config)
+}
+
+/// A configuration for a plain-http API server at `url` (the embedded API).
+pub fn config_for_url(url: &str, namespace: &str) -> Result<kube::Config> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| Error::Config(format!("API server URL {url}: {e}")))?;
+    let mut config = kube::Config::new(uri);
+    config.default_namespace = namespace.to_string();
+    set_user_agent(&mut config);
+    Ok(config)
+}
+
+fn set_user_agent(config: &mut kube::Config) {
+    let agent = HeaderValue::from_str(&user_agent()).expect("the user agent is ASCII");
+    config.headers.retain(|(k, _)| k != USER_AGENT);
+    config.headers.push((USER_AGENT, agent));
+}
+
+/// Builds a client from a configuration, with `namespace` as its default when given.
+pub fn client(mut config: kube::Config, namespace: Option<&str>) -> Result<kube::Client> {
+    if let Some(ns) = namespace {
+        config.default_namespace = ns.to_string();
+    }
+    kube::Client::try_from(config).map_err(kube_err("build client"))
+}
