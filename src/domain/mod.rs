@@ -1,1 +1,3 @@
-//! placeholder
+//! Pure domain logic: no I/O, no Kubernetes types.
+
+pub mod routes;
