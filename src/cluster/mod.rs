@@ -1,1 +1,4 @@
-//! placeholder
+//! Kubernetes adapters.
+
+pub mod events;
+pub mod virtual_service;
