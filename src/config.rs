@@ -1,1 +1,467 @@
-//! Command line.
+//! Command line and environment: every `run` flag `--x-y` can also be set as
+//! `CANARY_GUARD_X_Y`. Values are checked when parsed, so a bad one exits
+//! non-zero with a message naming the flag, the value and the accepted range.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use http::Uri;
+
+/// Default proxy port: outside Istio's 15000–15090 and away from common app ports.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:4680";
+/// Default admin port (metrics, health, state).
+pub const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:4681";
+
+/// canary-guard: cut a failing canary off in seconds.
+#[derive(Debug, Parser)]
+#[command(name = "canary-guard", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the guard sidecar.
+    Run(Box<RunArgs>),
+}
+
+/// How the guard observes the canary's traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Reverse proxy in front of the app (Service targetPort -> guard -> app).
+    Proxy,
+}
+
+impl Mode {
+    /// The name shown in `/v1/state`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Proxy => "proxy",
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags of `canary-guard run`.
+#[derive(Clone, Debug, Args)]
+pub struct RunArgs {
+    /// How to observe traffic.
+    #[arg(long, env = "CANARY_GUARD_MODE", value_enum, default_value = "proxy")]
+    pub mode: Mode,
+
+    /// Proxy listener address (the Service's targetPort points here).
+    #[arg(long, env = "CANARY_GUARD_LISTEN", value_name = "ADDR", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+
+    /// The app behind the proxy.
+    #[arg(long, env = "CANARY_GUARD_UPSTREAM", value_name = "URL",
+          default_value = "http://127.0.0.1:8080", value_parser = parse_upstream)]
+    pub upstream: Uri,
+
+    /// Admin listener: /metrics, /healthz, /readyz, /v1/state.
+    #[arg(long, env = "CANARY_GUARD_ADMIN_LISTEN", value_name = "ADDR", default_value = DEFAULT_ADMIN_LISTEN)]
+    pub admin_listen: SocketAddr,
+
+    /// Observe, decide and export only; never talk to Kubernetes.
+    #[arg(long, env = "CANARY_GUARD_STANDALONE")]
+    pub standalone: bool,
+
+    /// Highest acceptable error ratio in the window (0..=1).
+    #[arg(long, env = "CANARY_GUARD_MAX_ERROR_RATIO", value_name = "RATIO",
+          default_value = "0.05", value_parser = parse_ratio)]
+    pub max_error_ratio: f64,
+
+    /// Highest acceptable latency at --latency-quantile (1ms..=60s).
+    #[arg(long, env = "CANARY_GUARD_MAX_LATENCY", value_name = "DURATION",
+          default_value = "500ms", value_parser = parse_max_latency)]
+    pub max_latency: Duration,
+
+    /// The latency quantile the limit applies to (0.5..=0.999).
+    #[arg(long, env = "CANARY_GUARD_LATENCY_QUANTILE", value_name = "Q",
+          default_value = "0.99", value_parser = parse_quantile)]
+    pub latency_quantile: f64,
+
+    /// Fewer requests than this in the window make a check inconclusive (1..=1000000).
+    #[arg(long, env = "CANARY_GUARD_MIN_REQUESTS", value_name = "N",
+          default_value = "20", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub min_requests: u64,
+
+    /// Sliding window length, whole seconds (5s..=10m).
+    #[arg(long, env = "CANARY_GUARD_WINDOW", value_name = "DURATION",
+          default_value = "30s", value_parser = parse_window)]
+    pub window: Duration,
+
+    /// Time between checks (100ms..=1m, at most --window).
+    #[arg(long, env = "CANARY_GUARD_INTERVAL", value_name = "DURATION",
+          default_value = "1s", value_parser = parse_interval)]
+    pub interval: Duration,
+
+    /// Consecutive failing checks before the verdict is failing (1..=1000).
+    #[arg(long, env = "CANARY_GUARD_FAILURE_THRESHOLD", value_name = "N",
+          default_value = "3", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub failure_threshold: u32,
+
+    /// Time allowed for the app's response headers before answering 504 (0s waits forever).
+    #[arg(long, env = "CANARY_GUARD_UPSTREAM_TIMEOUT", value_name = "DURATION",
+          default_value = "60s", value_parser = parse_upstream_timeout)]
+    pub upstream_timeout: Duration,
+
+    /// Time allowed to connect to the app before answering 502 (10ms..=60s).
+    #[arg(long, env = "CANARY_GUARD_CONNECT_TIMEOUT", value_name = "DURATION",
+          default_value = "5s", value_parser = parse_connect_timeout)]
+    pub connect_timeout: Duration,
+
+    /// Time a client has to send its request headers (1s..=5m).
+    #[arg(long, env = "CANARY_GUARD_HEADER_READ_TIMEOUT", value_name = "DURATION",
+          default_value = "10s", value_parser = parse_header_timeout)]
+    pub header_read_timeout: Duration,
+
+    /// Largest request head accepted, in bytes; larger gets 431 (8192..=1048576).
+    #[arg(long, env = "CANARY_GUARD_MAX_HEADER_BYTES", value_name = "BYTES",
+          default_value = "65536", value_parser = clap::value_parser!(u32).range(8192..=1_048_576))]
+    pub max_header_bytes: u32,
+
+    /// Open client connections at most (1..=1000000).
+    #[arg(long, env = "CANARY_GUARD_MAX_CONNECTIONS", value_name = "N",
+          default_value = "10000", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
+    /// On SIGTERM, time in-flight requests get to finish (0s..=10m).
+    #[arg(long, env = "CANARY_GUARD_DRAIN_TIMEOUT", value_name = "DURATION",
+          default_value = "20s", value_parser = parse_drain_timeout)]
+    pub drain_timeout: Duration,
+
+    /// Log format.
+    #[arg(
+        long,
+        env = "CANARY_GUARD_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+impl RunArgs {
+    /// Checks that need more than one flag; the message names the flags and the fix.
+    pub fn validate(&self) -> crate::Result<()> {
+        let err = |m: String| Err(crate::Error::Config(m));
+        if self.interval > self.window {
+            return err(format!(
+                "--interval {} is longer than --window {}: checks must run at least once per window",
+                fmt_duration(self.interval),
+                fmt_duration(self.window)
+            ));
+        }
+        if self.listen == self.admin_listen && self.listen.port() != 0 {
+            return err(format!(
+                "--listen and --admin-listen are both {}: give the admin server its own port",
+                self.listen
+            ));
+        }
+        if let Some(port) = self.upstream.port_u16() {
+            let host = self.upstream.host().unwrap_or_default();
+            let same_host = host == self.listen.ip().to_string()
+                || (self.listen.ip().is_unspecified()
+                    && matches!(host, "127.0.0.1" | "localhost" | "[::1]" | "0.0.0.0"));
+            if port == self.listen.port() && same_host {
+                return err(format!(
+                    "--upstream {} points at the guard's own --listen {}: the proxy would call itself; point --upstream at the app",
+                    self.upstream, self.listen
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses `250ms`, `2s`, `1.5s`, `1m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(|| format!("missing unit: write e.g. 250ms, 2s or 1m (got `{s}`)"))?;
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration: write e.g. 250ms, 2s or 1m"))?;
+    let scale = match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("unknown unit `{unit}` in `{s}`: use ms, s, m or h")),
+    };
+    let secs = value * scale;
+    if !secs.is_finite() || secs > 86_400.0 * 365.0 {
+        return Err(format!("`{s}` is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Formats a duration the way it can be written on the command line.
+pub fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 60_000 == 0 && ms > 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+fn duration_in(s: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < min || d > max {
+        return Err(format!(
+            "must be between {} and {}",
+            fmt_duration(min),
+            fmt_duration(max)
+        ));
+    }
+    Ok(d)
+}
+
+const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn parse_max_latency(s: &str) -> Result<Duration, String> {
+    duration_in(s, ms(1), ms(60_000))
+}
+
+fn parse_window(s: &str) -> Result<Duration, String> {
+    let d = duration_in(s, ms(5_000), ms(600_000))?;
+    if d.subsec_nanos() != 0 {
+        return Err("must be a whole number of seconds (the window is made of 1 s slots)".into());
+    }
+    Ok(d)
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    duration_in(s, ms(100), ms(60_000))
+}
+
+fn parse_upstream_timeout(s: &str) -> Result<Duration, String> {
+    duration_in(s, ms(0), ms(3_600_000))
+}
+
+fn parse_connect_timeout(s: &str) -> Result<Duration, String> {
+    duration_in(s, ms(10), ms(60_000))
+}
+
+fn parse_header_timeout(s: &str) -> Result<Duration, String> {
+    duration_in(s, ms(1_000), ms(300_000))
+}
+
+fn parse_drain_timeout(s: &str) -> Result<Duration, String> {
+    duration_in(s, ms(0), ms(600_000))
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| "must be a number between 0 and 1, e.g. 0.05".to_string())?;
+    if !(0.0..=1.0).contains(&v) {
+        return Err("must be between 0 and 1, e.g. 0.05 for 5%".into());
+    }
+    Ok(v)
+}
+
+fn parse_quantile(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| "must be a number between 0.5 and 0.999, e.g. 0.99".to_string())?;
+    if !(0.5..=0.999).contains(&v) {
+        return Err("must be between 0.5 and 0.999, e.g. 0.99".into());
+    }
+    Ok(v)
+}
+
+/// Parses an `http://host:port` base URL (no path, query or userinfo).
+pub fn parse_upstream(s: &str) -> Result<Uri, String> {
+    let uri: Uri = s
+        .parse()
+        .map_err(|_| "must be a URL like http://127.0.0.1:8080".to_string())?;
+    if uri.scheme_str() != Some("http") {
+        return Err("must start with http:// (the app is reached over the pod's loopback)".into());
+    }
+    let Some(authority) = uri.authority() else {
+        return Err("must name a host, like http://127.0.0.1:8080".into());
+    };
+    if authority.as_str().contains('@') {
+        return Err("must not carry credentials".into());
+    }
+    if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
+        return Err("must be a base URL without a path, like http://127.0.0.1:8080".into());
+    }
+    Ok(uri)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Serializes parsing with the test that sets `CANARY_GUARD_*` variables.
+    static ENV: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
+    fn parse(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let _env = ENV.lock();
+        parse_unlocked(args)
+    }
+
+    fn parse_unlocked(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let mut argv = vec!["canary-guard", "run"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).map(|cli| match cli.command {
+            Command::Run(a) => *a,
+        })
+    }
+
+    #[test]
+    fn defaults() {
+        let a = parse(&[]).unwrap();
+        assert_eq!(a.mode, Mode::Proxy);
+        assert_eq!(a.listen.port(), 4680);
+        assert_eq!(a.admin_listen.port(), 4681);
+        assert_eq!(a.upstream, "http://127.0.0.1:8080");
+        assert_eq!(a.max_error_ratio, 0.05);
+        assert_eq!(a.max_latency, ms(500));
+        assert_eq!(a.latency_quantile, 0.99);
+        assert_eq!(a.min_requests, 20);
+        assert_eq!(a.window, ms(30_000));
+        assert_eq!(a.interval, ms(1_000));
+        assert_eq!(a.failure_threshold, 3);
+        assert!(!a.standalone);
+        a.validate().unwrap();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), ms(250));
+        assert_eq!(parse_duration("2s").unwrap(), ms(2000));
+        assert_eq!(parse_duration("1.5s").unwrap(), ms(1500));
+        assert_eq!(parse_duration("1m").unwrap(), ms(60_000));
+        assert!(parse_duration("5").unwrap_err().contains("missing unit"));
+        assert!(parse_duration("5d").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("ms").is_err());
+        assert_eq!(fmt_duration(ms(1500)), "1500ms");
+        assert_eq!(fmt_duration(ms(120_000)), "2m");
+    }
+
+    #[test]
+    fn bad_values_name_flag_value_and_range() {
+        for (args, flag, value, range) in [
+            (
+                &["--max-error-ratio", "1.5"][..],
+                "--max-error-ratio",
+                "1.5",
+                "between 0 and 1",
+            ),
+            (
+                &["--max-latency", "2h"],
+                "--max-latency",
+                "2h",
+                "between 1ms and 1m",
+            ),
+            (&["--window", "2s"], "--window", "2s", "between 5s and 10m"),
+            (
+                &["--window", "7500ms"],
+                "--window",
+                "7500ms",
+                "whole number of seconds",
+            ),
+            (
+                &["--latency-quantile", "1"],
+                "--latency-quantile",
+                "1",
+                "0.5 and 0.999",
+            ),
+            (
+                &["--min-requests", "0"],
+                "--min-requests",
+                "0",
+                "1..=1000000",
+            ),
+            (
+                &["--failure-threshold", "0"],
+                "--failure-threshold",
+                "0",
+                "1..=1000",
+            ),
+            (
+                &["--upstream", "https://x:1"],
+                "--upstream",
+                "https://x:1",
+                "http://",
+            ),
+            (&["--listen", "nope"], "--listen", "nope", "invalid"),
+        ] {
+            let e = parse(args).unwrap_err().to_string();
+            assert!(
+                e.contains(flag) && e.contains(value) && e.contains(range),
+                "{args:?}: {e}"
+            );
+        }
+        let e = parse(&["--no-such-flag"]).unwrap_err().to_string();
+        assert!(e.contains("--no-such-flag"), "{e}");
+    }
+
+    #[test]
+    fn cross_flag_checks() {
+        let e = parse(&["--interval", "10s", "--window", "5s"])
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--interval") && e.contains("--window"), "{e}");
+        let e = parse(&[
+            "--listen",
+            "127.0.0.1:9000",
+            "--admin-listen",
+            "127.0.0.1:9000",
+        ])
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--admin-listen"), "{e}");
+        let e = parse(&[
+            "--listen",
+            "0.0.0.0:9000",
+            "--upstream",
+            "http://127.0.0.1:9000",
+        ])
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("call itself"), "{e}");
+    }
+
+    #[test]
+    fn env_equivalents() {
+        let _env = ENV.lock();
+        std::env::set_var("CANARY_GUARD_MAX_ERROR_RATIO", "0.2");
+        std::env::set_var("CANARY_GUARD_WINDOW", "1m");
+        let a = parse_unlocked(&[]).unwrap();
+        std::env::remove_var("CANARY_GUARD_MAX_ERROR_RATIO");
+        std::env::remove_var("CANARY_GUARD_WINDOW");
+        assert_eq!(a.max_error_ratio, 0.2);
+        assert_eq!(a.window, ms(60_000));
+    }
+}

@@ -18,6 +18,7 @@ pub mod domain;
 pub mod embedded_api;
 pub mod observe;
 pub mod runtime;
+pub mod server;
 
 /// Errors surfaced by canary-guard.
 #[derive(Debug, thiserror::Error)]

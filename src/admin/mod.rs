@@ -1,1 +1,5 @@
-//! placeholder
+//! The admin port: metrics, health, readiness and state.
+
+pub mod metrics;
+pub mod server;
+pub mod state;

@@ -1,3 +1,6 @@
 //! Pure domain logic: no I/O, no Kubernetes types.
 
+pub mod histogram;
+pub mod policy;
 pub mod routes;
+pub mod window;

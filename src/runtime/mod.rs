@@ -1,1 +1,37 @@
-//! placeholder
+//! Wiring: the pieces put together into the commands users run.
+
+pub mod guard;
+
+use crate::config::RunArgs;
+use crate::Result;
+
+/// `canary-guard run`: serves until SIGTERM or Ctrl-C, then drains.
+pub async fn run(args: RunArgs) -> Result<()> {
+    if !args.standalone {
+        return Err(crate::Error::Config(
+            "cluster mode needs --group, --virtual-service and --canary-host/--canary-subset; \
+             pass --standalone to observe and export without Kubernetes"
+                .into(),
+        ));
+    }
+    let guard = guard::start(&args).await?;
+    terminated().await;
+    guard.shutdown();
+    guard.wait().await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM (what the kubelet sends) or Ctrl-C.
+pub async fn terminated() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,262 @@
+//! The Prometheus metrics the guard exports, on its own registry.
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::domain::policy::Verdict;
+use crate::domain::window::{Outcome, Summary};
+
+/// Bucket bounds (seconds) of `canary_guard_request_duration_seconds`: Envoy's.
+const DURATION_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Quantiles published as `canary_guard_window_latency_seconds{quantile}`.
+pub const WINDOW_QUANTILES: [f64; 3] = [0.5, 0.9, 0.99];
+
+/// Every metric canary-guard exports.
+pub struct Metrics {
+    registry: Registry,
+    requests_success: IntCounter,
+    requests_error: IntCounter,
+    request_duration: Histogram,
+    window_requests: IntGauge,
+    window_error_ratio: Gauge,
+    window_latency: GaugeVec,
+    consecutive_failures: IntGauge,
+    verdict: IntGaugeVec,
+    /// 1 while this guard holds the group's leader lease.
+    pub leader: IntGauge,
+    /// Live members the leader counts (0 on followers).
+    pub members: IntGauge,
+    /// VirtualService rollbacks this guard wrote.
+    pub rollbacks_total: IntCounter,
+    kube_errors: IntCounterVec,
+    proxy_refusals: IntCounterVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "canary_guard_requests_total",
+                "Requests observed for the canary, by outcome.",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let request_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "canary_guard_request_duration_seconds",
+                "Time from request to response headers.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        let window_requests = IntGauge::new(
+            "canary_guard_window_requests",
+            "Requests in the sliding window.",
+        )
+        .expect("valid metric");
+        let window_error_ratio = Gauge::new(
+            "canary_guard_window_error_ratio",
+            "Errors over requests in the sliding window.",
+        )
+        .expect("valid metric");
+        let window_latency = GaugeVec::new(
+            Opts::new(
+                "canary_guard_window_latency_seconds",
+                "Latency quantiles over the sliding window.",
+            ),
+            &["quantile"],
+        )
+        .expect("valid metric");
+        let consecutive_failures = IntGauge::new(
+            "canary_guard_consecutive_failures",
+            "Failing checks in a row.",
+        )
+        .expect("valid metric");
+        let verdict = IntGaugeVec::new(
+            Opts::new(
+                "canary_guard_verdict",
+                "1 for the current verdict, 0 for the others.",
+            ),
+            &["state"],
+        )
+        .expect("valid metric");
+        let leader = IntGauge::new(
+            "canary_guard_leader",
+            "1 while this guard is the group's leader.",
+        )
+        .expect("valid metric");
+        let members = IntGauge::new(
+            "canary_guard_members",
+            "Live group members seen by the leader.",
+        )
+        .expect("valid metric");
+        let rollbacks_total = IntCounter::new(
+            "canary_guard_rollbacks_total",
+            "VirtualService rollbacks written by this guard.",
+        )
+        .expect("valid metric");
+        let kube_errors = IntCounterVec::new(
+            Opts::new(
+                "canary_guard_kube_errors_total",
+                "Failed Kubernetes API calls, by operation.",
+            ),
+            &["op"],
+        )
+        .expect("valid metric");
+        let proxy_refusals = IntCounterVec::new(
+            Opts::new(
+                "canary_guard_proxy_refusals_total",
+                "Requests the guard answered itself, by reason (not blamed on the canary when the client was at fault).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(request_duration.clone()),
+            Box::new(window_requests.clone()),
+            Box::new(window_error_ratio.clone()),
+            Box::new(window_latency.clone()),
+            Box::new(consecutive_failures.clone()),
+            Box::new(verdict.clone()),
+            Box::new(leader.clone()),
+            Box::new(members.clone()),
+            Box::new(rollbacks_total.clone()),
+            Box::new(kube_errors.clone()),
+            Box::new(proxy_refusals.clone()),
+        ] {
+            registry.register(c).expect("unique metric names");
+        }
+        // Create every label value up front so series exist (at 0) from the first scrape.
+        for q in WINDOW_QUANTILES {
+            window_latency.with_label_values(&[&q.to_string()]);
+        }
+        for v in Verdict::ALL {
+            verdict.with_label_values(&[v.as_str()]);
+        }
+        Self {
+            requests_success: requests.with_label_values(&["success"]),
+            requests_error: requests.with_label_values(&["error"]),
+            registry,
+            request_duration,
+            window_requests,
+            window_error_ratio,
+            window_latency,
+            consecutive_failures,
+            verdict,
+            leader,
+            members,
+            rollbacks_total,
+            kube_errors,
+            proxy_refusals,
+        }
+    }
+
+    /// Counts one request (the hot path: two atomic adds and a histogram observe).
+    #[inline]
+    pub fn observe_request(&self, latency_seconds: f64, outcome: Outcome) {
+        match outcome {
+            Outcome::Success => self.requests_success.inc(),
+            Outcome::Error => self.requests_error.inc(),
+        }
+        self.request_duration.observe(latency_seconds);
+    }
+
+    /// Counts `n` requests, `errors` of them failed, with no latency sample.
+    pub fn observe_counts(&self, n: u64, errors: u64) {
+        self.requests_success.inc_by(n.saturating_sub(errors));
+        self.requests_error.inc_by(errors);
+    }
+
+    /// Publishes the window and verdict after a check.
+    pub fn set_check(&self, window: &Summary, verdict: Verdict, consecutive_failures: u32) {
+        self.window_requests
+            .set(i64::try_from(window.requests).unwrap_or(i64::MAX));
+        self.window_error_ratio.set(window.error_ratio());
+        for q in WINDOW_QUANTILES {
+            let v = window.latency_quantile(q).map_or(0.0, |d| d.as_secs_f64());
+            self.window_latency
+                .with_label_values(&[&q.to_string()])
+                .set(v);
+        }
+        self.consecutive_failures
+            .set(i64::from(consecutive_failures));
+        for v in Verdict::ALL {
+            self.verdict
+                .with_label_values(&[v.as_str()])
+                .set(i64::from(v == verdict));
+        }
+    }
+
+    /// Counts a failed Kubernetes API call.
+    pub fn kube_error(&self, op: &str) {
+        self.kube_errors.with_label_values(&[op]).inc();
+    }
+
+    /// Counts a request the guard refused or answered itself.
+    pub fn proxy_refusal(&self, reason: &str) {
+        self.proxy_refusals.with_label_values(&[reason]).inc();
+    }
+
+    /// Renders the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding into a Vec cannot fail");
+        String::from_utf8(buf).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exports_the_documented_names() {
+        let m = Metrics::new();
+        m.observe_request(0.003, Outcome::Success);
+        m.observe_request(0.2, Outcome::Error);
+        m.kube_error("patch_virtualservice");
+        let mut s = Summary::empty(30);
+        s.requests = 2;
+        s.errors = 1;
+        m.set_check(&s, Verdict::Failing, 3);
+        let text = m.render();
+        for line in [
+            "canary_guard_requests_total{outcome=\"success\"} 1",
+            "canary_guard_requests_total{outcome=\"error\"} 1",
+            "canary_guard_request_duration_seconds_count 2",
+            "canary_guard_window_requests 2",
+            "canary_guard_window_error_ratio 0.5",
+            "canary_guard_window_latency_seconds{quantile=\"0.99\"} 0",
+            "canary_guard_consecutive_failures 3",
+            "canary_guard_verdict{state=\"failing\"} 1",
+            "canary_guard_verdict{state=\"healthy\"} 0",
+            "canary_guard_leader 0",
+            "canary_guard_members 0",
+            "canary_guard_rollbacks_total 0",
+            "canary_guard_kube_errors_total{op=\"patch_virtualservice\"} 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+    }
+}

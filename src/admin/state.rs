@@ -1,0 +1,177 @@
+//! What `/v1/state` reports: the guard's latest view of itself and its group.
+
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use serde::Serialize;
+
+use crate::domain::policy::Verdict;
+use crate::domain::window::Summary;
+
+/// Window totals as `/v1/state` shows them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct WindowView {
+    /// Window length in seconds.
+    pub seconds: u64,
+    /// Requests in the window.
+    pub requests: u64,
+    /// Errors in the window.
+    pub errors: u64,
+    /// Errors over requests.
+    pub error_ratio: f64,
+    /// Median latency in ms, when there was traffic.
+    pub p50_ms: Option<f64>,
+    /// 90th percentile latency in ms.
+    pub p90_ms: Option<f64>,
+    /// 99th percentile latency in ms.
+    pub p99_ms: Option<f64>,
+}
+
+impl From<&Summary> for WindowView {
+    fn from(s: &Summary) -> Self {
+        let ms = |q| {
+            s.latency_quantile(q)
+                .map(|d| (d.as_secs_f64() * 1_000_000.0).round() / 1000.0)
+        };
+        Self {
+            seconds: s.seconds,
+            requests: s.requests,
+            errors: s.errors,
+            error_ratio: s.error_ratio(),
+            p50_ms: ms(0.5),
+            p90_ms: ms(0.9),
+            p99_ms: ms(0.99),
+        }
+    }
+}
+
+/// One group member as the leader sees it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MemberView {
+    /// Pod name.
+    pub pod: String,
+    /// The member's canary revision (pod-template-hash).
+    pub revision: Option<String>,
+    /// Seconds since the member's summary last changed.
+    pub age_seconds: f64,
+    /// The member's window.
+    pub window: WindowView,
+    /// The member's own check, when it has enough traffic to judge alone.
+    pub verdict: Verdict,
+}
+
+/// A condition that needs an operator's attention (missing VirtualService, 403, ...).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Problem {
+    /// Short machine-readable kind, e.g. `VirtualServiceNotFound`.
+    pub reason: String,
+    /// What went wrong and how to fix it.
+    pub message: String,
+}
+
+/// Everything `/v1/state` returns.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GuardState {
+    /// Guard group (one per canary), when running in a cluster.
+    pub group: Option<String>,
+    /// This guard's pod.
+    pub pod: Option<String>,
+    /// This guard's canary revision.
+    pub revision: Option<String>,
+    /// `proxy` or `envoy`.
+    pub mode: &'static str,
+    /// Whether this guard is the group's leader (always false when standalone).
+    pub leader: bool,
+    /// The current leader's identity, when known.
+    pub leader_identity: Option<String>,
+    /// The verdict on the window this guard judges (the aggregate on the leader).
+    pub verdict: Verdict,
+    /// This guard's own window.
+    pub window: WindowView,
+    /// Failing checks in a row.
+    pub consecutive_failures: u32,
+    /// The group's live members (leader only; empty elsewhere).
+    pub members: Vec<MemberView>,
+    /// The aggregate window over all members (leader only).
+    pub aggregate: Option<WindowView>,
+    /// The latest rollback this guard knows of, as recorded on the VirtualService.
+    pub last_rollback: Option<serde_json::Value>,
+    /// Conditions an operator should look at.
+    pub problems: Vec<Problem>,
+}
+
+impl GuardState {
+    /// The state before the first check.
+    pub fn new(mode: &'static str) -> Self {
+        Self {
+            group: None,
+            pod: None,
+            revision: None,
+            mode,
+            leader: false,
+            leader_identity: None,
+            verdict: Verdict::Inconclusive,
+            window: WindowView::default(),
+            consecutive_failures: 0,
+            members: Vec::new(),
+            aggregate: None,
+            last_rollback: None,
+            problems: Vec::new(),
+        }
+    }
+}
+
+/// The state shared between the loops that update it and the admin server.
+pub type SharedState = Arc<RwLock<GuardState>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn window_view_rounds_to_microseconds() {
+        let mut s = Summary::empty(30);
+        s.requests = 4;
+        s.errors = 1;
+        for _ in 0..4 {
+            s.latency.record(Duration::from_millis(200));
+        }
+        let v = WindowView::from(&s);
+        assert_eq!(v.error_ratio, 0.25);
+        let p50 = v.p50_ms.unwrap();
+        assert!((190.0..=210.0).contains(&p50), "{p50}");
+        assert_eq!((p50 * 1000.0).fract(), 0.0);
+        assert_eq!(WindowView::from(&Summary::empty(30)).p99_ms, None);
+    }
+
+    #[test]
+    fn state_json_has_the_documented_fields() {
+        let v = serde_json::to_value(GuardState::new("proxy")).unwrap();
+        for key in [
+            "group",
+            "pod",
+            "revision",
+            "leader",
+            "verdict",
+            "window",
+            "consecutive_failures",
+            "members",
+            "last_rollback",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(v["verdict"], "inconclusive");
+        for key in [
+            "seconds",
+            "requests",
+            "errors",
+            "error_ratio",
+            "p50_ms",
+            "p90_ms",
+            "p99_ms",
+        ] {
+            assert!(v["window"].get(key).is_some(), "missing window.{key}");
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! The verdict: pure code that judges a window summary against thresholds.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::window::Summary;
+
+/// What a canary must stay within.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Thresholds {
+    /// Highest acceptable errors / requests; a ratio equal to it passes.
+    pub max_error_ratio: f64,
+    /// Highest acceptable latency at `latency_quantile`; equal passes.
+    pub max_latency: Duration,
+    /// The quantile the latency limit applies to, e.g. 0.99.
+    pub latency_quantile: f64,
+    /// Fewer requests than this in the window make a check inconclusive.
+    pub min_requests: u64,
+    /// Consecutive failing checks before the verdict is `failing`.
+    pub failure_threshold: u32,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            max_error_ratio: 0.05,
+            max_latency: Duration::from_millis(500),
+            latency_quantile: 0.99,
+            min_requests: 20,
+            failure_threshold: 3,
+        }
+    }
+}
+
+/// Why a single check failed: the numbers that crossed a threshold.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Breach {
+    /// Requests in the judged window.
+    pub requests: u64,
+    /// Errors in the judged window.
+    pub errors: u64,
+    /// Error ratio, when it was above the limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_ratio: Option<f64>,
+    /// Limit on the error ratio.
+    pub max_error_ratio: f64,
+    /// Latency at the quantile, when it was above the limit (ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    /// Limit on the latency (ms).
+    pub max_latency_ms: f64,
+    /// The quantile the latency was taken at.
+    pub quantile: f64,
+}
+
+impl fmt::Display for Breach {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(r) = self.error_ratio {
+            parts.push(format!(
+                "error ratio {:.4} > {} ({} of {} requests)",
+                r, self.max_error_ratio, self.errors, self.requests
+            ));
+        }
+        if let Some(l) = self.latency_ms {
+            parts.push(format!(
+                "p{} latency {:.1}ms > {}ms",
+                quantile_label(self.quantile),
+                l,
+                self.max_latency_ms
+            ));
+        }
+        f.write_str(&parts.join(", "))
+    }
+}
+
+/// `0.99` → `"99"`, `0.995` → `"99.5"`.
+pub fn quantile_label(q: f64) -> String {
+    let pct = format!("{:.3}", q * 100.0);
+    pct.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// The result of one check of one window.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Check {
+    /// Within every threshold.
+    Healthy,
+    /// Too few requests to judge; never counts as a failure.
+    Inconclusive,
+    /// At least one threshold crossed.
+    Failing(Breach),
+}
+
+impl Thresholds {
+    /// Judges one window summary.
+    pub fn check(&self, s: &Summary) -> Check {
+        if s.requests < self.min_requests.max(1) {
+            return Check::Inconclusive;
+        }
+        let ratio = s.error_ratio();
+        let latency = s.latency_quantile(self.latency_quantile);
+        let ratio_breach = ratio > self.max_error_ratio;
+        let latency_breach = latency.is_some_and(|l| l > self.max_latency);
+        if !ratio_breach && !latency_breach {
+            return Check::Healthy;
+        }
+        Check::Failing(Breach {
+            requests: s.requests,
+            errors: s.errors,
+            error_ratio: ratio_breach.then_some(ratio),
+            max_error_ratio: self.max_error_ratio,
+            latency_ms: latency
+                .filter(|_| latency_breach)
+                .map(|l| l.as_secs_f64() * 1000.0),
+            max_latency_ms: self.max_latency.as_secs_f64() * 1000.0,
+            quantile: self.latency_quantile,
+        })
+    }
+}
+
+/// The guard's overall judgement of the canary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Enough traffic and within thresholds (or not yet failing long enough).
+    Healthy,
+    /// Not enough traffic to judge.
+    Inconclusive,
+    /// `failure_threshold` consecutive failing checks.
+    Failing,
+    /// Traffic was sent back to stable for this canary revision.
+    RolledBack,
+}
+
+impl Verdict {
+    /// Every verdict, in the order metrics list them.
+    pub const ALL: [Verdict; 4] = [
+        Verdict::Healthy,
+        Verdict::Inconclusive,
+        Verdict::Failing,
+        Verdict::RolledBack,
+    ];
+
+    /// The name used in `/v1/state` and in the `state` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Healthy => "healthy",
+            Verdict::Inconclusive => "inconclusive",
+            Verdict::Failing => "failing",
+            Verdict::RolledBack => "rolled_back",
+        }
+    }
+}
+
+/// Consecutive-failure state over successive checks.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    thresholds: Thresholds,
+    consecutive_failures: u32,
+    last_breach: Option<Breach>,
+    verdict: Verdict,
+}
+
+impl Policy {
+    /// A policy that has seen no checks yet (verdict `inconclusive`).
+    pub fn new(thresholds: Thresholds) -> Self {
+        Self {
+            thresholds,
+            consecutive_failures: 0,
+            last_breach: None,
+            verdict: Verdict::Inconclusive,
+        }
+    }
+
+    /// The thresholds in force.
+    pub fn thresholds(&self) -> &Thresholds {
+        &self.thresholds
+    }
+
+    /// Judges the next window and returns the resulting verdict.
+    ///
+    /// A failing check adds one to the count; a healthy or inconclusive one
+    /// resets it, so only an unbroken run of failures makes the verdict
+    /// `failing`. Once rolled back, the verdict stays until [`Policy::reset`].
+    pub fn observe(&mut self, s: &Summary) -> Verdict {
+        let check = self.thresholds.check(s);
+        match &check {
+            Check::Failing(b) => {
+                self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+                self.last_breach = Some(b.clone());
+            }
+            Check::Healthy | Check::Inconclusive => {
+                self.consecutive_failures = 0;
+                self.last_breach = None;
+            }
+        }
+        if self.verdict != Verdict::RolledBack {
+            self.verdict = if self.consecutive_failures >= self.thresholds.failure_threshold {
+                Verdict::Failing
+            } else if check == Check::Inconclusive {
+                Verdict::Inconclusive
+            } else {
+                Verdict::Healthy
+            };
+        }
+        self.verdict
+    }
+
+    /// The current verdict.
+    pub fn verdict(&self) -> Verdict {
+        self.verdict
+    }
+
+    /// Failing checks in a row so far.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures
+    }
+
+    /// The numbers of the latest failing check, while the failure run lasts.
+    pub fn last_breach(&self) -> Option<&Breach> {
+        self.last_breach.as_ref()
+    }
+
+    /// Records that traffic was sent back to stable; the verdict sticks.
+    pub fn mark_rolled_back(&mut self) {
+        self.verdict = Verdict::RolledBack;
+    }
+
+    /// Starts over, e.g. for a new canary revision.
+    pub fn reset(&mut self) {
+        self.consecutive_failures = 0;
+        self.last_breach = None;
+        self.verdict = Verdict::Inconclusive;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::window::{Outcome, Window};
+    use tokio::time::Instant;
+
+    fn summary(requests: u64, errors: u64, latency: Duration) -> Summary {
+        let mut s = Summary::empty(30);
+        s.requests = requests;
+        s.errors = errors;
+        s.latency.add(
+            crate::domain::histogram::bucket_index(latency),
+            requests.max(1),
+        );
+        s
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn error_ratio_exactly_at_threshold_passes() {
+        let t = Thresholds::default();
+        assert_eq!(t.check(&summary(100, 5, ms(10))), Check::Healthy);
+        assert!(matches!(
+            t.check(&summary(100, 6, ms(10))),
+            Check::Failing(_)
+        ));
+    }
+
+    #[test]
+    fn latency_only_failure() {
+        let t = Thresholds::default();
+        match t.check(&summary(100, 0, ms(900))) {
+            Check::Failing(b) => {
+                assert_eq!(b.error_ratio, None);
+                let l = b.latency_ms.unwrap();
+                assert!((855.0..=945.0).contains(&l), "{l}");
+                assert!(b.to_string().starts_with("p99 latency"));
+            }
+            other => panic!("expected failing, got {other:?}"),
+        }
+        // Right at the limit's bucket start passes: the interpolated p99 stays <= 500ms.
+        assert_eq!(t.check(&summary(100, 0, ms(450))), Check::Healthy);
+    }
+
+    #[test]
+    fn zero_traffic_and_low_traffic_are_inconclusive() {
+        let t = Thresholds::default();
+        assert_eq!(t.check(&Summary::empty(30)), Check::Inconclusive);
+        // One error among 19 requests: 5% would be crossed, but 19 < min_requests.
+        assert_eq!(t.check(&summary(19, 1, ms(1))), Check::Inconclusive);
+        assert!(matches!(t.check(&summary(20, 2, ms(1))), Check::Failing(_)));
+        // A single error at low traffic never fails, even with min_requests 0.
+        let t0 = Thresholds {
+            min_requests: 0,
+            ..Thresholds::default()
+        };
+        assert_eq!(t0.check(&Summary::empty(30)), Check::Inconclusive);
+    }
+
+    #[test]
+    fn failing_needs_consecutive_failures_and_recovery_resets() {
+        let mut p = Policy::new(Thresholds::default());
+        let bad = summary(100, 50, ms(10));
+        let good = summary(100, 0, ms(10));
+        assert_eq!(p.observe(&bad), Verdict::Healthy);
+        assert_eq!(p.observe(&bad), Verdict::Healthy);
+        assert_eq!(p.consecutive_failures(), 2);
+        assert_eq!(p.observe(&good), Verdict::Healthy);
+        assert_eq!(p.consecutive_failures(), 0);
+        assert_eq!(p.last_breach(), None);
+        p.observe(&bad);
+        p.observe(&bad);
+        assert_eq!(p.observe(&bad), Verdict::Failing);
+        assert_eq!(p.consecutive_failures(), 3);
+        assert_eq!(p.last_breach().unwrap().errors, 50);
+    }
+
+    #[test]
+    fn inconclusive_breaks_a_failure_run() {
+        let mut p = Policy::new(Thresholds::default());
+        let bad = summary(100, 50, ms(10));
+        p.observe(&bad);
+        p.observe(&bad);
+        assert_eq!(p.observe(&Summary::empty(30)), Verdict::Inconclusive);
+        assert_eq!(p.observe(&bad), Verdict::Healthy);
+        assert_eq!(p.consecutive_failures(), 1);
+    }
+
+    #[test]
+    fn rolled_back_sticks_until_reset() {
+        let mut p = Policy::new(Thresholds {
+            failure_threshold: 1,
+            ..Thresholds::default()
+        });
+        assert_eq!(p.observe(&summary(100, 50, ms(10))), Verdict::Failing);
+        p.mark_rolled_back();
+        assert_eq!(p.observe(&summary(100, 0, ms(10))), Verdict::RolledBack);
+        p.reset();
+        assert_eq!(p.observe(&summary(100, 0, ms(10))), Verdict::Healthy);
+    }
+
+    #[test]
+    fn window_roll_over_clears_a_failure() {
+        // Errors in the first second leave a 3 s window three seconds later.
+        let t0 = Instant::now();
+        let w = Window::new(Duration::from_secs(3), t0);
+        let t = Thresholds {
+            min_requests: 10,
+            ..Thresholds::default()
+        };
+        for _ in 0..10 {
+            w.record(t0, ms(5), Outcome::Error);
+        }
+        for _ in 0..20 {
+            w.record(t0 + ms(2500), ms(5), Outcome::Success);
+        }
+        assert!(matches!(
+            t.check(&w.summary(t0 + ms(2900))),
+            Check::Failing(_)
+        ));
+        assert_eq!(t.check(&w.summary(t0 + ms(3000))), Check::Healthy);
+    }
+
+    #[test]
+    fn quantile_labels() {
+        assert_eq!(quantile_label(0.99), "99");
+        assert_eq!(quantile_label(0.5), "50");
+        assert_eq!(quantile_label(0.995), "99.5");
+    }
+}

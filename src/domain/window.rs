@@ -1,0 +1,312 @@
+//! A sliding window of one-second slots.
+//!
+//! Recording is a handful of relaxed atomic adds on the current slot; a slot is
+//! cleared by the first recorder of a new second under a per-slot lock that is
+//! taken once per second at most. Reads add up the live slots into a
+//! [`Summary`]. Memory is fixed by the window length, never by traffic.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::histogram::{self, Histogram, LAYOUT_VERSION};
+
+/// Longest window we accept: bounds memory at `slots × buckets × 8` bytes.
+pub const MAX_WINDOW: Duration = Duration::from_secs(600);
+
+/// "Never written" marker for a slot's second.
+const EMPTY: u64 = u64::MAX;
+
+struct Slot {
+    /// The second (since the window's origin) this slot holds.
+    second: AtomicU64,
+    requests: AtomicU64,
+    errors: AtomicU64,
+    buckets: Box<[AtomicU64]>,
+    rotate: Mutex<()>,
+}
+
+impl Slot {
+    fn new() -> Self {
+        Self {
+            second: AtomicU64::new(EMPTY),
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            buckets: (0..histogram::bucket_count())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            rotate: Mutex::new(()),
+        }
+    }
+}
+
+/// The outcome of one request as the window counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Served without a server-side error.
+    Success,
+    /// A 5xx, a gRPC server error, or an upstream failure.
+    Error,
+}
+
+/// A ring of one-second slots.
+pub struct Window {
+    origin: Instant,
+    slots: Box<[Slot]>,
+}
+
+impl Window {
+    /// A window of `length` (rounded up to whole seconds, at least 1 s, at most [`MAX_WINDOW`]).
+    pub fn new(length: Duration, origin: Instant) -> Self {
+        let secs = length.min(MAX_WINDOW).as_secs_f64().ceil().max(1.0) as usize;
+        Self {
+            origin,
+            slots: (0..secs).map(|_| Slot::new()).collect(),
+        }
+    }
+
+    /// Window length in seconds.
+    pub fn seconds(&self) -> u64 {
+        self.slots.len() as u64
+    }
+
+    fn second_of(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.origin).as_secs()
+    }
+
+    fn slot_for(&self, second: u64) -> &Slot {
+        let slot = &self.slots[(second % self.slots.len() as u64) as usize];
+        if slot.second.load(Ordering::Acquire) != second {
+            let _guard = slot.rotate.lock();
+            // Another recorder may have rotated it while we waited.
+            if slot.second.load(Ordering::Acquire) != second {
+                slot.requests.store(0, Ordering::Relaxed);
+                slot.errors.store(0, Ordering::Relaxed);
+                for b in slot.buckets.iter() {
+                    b.store(0, Ordering::Relaxed);
+                }
+                slot.second.store(second, Ordering::Release);
+            }
+        }
+        slot
+    }
+
+    /// Counts `n` requests (of which `errors` failed) at `at` without latency samples.
+    pub fn record_counts(&self, at: Instant, n: u64, errors: u64) {
+        let slot = self.slot_for(self.second_of(at));
+        slot.requests.fetch_add(n, Ordering::Relaxed);
+        slot.errors.fetch_add(errors, Ordering::Relaxed);
+    }
+
+    /// Counts one request that finished at `at` after `latency`.
+    #[inline]
+    pub fn record(&self, at: Instant, latency: Duration, outcome: Outcome) {
+        self.record_bucket(at, histogram::bucket_index(latency), 1, outcome);
+    }
+
+    /// Adds `n` latency samples to bucket `bucket` without touching request counts.
+    pub fn record_latency_bucket(&self, at: Instant, bucket: usize, n: u64) {
+        if let Some(b) = self.slot_for(self.second_of(at)).buckets.get(bucket) {
+            b.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    #[inline]
+    fn record_bucket(&self, at: Instant, bucket: usize, n: u64, outcome: Outcome) {
+        let slot = self.slot_for(self.second_of(at));
+        slot.requests.fetch_add(n, Ordering::Relaxed);
+        if outcome == Outcome::Error {
+            slot.errors.fetch_add(n, Ordering::Relaxed);
+        }
+        if let Some(b) = slot.buckets.get(bucket) {
+            b.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// The totals of the last `seconds()` seconds up to and including `now`'s second.
+    pub fn summary(&self, now: Instant) -> Summary {
+        let current = self.second_of(now);
+        let oldest = current.saturating_sub(self.seconds() - 1);
+        let mut summary = Summary::empty(self.seconds());
+        for slot in self.slots.iter() {
+            let s = slot.second.load(Ordering::Acquire);
+            if s == EMPTY || s < oldest || s > current {
+                continue;
+            }
+            summary.requests += slot.requests.load(Ordering::Relaxed);
+            summary.errors += slot.errors.load(Ordering::Relaxed);
+            for (i, b) in slot.buckets.iter().enumerate() {
+                let c = b.load(Ordering::Relaxed);
+                if c > 0 {
+                    summary.latency.add(i, c);
+                }
+            }
+        }
+        summary
+    }
+}
+
+/// Window totals: what a guard publishes and what the policy judges.
+///
+/// Mergeable (the leader adds up members) and serialized compactly as
+/// `{"v":1,"s":30,"n":200,"e":40,"h":[[idx,count],...]}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Bucket layout version, so guards of two versions can tell each other apart.
+    #[serde(rename = "v")]
+    pub version: u32,
+    /// Window length in seconds.
+    #[serde(rename = "s")]
+    pub seconds: u64,
+    /// Requests in the window.
+    #[serde(rename = "n")]
+    pub requests: u64,
+    /// Failed requests in the window.
+    #[serde(rename = "e")]
+    pub errors: u64,
+    /// Latency histogram (sparse on the wire).
+    #[serde(rename = "h")]
+    pub latency: Histogram,
+}
+
+impl Summary {
+    /// A summary with no traffic.
+    pub fn empty(seconds: u64) -> Self {
+        Self {
+            version: LAYOUT_VERSION,
+            seconds,
+            requests: 0,
+            errors: 0,
+            latency: Histogram::default(),
+        }
+    }
+
+    /// Adds another guard's totals to these.
+    pub fn merge(&mut self, other: &Summary) {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.seconds = self.seconds.max(other.seconds);
+        self.latency.merge(&other.latency);
+    }
+
+    /// Errors over requests, 0 when there is no traffic.
+    pub fn error_ratio(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.errors as f64 / self.requests as f64
+        }
+    }
+
+    /// The latency at quantile `q`, if any latency was recorded.
+    pub fn latency_quantile(&self, q: f64) -> Option<Duration> {
+        self.latency.quantile(q)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn counts_and_ratio() {
+        let t0 = Instant::now();
+        let w = Window::new(Duration::from_secs(30), t0);
+        for i in 0..200 {
+            let outcome = if i < 40 {
+                Outcome::Error
+            } else {
+                Outcome::Success
+            };
+            w.record(t0, ms(5), outcome);
+        }
+        let s = w.summary(t0);
+        assert_eq!((s.requests, s.errors), (200, 40));
+        assert!((s.error_ratio() - 0.2).abs() < 1e-12);
+        assert_eq!(s.latency.total(), 200);
+    }
+
+    #[test]
+    fn old_seconds_roll_out() {
+        let t0 = Instant::now();
+        let w = Window::new(Duration::from_secs(3), t0);
+        w.record(t0, ms(1), Outcome::Error);
+        w.record(t0 + ms(1500), ms(1), Outcome::Success);
+        assert_eq!(w.summary(t0 + ms(2999)).requests, 2);
+        // Second 0 leaves the 3 s window when second 3 begins.
+        let s = w.summary(t0 + ms(3000));
+        assert_eq!((s.requests, s.errors), (1, 0));
+        // A slot reused for a new second starts from zero.
+        w.record(t0 + ms(3100), ms(1), Outcome::Success);
+        assert_eq!(w.summary(t0 + ms(3100)).requests, 2);
+        assert_eq!(w.summary(t0 + Duration::from_secs(60)).requests, 0);
+    }
+
+    #[test]
+    fn length_is_clamped() {
+        let t0 = Instant::now();
+        assert_eq!(Window::new(Duration::ZERO, t0).seconds(), 1);
+        assert_eq!(Window::new(ms(1500), t0).seconds(), 2);
+        assert_eq!(Window::new(Duration::from_secs(3600), t0).seconds(), 600);
+    }
+
+    #[test]
+    fn concurrent_recording_loses_nothing() {
+        let t0 = Instant::now();
+        let w = std::sync::Arc::new(Window::new(Duration::from_secs(30), t0));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let w = w.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..10_000 {
+                        w.record(t0, ms(2), Outcome::Success);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(w.summary(t0).requests, 40_000);
+    }
+
+    #[test]
+    fn summary_json_is_compact_and_round_trips() {
+        let t0 = Instant::now();
+        let w = Window::new(Duration::from_secs(30), t0);
+        w.record(t0, ms(200), Outcome::Success);
+        w.record(t0, ms(200), Outcome::Error);
+        let s = w.summary(t0);
+        let json = serde_json::to_string(&s).unwrap();
+        let idx = histogram::bucket_index(ms(200));
+        assert_eq!(
+            json,
+            format!(r#"{{"v":1,"s":30,"n":2,"e":1,"h":[[{idx},2]]}}"#)
+        );
+        let back: Summary = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn merge_adds_members() {
+        let mut a = Summary::empty(30);
+        a.requests = 10;
+        a.errors = 1;
+        a.latency.record(ms(10));
+        let mut b = Summary::empty(30);
+        b.requests = 30;
+        b.errors = 9;
+        b.latency.record(ms(900));
+        a.merge(&b);
+        assert_eq!((a.requests, a.errors), (40, 10));
+        assert!((a.error_ratio() - 0.25).abs() < 1e-12);
+        assert_eq!(a.latency.total(), 2);
+    }
+}

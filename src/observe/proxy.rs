@@ -1,0 +1,245 @@
+//! The reverse proxy: forwards every request to the app unchanged, times it to
+//! the response headers and classifies the outcome.
+
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::time::Instant;
+
+use super::body::{PendingRecord, ProxyBody};
+use super::classify::{self, AtHeaders};
+use super::headers::{is_upgrade, strip_hop_by_hop};
+use super::Recorder;
+use crate::domain::window::Outcome;
+
+/// How to reach the app.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// The app's base URL (`http://host:port`).
+    pub upstream: Uri,
+    /// Time allowed to open a TCP connection to the app.
+    pub connect_timeout: Duration,
+    /// Time allowed for the app's response headers; `None` waits forever.
+    pub upstream_timeout: Option<Duration>,
+    /// Idle pooled connections are closed after this; keep it below the
+    /// app's own keep-alive timeout so we never reuse a connection it is closing.
+    pub pool_idle_timeout: Duration,
+}
+
+/// The proxy service: cheap to clone, one per connection.
+#[derive(Clone)]
+pub struct Proxy {
+    scheme: Scheme,
+    authority: Authority,
+    http1: Client<HttpConnector, Incoming>,
+    http2: Client<HttpConnector, Incoming>,
+    upstream_timeout: Option<Duration>,
+    recorder: Recorder,
+}
+
+impl Proxy {
+    /// Builds the proxy and its pooled clients (HTTP/1.1 and HTTP/2 prior knowledge).
+    pub fn new(config: &ProxyConfig, recorder: Recorder) -> crate::Result<Self> {
+        let scheme = config.upstream.scheme().cloned().unwrap_or(Scheme::HTTP);
+        if scheme != Scheme::HTTP {
+            return Err(crate::Error::Config(format!(
+                "--upstream {}: only http:// is supported (the app is on the pod's loopback)",
+                config.upstream
+            )));
+        }
+        let authority = config.upstream.authority().cloned().ok_or_else(|| {
+            crate::Error::Config(format!(
+                "--upstream {}: expected http://HOST:PORT",
+                config.upstream
+            ))
+        })?;
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .retry_canceled_requests(true);
+        let http1 = builder.build(connector.clone());
+        let http2 = builder.http2_only(true).build(connector);
+        Ok(Self {
+            scheme,
+            authority,
+            http1,
+            http2,
+            upstream_timeout: config.upstream_timeout,
+            recorder,
+        })
+    }
+
+    /// Forwards one request.
+    pub async fn handle(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
+        let start = Instant::now();
+        let upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
+        let inbound_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let is_h2 = req.version() == Version::HTTP_2;
+
+        if let Err(resp) = self.rewrite(&mut req, upgrade) {
+            return resp;
+        }
+        let client = if is_h2 { &self.http2 } else { &self.http1 };
+        let sent = client.request(req);
+        let result = match self.upstream_timeout {
+            Some(t) => match tokio::time::timeout(t, sent).await {
+                Ok(r) => r,
+                Err(_) => {
+                    self.recorder.record(start.elapsed(), Outcome::Error);
+                    self.recorder.metrics().proxy_refusal("upstream_timeout");
+                    return local(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n");
+                }
+            },
+            None => sent.await,
+        };
+        let latency = start.elapsed();
+        let mut resp = match result {
+            Ok(resp) => resp,
+            Err(e) => return self.upstream_error(&e, latency),
+        };
+
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(inbound) = inbound_upgrade {
+                let outbound = hyper::upgrade::on(&mut resp);
+                tokio::spawn(async move {
+                    match tokio::try_join!(inbound, outbound) {
+                        Ok((a, b)) => {
+                            let _ = tokio::io::copy_bidirectional(
+                                &mut TokioIo::new(a),
+                                &mut TokioIo::new(b),
+                            )
+                            .await;
+                        }
+                        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+                    }
+                });
+            }
+            self.recorder.record(latency, Outcome::Success);
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers, true);
+            return Response::from_parts(parts, ProxyBody::upstream(body));
+        }
+
+        let (mut parts, body) = resp.into_parts();
+        let body = match classify::response(parts.status, &parts.headers) {
+            AtHeaders::Done(outcome) => {
+                self.recorder.record(latency, outcome);
+                ProxyBody::upstream(body)
+            }
+            AtHeaders::AwaitTrailers => {
+                ProxyBody::grpc(body, PendingRecord::new(self.recorder.clone(), latency))
+            }
+        };
+        strip_hop_by_hop(&mut parts.headers, false);
+        Response::from_parts(parts, body)
+    }
+
+    /// Points the request at the app and strips hop-by-hop headers.
+    #[allow(clippy::result_large_err)]
+    fn rewrite(
+        &self,
+        req: &mut Request<Incoming>,
+        upgrade: bool,
+    ) -> Result<(), Response<ProxyBody>> {
+        let path = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        // HTTP/2 carries the host in :authority, which we replace; keep it as Host.
+        if req.version() == Version::HTTP_2 && !req.headers().contains_key(header::HOST) {
+            if let Some(a) = req.uri().authority() {
+                if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                    req.headers_mut().insert(header::HOST, v);
+                }
+            }
+        }
+        let uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path)
+            .build();
+        match uri {
+            Ok(uri) => *req.uri_mut() = uri,
+            Err(_) => {
+                self.recorder.metrics().proxy_refusal("bad_request");
+                return Err(local(StatusCode::BAD_REQUEST, "invalid request target\n"));
+            }
+        }
+        strip_hop_by_hop(req.headers_mut(), upgrade);
+        Ok(())
+    }
+
+    fn upstream_error(
+        &self,
+        e: &hyper_util::client::legacy::Error,
+        latency: Duration,
+    ) -> Response<ProxyBody> {
+        if e.is_connect() {
+            tracing::warn!(error = %e, "upstream connect failed");
+            self.recorder.record(latency, Outcome::Error);
+            self.recorder.metrics().proxy_refusal("upstream_connect");
+            return local(StatusCode::BAD_GATEWAY, "upstream connection failed\n");
+        }
+        if client_at_fault(e) {
+            // The client's own request body broke off: not the canary's fault.
+            self.recorder.metrics().proxy_refusal("client_error");
+            return local(StatusCode::BAD_REQUEST, "request body ended early\n");
+        }
+        tracing::warn!(error = %e, "upstream request failed");
+        self.recorder.record(latency, Outcome::Error);
+        self.recorder.metrics().proxy_refusal("upstream_error");
+        local(StatusCode::BAD_GATEWAY, "upstream request failed\n")
+    }
+
+    /// A hyper service over [`Proxy::handle`].
+    pub fn service(
+        self,
+    ) -> impl hyper::service::Service<
+        Request<Incoming>,
+        Response = Response<ProxyBody>,
+        Error = std::convert::Infallible,
+        Future = impl std::future::Future<
+            Output = Result<Response<ProxyBody>, std::convert::Infallible>,
+        > + Send,
+    > + Clone {
+        hyper::service::service_fn(move |req| {
+            let proxy = self.clone();
+            async move { Ok(proxy.handle(req).await) }
+        })
+    }
+}
+
+/// Whether a failed upstream call was caused by the inbound request's body.
+fn client_at_fault(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            if h.is_user() || h.is_body_write_aborted() {
+                return true;
+            }
+        }
+        source = s.source();
+    }
+    false
+}
+
+fn local(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::local(text));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}

@@ -1,0 +1,203 @@
+//! `canary-guard run --standalone`: the proxy, the local check loop and the
+//! admin server, wired together.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::admin::metrics::Metrics;
+use crate::admin::server::{Admin, Readiness};
+use crate::admin::state::{GuardState, SharedState, WindowView};
+use crate::config::RunArgs;
+use crate::domain::policy::{Policy, Thresholds};
+use crate::domain::window::Window;
+use crate::observe::proxy::{Proxy, ProxyConfig};
+use crate::observe::Recorder;
+use crate::server::{self, Limits};
+use crate::{Error, Result};
+
+/// The thresholds the flags describe.
+pub fn thresholds(args: &RunArgs) -> Thresholds {
+    Thresholds {
+        max_error_ratio: args.max_error_ratio,
+        max_latency: args.max_latency,
+        latency_quantile: args.latency_quantile,
+        min_requests: args.min_requests,
+        failure_threshold: args.failure_threshold,
+    }
+}
+
+/// A running guard.
+pub struct Guard {
+    /// Where the proxy listens.
+    pub proxy_addr: SocketAddr,
+    /// Where the admin server listens.
+    pub admin_addr: SocketAddr,
+    /// The state behind `/v1/state`.
+    pub state: SharedState,
+    /// The exported metrics.
+    pub metrics: Arc<Metrics>,
+    /// Number of checks run so far; changes after every check.
+    pub checks: watch::Receiver<u64>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Guard {
+    /// Begins a graceful shutdown: stop accepting, drain, then stop.
+    pub fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Waits until the guard has stopped.
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+async fn bind(addr: SocketAddr, flag: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|source| Error::Io {
+        context: format!("{flag} {addr}: cannot listen (is another process using the port?)"),
+        source,
+    })
+}
+
+/// Binds the listeners and starts every task of a standalone guard.
+pub async fn start(args: &RunArgs) -> Result<Guard> {
+    args.validate()?;
+    let metrics = Arc::new(Metrics::new());
+    let window = Arc::new(Window::new(args.window, Instant::now()));
+    let state: SharedState = Arc::new(RwLock::new(GuardState::new(args.mode.as_str())));
+    let ready = Arc::new(Readiness::default());
+    let recorder = Recorder::new(window.clone(), metrics.clone());
+    let proxy = Proxy::new(
+        &ProxyConfig {
+            upstream: args.upstream.clone(),
+            connect_timeout: args.connect_timeout,
+            upstream_timeout: (!args.upstream_timeout.is_zero()).then_some(args.upstream_timeout),
+            pool_idle_timeout: std::time::Duration::from_secs(4),
+        },
+        recorder,
+    )?;
+
+    let admin_listener = bind(args.admin_listen, "--admin-listen").await?;
+    let proxy_listener = bind(args.listen, "--listen").await?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .expect("bound socket has an address");
+    let proxy_addr = proxy_listener
+        .local_addr()
+        .expect("bound socket has an address");
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (checks_tx, checks) = watch::channel(0u64);
+    let limits = Limits {
+        max_connections: args.max_connections as usize,
+        header_read_timeout: args.header_read_timeout,
+        max_header_bytes: args.max_header_bytes as usize,
+        drain_timeout: args.drain_timeout,
+    };
+    let admin = Admin {
+        metrics: metrics.clone(),
+        state: state.clone(),
+        ready: ready.clone(),
+    };
+    let admin_stop = watch::channel(false);
+    let admin_task = tokio::spawn(server::serve(
+        admin_listener,
+        admin.service(),
+        Limits::default(),
+        signalled(admin_stop.1),
+    ));
+    let checker = tokio::spawn(check_loop(
+        window,
+        Policy::new(thresholds(args)),
+        metrics.clone(),
+        state.clone(),
+        args.interval,
+        checks_tx,
+        shutdown_rx.clone(),
+    ));
+    ready.set(true);
+    tracing::info!(%proxy_addr, %admin_addr, upstream = %args.upstream, "canary-guard serving");
+
+    let proxy_ready = ready.clone();
+    let mut drain_rx = shutdown_rx.clone();
+    let task = tokio::spawn(async move {
+        let draining = async move {
+            let _ = drain_rx.wait_for(|s| *s).await;
+            // Tell the kubelet first so new traffic stops before the listener closes.
+            proxy_ready.set(false);
+            tracing::info!("shutting down: draining in-flight requests");
+        };
+        let left = server::serve(proxy_listener, proxy.service(), limits, draining).await;
+        if left > 0 {
+            tracing::warn!(left, "connections still open after the drain timeout");
+        }
+        checker.abort();
+        admin_stop.0.send_replace(true);
+        let _ = admin_task.await;
+        tracing::info!("stopped");
+    });
+
+    Ok(Guard {
+        proxy_addr,
+        admin_addr,
+        state,
+        metrics,
+        checks,
+        shutdown: shutdown_tx,
+        task,
+    })
+}
+
+/// A future that resolves once `rx` carries `true`.
+pub fn signalled(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> {
+    async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+/// Judges the local window every `interval` and publishes the result.
+async fn check_loop(
+    window: Arc<Window>,
+    mut policy: Policy,
+    metrics: Arc<Metrics>,
+    state: SharedState,
+    interval: std::time::Duration,
+    checks: watch::Sender<u64>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let summary = window.summary(Instant::now());
+        let before = policy.verdict();
+        let verdict = policy.observe(&summary);
+        metrics.set_check(&summary, verdict, policy.consecutive_failures());
+        if verdict != before {
+            match policy.last_breach() {
+                Some(b) => {
+                    tracing::warn!(verdict = verdict.as_str(), breach = %b, "verdict changed")
+                }
+                None => tracing::info!(verdict = verdict.as_str(), "verdict changed"),
+            }
+        }
+        let mut s = state.write();
+        s.window = WindowView::from(&summary);
+        s.verdict = verdict;
+        s.consecutive_failures = policy.consecutive_failures();
+        drop(s);
+        checks.send_modify(|n| *n += 1);
+    }
+}
