@@ -494,7 +494,8 @@ pub async fn rollback(
 }
 
 /// Puts back the weights recorded by the last rollback of VirtualService `name`, in routes
-/// whose destinations are unchanged, and marks the record with `restoredAt`. The patch
+/// whose destinations are unchanged, and marks the record with `restoredAt` (also when
+/// some routes could not be restored: they are reported in the outcome). The patch
 /// `test`s the annotation as read, so a rollback racing with the restore makes it retry.
 pub async fn restore(
     api: &Api<DynamicObject>,
