@@ -1,8 +1,14 @@
 //! The Prometheus metrics the guard exports, on its own registry.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::domain::policy::Verdict;
@@ -24,7 +30,7 @@ pub struct Metrics {
     request_duration: Histogram,
     window_requests: IntGauge,
     window_error_ratio: Gauge,
-    window_latency: GaugeVec,
+    window_latency: WindowLatency,
     consecutive_failures: IntGauge,
     verdict: IntGaugeVec,
     /// 1 while this guard holds the group's leader lease.
@@ -67,14 +73,7 @@ impl Metrics {
             "Errors over requests in the sliding window.",
         )
         .expect("valid metric");
-        let window_latency = GaugeVec::new(
-            Opts::new(
-                "canary_guard_window_latency_seconds",
-                "Latency quantiles over the sliding window.",
-            ),
-            &["quantile"],
-        )
-        .expect("valid metric");
+        let window_latency = WindowLatency::new();
         let consecutive_failures = IntGauge::new(
             "canary_guard_consecutive_failures",
             "Failing checks in a row.",
@@ -137,9 +136,6 @@ impl Metrics {
             registry.register(c).expect("unique metric names");
         }
         // Create every label value up front so series exist (at 0) from the first scrape.
-        for q in WINDOW_QUANTILES {
-            window_latency.with_label_values(&[&q.to_string()]);
-        }
         for v in Verdict::ALL {
             verdict.with_label_values(&[v.as_str()]);
         }
@@ -182,12 +178,7 @@ impl Metrics {
         self.window_requests
             .set(i64::try_from(window.requests).unwrap_or(i64::MAX));
         self.window_error_ratio.set(window.error_ratio());
-        for q in WINDOW_QUANTILES {
-            let v = window.latency_quantile(q).map_or(0.0, |d| d.as_secs_f64());
-            self.window_latency
-                .with_label_values(&[&q.to_string()])
-                .set(v);
-        }
+        self.window_latency.set(window);
         self.consecutive_failures
             .set(i64::from(consecutive_failures));
         for v in Verdict::ALL {
@@ -223,6 +214,81 @@ impl Default for Metrics {
     }
 }
 
+/// `canary_guard_window_latency_seconds`: a Prometheus summary whose
+/// quantiles, count and sum describe the current window (not all time).
+#[derive(Clone)]
+struct WindowLatency {
+    desc: Desc,
+    /// `(quantile, seconds)` pairs, sample count and estimated sum.
+    latest: Arc<Mutex<Latest>>,
+}
+
+type Latest = (Vec<(f64, f64)>, u64, f64);
+
+impl WindowLatency {
+    fn new() -> Self {
+        let desc = Desc::new(
+            "canary_guard_window_latency_seconds".into(),
+            "Latency quantiles over the sliding window (sum estimated from bucket midpoints)."
+                .into(),
+            Vec::new(),
+            HashMap::new(),
+        )
+        .expect("valid metric");
+        let zeros = WINDOW_QUANTILES.iter().map(|&q| (q, 0.0)).collect();
+        Self {
+            desc,
+            latest: Arc::new(Mutex::new((zeros, 0, 0.0))),
+        }
+    }
+
+    fn set(&self, window: &Summary) {
+        let quantiles = WINDOW_QUANTILES
+            .iter()
+            .map(|&q| {
+                (
+                    q,
+                    window.latency_quantile(q).map_or(0.0, |d| d.as_secs_f64()),
+                )
+            })
+            .collect();
+        let sum = window.latency.estimated_sum().as_secs_f64();
+        *self.latest.lock() = (quantiles, window.latency.total(), sum);
+    }
+}
+
+impl Collector for WindowLatency {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let (quantiles, count, sum) = self.latest.lock().clone();
+        let mut summary = proto::Summary::default();
+        summary.set_sample_count(count);
+        summary.set_sample_sum(sum);
+        summary.set_quantile(
+            quantiles
+                .into_iter()
+                .map(|(q, v)| {
+                    let mut quantile = proto::Quantile::default();
+                    quantile.set_quantile(q);
+                    quantile.set_value(v);
+                    quantile
+                })
+                .collect(),
+        );
+        let mut metric = proto::Metric::default();
+        metric.set_summary(summary);
+        let mut family = MetricFamily::default();
+        family.set_name(self.desc.fq_name.clone());
+        family.set_help(self.desc.help.clone());
+        family.set_field_type(MetricType::SUMMARY);
+        family.set_metric(vec![metric]);
+        vec![family]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +311,7 @@ mod tests {
             "canary_guard_window_requests 2",
             "canary_guard_window_error_ratio 0.5",
             "canary_guard_window_latency_seconds{quantile=\"0.99\"} 0",
+            "canary_guard_window_latency_seconds_count 0",
             "canary_guard_consecutive_failures 3",
             "canary_guard_verdict{state=\"failing\"} 1",
             "canary_guard_verdict{state=\"healthy\"} 0",

@@ -11,6 +11,8 @@ use http_body_util::Full;
 use super::metrics::Metrics;
 use super::state::SharedState;
 
+type AdminResult = Result<Response<Full<Bytes>>, Infallible>;
+
 /// Readiness as `/readyz` reports it.
 #[derive(Debug, Default)]
 pub struct Readiness(AtomicBool);
@@ -74,13 +76,11 @@ impl Admin {
     }
 
     /// A hyper service over [`Admin::handle`].
-    pub fn service(
-        self,
-    ) -> impl hyper::service::Service<
+    pub fn service(self) -> impl hyper::service::Service<
         Request<hyper::body::Incoming>,
         Response = Response<Full<Bytes>>,
         Error = Infallible,
-        Future = std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>,
+        Future = std::future::Ready<AdminResult>,
     > + Clone {
         hyper::service::service_fn(move |req| std::future::ready(Ok(self.handle(&req))))
     }

@@ -147,6 +147,23 @@ impl Histogram {
         None
     }
 
+    /// The sum of all samples, taking each at its bucket's midpoint (the
+    /// overflow bucket at its lower bound).
+    pub fn estimated_sum(&self) -> Duration {
+        let ns: f64 = self
+            .counts
+            .iter()
+            .enumerate()
+            .filter(|(_, &c)| c > 0)
+            .map(|(i, &c)| {
+                let (lo, hi) = bucket_range(i);
+                let mid = hi.map_or(lo as f64, |hi| (lo + hi) as f64 / 2.0);
+                mid * c as f64
+            })
+            .sum();
+        Duration::from_secs_f64(ns / 1e9)
+    }
+
     /// The sparse form: `(bucket index, count)` for every non-empty bucket.
     pub fn to_sparse(&self) -> Vec<(u16, u64)> {
         self.counts

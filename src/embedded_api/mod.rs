@@ -1,1 +1,839 @@
-//! placeholder
+//! An in-memory Kubernetes API for tests and `canary-guard demo`.
+//!
+//! It serves, over plain HTTP, exactly the resources the guard touches — Leases,
+//! VirtualServices (v1, v1beta1, v1alpha3 from one store), events.k8s.io Events, Pods and
+//! Deployments — with the real kube-apiserver's semantics: a global resourceVersion,
+//! optimistic concurrency, merge and JSON patches, label selectors, validation and `Status`
+//! bodies. The same operations are available in process through [`EmbeddedApi`], and the
+//! HTTP layer is a thin wrapper over them. Writes are recorded in a history, and faults can
+//! be injected into HTTP answers.
+//!
+//! Not served: watch, server-side apply, strategic merge on lists, subresources,
+//! deletecollection, defaulting, and the VirtualService OpenAPI schema.
+
+mod call;
+mod faults;
+mod ids;
+mod patch;
+mod resource;
+mod selector;
+mod server;
+mod status;
+mod store;
+mod validate;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::sync::{oneshot, watch};
+
+pub use call::{Call, PatchType, Verb};
+pub use faults::{FaultAction, FaultId, FaultRule, Faults};
+pub use resource::Resource;
+pub use server::MAX_BODY_BYTES;
+pub use status::{Status, StatusCause, StatusDetails};
+pub use store::WriteRecord;
+
+use store::Store;
+
+/// The embedded API: objects, history and fault rules. Cheap to clone; clones share state.
+#[derive(Clone, Default)]
+pub struct EmbeddedApi {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    store: Store,
+    faults: Faults,
+}
+
+impl std::fmt::Debug for EmbeddedApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedApi").finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedApi {
+    /// An empty API.
+    pub fn new() -> EmbeddedApi {
+        EmbeddedApi::default()
+    }
+
+    fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The fault rules and the refuse switch (they act on HTTP requests only).
+    pub fn faults(&self) -> &Faults {
+        &self.inner.faults
+    }
+
+    /// Runs one call exactly as the HTTP layer would.
+    pub fn call(&self, call: Call) -> Result<Value, Status> {
+        self.store().call(call).result
+    }
+
+    /// Stores `object` (namespace from its metadata, `default` if unset) as given, status
+    /// included, creating or overwriting it. For setting the scene in tests and the demo.
+    pub fn seed(&self, resource: Resource, object: Value) -> Result<Value, Status> {
+        self.store().seed(resource, object)
+    }
+
+    /// Creates `object` in `namespace` (POST semantics: 409 if it exists, 500 if it carries a
+    /// resourceVersion, `generateName` honoured). `apiVersion` and `kind` must be set.
+    pub fn create(
+        &self,
+        resource: Resource,
+        namespace: &str,
+        object: Value,
+    ) -> Result<Value, Status> {
+        self.call(Call::new(Verb::Create, resource, Some(namespace)).body(object))
+    }
+
+    /// Reads one object.
+    pub fn get(&self, resource: Resource, namespace: &str, name: &str) -> Result<Value, Status> {
+        self.call(Call::new(Verb::Get, resource, Some(namespace)).name(name))
+    }
+
+    /// Lists objects in `namespace` (all namespaces if `None`) matching `label_selector`.
+    pub fn list(
+        &self,
+        resource: Resource,
+        namespace: Option<&str>,
+        label_selector: Option<&str>,
+    ) -> Result<Value, Status> {
+        let mut call = Call::new(Verb::List, resource, namespace);
+        call.label_selector = label_selector.map(str::to_owned);
+        self.call(call)
+    }
+
+    /// Replaces an object (PUT semantics: resourceVersion checked).
+    pub fn replace(
+        &self,
+        resource: Resource,
+        namespace: &str,
+        name: &str,
+        object: Value,
+    ) -> Result<Value, Status> {
+        self.call(
+            Call::new(Verb::Update, resource, Some(namespace))
+                .name(name)
+                .body(object),
+        )
+    }
+
+    /// Patches an object.
+    pub fn patch(
+        &self,
+        resource: Resource,
+        namespace: &str,
+        name: &str,
+        patch_type: PatchType,
+        patch: Value,
+    ) -> Result<Value, Status> {
+        let mut call = Call::new(Verb::Patch, resource, Some(namespace))
+            .name(name)
+            .body(patch);
+        call.patch_type = Some(patch_type);
+        self.call(call)
+    }
+
+    /// Deletes an object; answers the object or a success `Status`, as the real server does
+    /// for that resource.
+    pub fn delete(&self, resource: Resource, namespace: &str, name: &str) -> Result<Value, Status> {
+        self.call(Call::new(Verb::Delete, resource, Some(namespace)).name(name))
+    }
+
+    /// Every write so far (the most recent 10 000), oldest first.
+    pub fn history(&self) -> Vec<WriteRecord> {
+        self.store().history()
+    }
+
+    /// Receives the global resourceVersion after each stored write.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.store().subscribe()
+    }
+
+    /// Waits until `condition` holds, re-checking after every stored write.
+    pub async fn wait_for(&self, mut condition: impl FnMut(&EmbeddedApi) -> bool) {
+        let mut changes = self.subscribe();
+        while !condition(self) {
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Serves the API over HTTP on `addr` (port 0 picks a free port).
+    pub async fn serve(&self, addr: SocketAddr) -> crate::Result<RunningApi> {
+        let (addr, stop, task) =
+            server::spawn(self.clone(), addr)
+                .await
+                .map_err(|source| crate::Error::Io {
+                    context: format!("binding the embedded API on {addr}"),
+                    source,
+                })?;
+        Ok(RunningApi {
+            api: self.clone(),
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+}
+
+/// A served [`EmbeddedApi`]; stops serving when dropped or on [`RunningApi::stop`].
+#[derive(Debug)]
+pub struct RunningApi {
+    api: EmbeddedApi,
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningApi {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://<addr>`, the base URL of the API.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The API being served.
+    pub fn api(&self) -> &EmbeddedApi {
+        &self.api
+    }
+
+    /// A kube client for this server, with `namespace` as default namespace and `user_agent`
+    /// as User-Agent. kube's default retry of 429/503/504 is left on, as in production.
+    pub fn client(&self, namespace: &str, user_agent: &str) -> crate::Result<kube::Client> {
+        let kube_err = |e: kube::Error| crate::Error::Kube {
+            op: "build embedded API client".to_owned(),
+            source: Box::new(e),
+        };
+        let uri: http::Uri = self
+            .url()
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| crate::Error::Config(e.to_string()))?;
+        let mut config = kube::Config::new(uri);
+        config.default_namespace = namespace.to_owned();
+        let agent = http::HeaderValue::from_str(user_agent)
+            .map_err(|e| crate::Error::Config(format!("user agent {user_agent:?}: {e}")))?;
+        config.headers.push((http::header::USER_AGENT, agent));
+        kube::Client::try_from(config).map_err(kube_err)
+    }
+
+    /// Stops accepting, lets open requests finish (up to a few seconds), and waits.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for RunningApi {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod fixtures;
+
+/// End-to-end tests: a real kube client against the served API.
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{self, NS, USER_AGENT};
+    use super::*;
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+    use serde_json::json;
+
+    /// The `Status` of a failed kube call.
+    fn api_status<T: std::fmt::Debug>(result: kube::Result<T>) -> kube::core::Status {
+        match result {
+            Err(kube::Error::Api(status)) => *status,
+            other => panic!("expected an API error, got {other:?}"),
+        }
+    }
+
+    /// Sends a raw request through the kube client (for JSON patches and odd bodies).
+    async fn raw(
+        client: &kube::Client,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> kube::Result<Value> {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::CONTENT_TYPE, content_type)
+            .body(body)
+            .expect("request");
+        client.request::<Value>(req).await
+    }
+
+    const VS_PATH: &str = "/apis/networking.istio.io/v1/namespaces/shop/virtualservices/reviews";
+
+    #[tokio::test]
+    async fn lease_create_replace_conflict_and_errors() {
+        let (running, client) = fixtures::served().await;
+        let leases: Api<Lease> = Api::default_namespaced(client);
+        let pp = PostParams::default();
+        let created = leases
+            .create(
+                &pp,
+                &fixtures::lease("canary-guard-reviews", "reviews", "a"),
+            )
+            .await
+            .unwrap();
+        let rv1 = created.metadata.resource_version.clone().unwrap();
+        assert!(created.metadata.uid.is_some() && created.metadata.creation_timestamp.is_some());
+        assert_eq!(created.metadata.namespace.as_deref(), Some(NS));
+
+        let mut renewed = created.clone();
+        renewed.spec.as_mut().unwrap().holder_identity = Some("b".into());
+        let renewed = leases
+            .replace("canary-guard-reviews", &pp, &renewed)
+            .await
+            .unwrap();
+        let rv2 = renewed.metadata.resource_version.clone().unwrap();
+        assert!(rv2.parse::<u64>().unwrap() > rv1.parse::<u64>().unwrap());
+
+        // The stale copy loses.
+        let stale = api_status(leases.replace("canary-guard-reviews", &pp, &created).await);
+        assert_eq!((stale.code, stale.reason.as_str()), (409, "Conflict"));
+        assert!(stale.is_conflict() && !stale.is_already_exists());
+        assert!(stale.message.contains("the object has been modified"));
+
+        let mut unversioned = renewed.clone();
+        unversioned.metadata.resource_version = None;
+        let invalid = api_status(
+            leases
+                .replace("canary-guard-reviews", &pp, &unversioned)
+                .await,
+        );
+        assert_eq!(invalid.code, 422);
+        assert!(invalid.message.contains("must be specified for an update"));
+
+        let dup = api_status(
+            leases
+                .create(
+                    &pp,
+                    &fixtures::lease("canary-guard-reviews", "reviews", "c"),
+                )
+                .await,
+        );
+        assert_eq!((dup.code, dup.reason.as_str()), (409, "AlreadyExists"));
+        assert!(dup.is_already_exists() && !dup.is_conflict());
+
+        let internal = api_status(leases.create(&pp, &renewed).await);
+        assert_eq!(internal.code, 500);
+        assert!(internal
+            .message
+            .contains("resourceVersion should not be set on objects to be created"));
+
+        let missing = api_status(leases.get("nope").await);
+        assert!(missing.is_not_found());
+        assert_eq!(
+            missing.message,
+            "leases.coordination.k8s.io \"nope\" not found"
+        );
+
+        // Leases may be created by PUT, like on the real server.
+        let put = leases
+            .replace("by-put", &pp, &fixtures::lease("by-put", "reviews", "a"))
+            .await
+            .unwrap();
+        assert_eq!(put.metadata.name.as_deref(), Some("by-put"));
+
+        let deleted = leases
+            .delete("by-put", &DeleteParams::default())
+            .await
+            .unwrap();
+        assert!(deleted.is_right(), "leases answer a delete with a Status");
+        assert!(api_status(leases.get("by-put").await).is_not_found());
+
+        let history = running.api().history();
+        let codes: Vec<(Verb, u16)> = history.iter().map(|r| (r.verb, r.code)).collect();
+        assert_eq!(
+            codes,
+            [
+                (Verb::Create, 201),
+                (Verb::Update, 200),
+                (Verb::Update, 409),
+                (Verb::Update, 422),
+                (Verb::Create, 409),
+                (Verb::Create, 500),
+                (Verb::Update, 201),
+                (Verb::Delete, 200),
+            ]
+        );
+        assert!(history
+            .iter()
+            .all(|r| r.user_agent.as_deref() == Some(USER_AGENT)));
+        assert_eq!(history[1].resource_version.as_deref(), Some(rv2.as_str()));
+        assert_eq!(
+            history[1].object.as_ref().unwrap()["spec"]["holderIdentity"],
+            "b"
+        );
+        assert!(history.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+    }
+
+    #[tokio::test]
+    async fn label_selectors_filter_lists() {
+        let (_running, client) = fixtures::served().await;
+        let leases: Api<Lease> = Api::default_namespaced(client);
+        for (name, group) in [("m1", "reviews"), ("m2", "reviews"), ("m3", "ratings")] {
+            leases
+                .create(&PostParams::default(), &fixtures::lease(name, group, name))
+                .await
+                .unwrap();
+        }
+        let names = |list: kube::core::ObjectList<Lease>| -> Vec<String> {
+            list.items
+                .into_iter()
+                .filter_map(|l| l.metadata.name)
+                .collect()
+        };
+        let eq = leases
+            .list(&ListParams::default().labels("canary-guard.io/group=reviews"))
+            .await
+            .unwrap();
+        assert!(eq.metadata.resource_version.is_some());
+        assert_eq!(names(eq), ["m1", "m2"]);
+        let set = leases
+            .list(
+                &ListParams::default()
+                    .labels("canary-guard.io/group notin (reviews),canary-guard.io/group"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(names(set), ["m3"]);
+        let bad = api_status(leases.list(&ListParams::default().labels("a in (b")).await);
+        assert_eq!(bad.code, 400);
+        let all: Api<Lease> = Api::all(leases.into_client());
+        assert_eq!(
+            names(all.list(&ListParams::default()).await.unwrap()).len(),
+            3
+        );
+    }
+
+    #[tokio::test]
+    async fn virtual_service_versions_and_patches() {
+        let (running, client) = fixtures::served().await;
+        let v1: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), NS, &fixtures::vs_resource("v1"));
+        v1.create(&PostParams::default(), &fixtures::vs_object())
+            .await
+            .unwrap();
+        for version in ["v1beta1", "v1alpha3"] {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), NS, &fixtures::vs_resource(version));
+            let vs = api.get("reviews").await.unwrap();
+            let av = vs.types.unwrap().api_version;
+            assert_eq!(av, format!("networking.istio.io/{version}"));
+            assert_eq!(vs.data["spec"]["http"][0]["route"][1]["weight"], 10);
+        }
+
+        // A JSON patch whose test fails: 422 Invalid, no details, nothing stored.
+        let stale = json!([
+            {"op": "test", "path": "/spec/http/0/route/1/weight", "value": "10"},
+            {"op": "replace", "path": "/spec/http/0/route/1/weight", "value": 0}
+        ]);
+        let failed = api_status(
+            raw(
+                &client,
+                "PATCH",
+                VS_PATH,
+                "application/json-patch+json",
+                stale.to_string().into(),
+            )
+            .await,
+        );
+        assert_eq!((failed.code, failed.reason.as_str()), (422, "Invalid"));
+        assert!(failed.details.is_none());
+
+        let good = json!([
+            {"op": "test", "path": "/spec/http/0/route/1/weight", "value": 10},
+            {"op": "replace", "path": "/spec/http/0/route/1/weight", "value": 0},
+            {"op": "replace", "path": "/spec/http/0/route/0/weight", "value": 100}
+        ]);
+        let path = format!("{VS_PATH}?fieldManager=canary-guard");
+        let patched = raw(
+            &client,
+            "PATCH",
+            &path,
+            "application/json-patch+json",
+            good.to_string().into(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(patched["spec"]["http"][0]["route"][1]["weight"], 0);
+        assert_eq!(patched["metadata"]["generation"], 2);
+        assert_eq!(
+            patched["spec"]["tcp"][0]["route"][1]["weight"], 10,
+            "tcp untouched"
+        );
+
+        // A merge patch replaces the whole http list.
+        let merge = json!({"spec": {"http": [{"route": [{"destination": {"host": "reviews", "subset": "stable"}}]}]}});
+        let merged = v1
+            .patch("reviews", &PatchParams::default(), &Patch::Merge(&merge))
+            .await
+            .unwrap();
+        assert_eq!(merged.data["spec"]["http"], merge["spec"]["http"]);
+        assert_eq!(merged.data["spec"]["hosts"], json!(["reviews"]));
+
+        // A merge patch carrying a stale resourceVersion is conditional.
+        let conditional = json!({"metadata": {"resourceVersion": "1"}, "spec": {"hosts": ["x"]}});
+        let conflict = api_status(
+            v1.patch(
+                "reviews",
+                &PatchParams::default(),
+                &Patch::Merge(&conditional),
+            )
+            .await,
+        );
+        assert!(conflict.is_conflict());
+
+        let strategic = api_status(
+            v1.patch(
+                "reviews",
+                &PatchParams::default(),
+                &Patch::Strategic(&merge),
+            )
+            .await,
+        );
+        assert_eq!(strategic.code, 415);
+
+        let rename = json!({"metadata": {"name": "other"}});
+        let renamed = api_status(
+            v1.patch("reviews", &PatchParams::default(), &Patch::Merge(&rename))
+                .await,
+        );
+        assert_eq!(renamed.code, 400);
+
+        let dry = PatchParams {
+            dry_run: true,
+            ..PatchParams::default()
+        };
+        let hosts = json!({"spec": {"hosts": ["dry"]}});
+        let answered = v1
+            .patch("reviews", &dry, &Patch::Merge(&hosts))
+            .await
+            .unwrap();
+        assert_eq!(answered.data["spec"]["hosts"], json!(["dry"]));
+        assert_eq!(
+            v1.get("reviews").await.unwrap().data["spec"]["hosts"],
+            json!(["reviews"])
+        );
+
+        let patches: Vec<WriteRecord> = running
+            .api()
+            .history()
+            .into_iter()
+            .filter(|r| {
+                r.verb == Verb::Patch
+                    && r.resource == Resource::VirtualServices
+                    && r.succeeded()
+                    && !r.dry_run
+            })
+            .collect();
+        assert_eq!(patches.len(), 2);
+        assert_eq!(patches[0].field_manager.as_deref(), Some("canary-guard"));
+        assert_eq!(patches[0].name, "reviews");
+
+        let deleted = v1
+            .delete("reviews", &DeleteParams::default())
+            .await
+            .unwrap();
+        assert!(
+            deleted.is_left(),
+            "custom resources answer a delete with the object"
+        );
+    }
+
+    #[tokio::test]
+    async fn events_are_validated_like_events_k8s_io_v1() {
+        let (_running, client) = fixtures::served().await;
+        let path = "/apis/events.k8s.io/v1/namespaces/shop/events";
+        let post = |body: Value| {
+            let client = client.clone();
+            async move {
+                raw(
+                    &client,
+                    "POST",
+                    path,
+                    "application/json",
+                    body.to_string().into(),
+                )
+                .await
+            }
+        };
+        let created = post(fixtures::event()).await.unwrap();
+        let name = created["metadata"]["name"].as_str().unwrap();
+        assert!(
+            name.starts_with("reviews-") && name.len() == "reviews-".len() + 5,
+            "{name}"
+        );
+        assert_eq!(created["eventTime"], "2026-01-02T03:04:05.123456Z");
+
+        let mut bad = fixtures::event();
+        for field in ["eventTime", "action", "reportingInstance"] {
+            bad.as_object_mut().unwrap().remove(field);
+        }
+        bad["type"] = json!("Fatal");
+        bad["reportingController"] = json!("canary guard");
+        bad["reason"] = json!("r".repeat(129));
+        bad["note"] = json!("n".repeat(1025));
+        bad["deprecatedCount"] = json!(3);
+        let status = api_status(post(bad).await);
+        assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
+        let mut fields: Vec<String> = status
+            .details
+            .unwrap()
+            .causes
+            .into_iter()
+            .map(|c| c.field)
+            .collect();
+        fields.sort();
+        assert_eq!(
+            fields,
+            [
+                "action",
+                "deprecatedCount",
+                "eventTime",
+                "note",
+                "reason",
+                "reportingController",
+                "reportingInstance",
+                "type"
+            ]
+        );
+
+        let mut dotted = fixtures::event();
+        dotted["metadata"]["generateName"] = json!("reviews.");
+        let status = api_status(post(dotted).await);
+        assert_eq!(status.code, 422);
+        assert!(status.message.contains("metadata.generateName"));
+
+        let mut unnamed = fixtures::event();
+        unnamed["metadata"] = json!({});
+        assert_eq!(api_status(post(unnamed).await).code, 422);
+    }
+
+    #[tokio::test]
+    async fn deployment_pause_bumps_generation_and_keeps_status() {
+        let (running, client) = fixtures::served().await;
+        running
+            .api()
+            .seed(
+                Resource::Deployments,
+                json!({"metadata": {"name": "reviews-v2", "namespace": NS},
+                    "spec": {"selector": {"matchLabels": {"app": "reviews"}},
+                        "template": {"metadata": {"labels": {"app": "reviews"}}}},
+                    "status": {"replicas": 2}}),
+            )
+            .unwrap();
+        let deployments: Api<Deployment> = Api::default_namespaced(client);
+        let paused = deployments
+            .patch(
+                "reviews-v2",
+                &PatchParams::apply("canary-guard"),
+                &Patch::Merge(json!({"spec": {"paused": true}})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(paused.spec.unwrap().paused, Some(true));
+        assert_eq!(paused.metadata.generation, Some(2));
+        assert_eq!(paused.status.unwrap().replicas, Some(2));
+        let again = deployments
+            .patch(
+                "reviews-v2",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"paused": true}})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            again.metadata.resource_version, paused.metadata.resource_version,
+            "no-op patch"
+        );
+    }
+
+    #[tokio::test]
+    async fn faults_fail_delay_and_drop_requests() {
+        let (running, client) = fixtures::served().await;
+        let api = running.api();
+        api.seed(
+            Resource::Leases,
+            json!({"metadata": {"name": "l", "namespace": NS}}),
+        )
+        .unwrap();
+        let leases: Api<Lease> = Api::default_namespaced(client.clone());
+
+        api.faults().add(
+            FaultRule::status(500)
+                .verb(Verb::Get)
+                .resource(Resource::Leases)
+                .times(1),
+        );
+        assert_eq!(api_status(leases.get("l").await).code, 500);
+        leases.get("l").await.unwrap();
+
+        api.faults().add(
+            FaultRule::status(403)
+                .resource(Resource::Leases)
+                .name("l")
+                .times(1),
+        );
+        let forbidden = api_status(leases.get("l").await);
+        assert!(forbidden.is_forbidden());
+        assert!(forbidden
+            .message
+            .contains("cannot get resource \"leases\" in API group \"coordination.k8s.io\""));
+
+        // kube retries a 429 on its own, honouring Retry-After.
+        api.faults().add(
+            FaultRule::new(FaultAction::Status {
+                code: 429,
+                retry_after: Some(0),
+            })
+            .verb(Verb::Patch)
+            .times(1),
+        );
+        leases
+            .patch(
+                "l",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
+            )
+            .await
+            .unwrap();
+        let patch_codes: Vec<u16> = api
+            .history()
+            .iter()
+            .filter(|r| r.verb == Verb::Patch)
+            .map(|r| r.code)
+            .collect();
+        assert_eq!(patch_codes, [429, 200]);
+
+        api.faults()
+            .add(FaultRule::new(FaultAction::Drop).verb(Verb::Get).times(1));
+        match leases.get("l").await {
+            Err(kube::Error::Api(s)) => panic!("a dropped connection answered {s:?}"),
+            Err(_) => {}
+            Ok(_) => panic!("a dropped connection answered"),
+        }
+        leases.get("l").await.unwrap();
+
+        api.faults().set_refusing(true);
+        assert!(leases.get("l").await.is_err());
+        api.faults().set_refusing(false);
+        leases.get("l").await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn injected_latency_follows_tokio_time() {
+        let (running, client) = fixtures::served().await;
+        let api = running.api();
+        api.seed(
+            Resource::Leases,
+            json!({"metadata": {"name": "l", "namespace": NS}}),
+        )
+        .unwrap();
+        api.faults()
+            .add(FaultRule::new(FaultAction::Delay(std::time::Duration::from_secs(30))).times(1));
+        let leases: Api<Lease> = Api::default_namespaced(client);
+        let start = tokio::time::Instant::now();
+        leases.get("l").await.unwrap();
+        assert!(start.elapsed() >= std::time::Duration::from_secs(30));
+    }
+
+    #[tokio::test]
+    async fn bodies_are_bounded_and_parsed() {
+        let (_running, client) = fixtures::served().await;
+        let path = "/apis/coordination.k8s.io/v1/namespaces/shop/leases";
+        let huge = vec![b' '; MAX_BODY_BYTES + 1];
+        assert_eq!(
+            api_status(raw(&client, "POST", path, "application/json", huge).await).code,
+            413
+        );
+        let broken = api_status(
+            raw(
+                &client,
+                "POST",
+                path,
+                "application/json",
+                b"{\"kind\":".to_vec(),
+            )
+            .await,
+        );
+        assert_eq!((broken.code, broken.reason.as_str()), (400, "BadRequest"));
+        let unknown = api_status(
+            raw(
+                &client,
+                "GET",
+                "/apis/example.com/v1/namespaces/shop/things",
+                "",
+                Vec::new(),
+            )
+            .await,
+        );
+        assert_eq!(unknown.code, 404);
+    }
+
+    #[tokio::test]
+    async fn stop_closes_the_listener() {
+        let (running, client) = fixtures::served().await;
+        let leases: Api<Lease> = Api::default_namespaced(client);
+        assert!(leases
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty());
+        let addr = running.addr();
+        running.stop().await;
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+        assert!(leases.list(&ListParams::default()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn waiting_for_a_change_needs_no_sleep() {
+        let api = EmbeddedApi::new();
+        api.seed(Resource::VirtualServices, fixtures::virtual_service())
+            .unwrap();
+        let writer = api.clone();
+        let task = tokio::spawn(async move {
+            writer
+                .patch(
+                    Resource::VirtualServices,
+                    NS,
+                    "reviews",
+                    PatchType::Merge,
+                    json!({"spec": {"http": []}}),
+                )
+                .unwrap();
+        });
+        api.wait_for(|api| {
+            api.get(Resource::VirtualServices, NS, "reviews")
+                .is_ok_and(|vs| vs["spec"]["http"] == json!([]))
+        })
+        .await;
+        task.await.unwrap();
+    }
+}

@@ -1,7 +1,6 @@
 //! `canary-guard run --standalone`: the proxy, the local check loop and the
 //! admin server, wired together.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -158,10 +157,8 @@ pub async fn start(args: &RunArgs) -> Result<Guard> {
 }
 
 /// A future that resolves once `rx` carries `true`.
-pub fn signalled(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> {
-    async move {
-        let _ = rx.wait_for(|s| *s).await;
-    }
+pub async fn signalled(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
 }
 
 /// Judges the local window every `interval` and publishes the result.

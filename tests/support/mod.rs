@@ -18,6 +18,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+pub mod process;
+
 pub type BoxBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
 
 fn full(b: impl Into<Bytes>) -> BoxBody {
@@ -57,6 +59,7 @@ async fn app(mut req: Request<Incoming>) -> Result<Response<BoxBody>, Infallible
             .body(full("status\n"))
             .unwrap(),
         "delay" => {
+            arrivals_tx().send_modify(|n| *n += 1);
             tokio::time::sleep(Duration::from_millis(num)).await;
             Response::new(full("late\n"))
         }
@@ -107,6 +110,16 @@ async fn app(mut req: Request<Incoming>) -> Result<Response<BoxBody>, Infallible
             .unwrap(),
     };
     Ok(resp)
+}
+
+fn arrivals_tx() -> &'static tokio::sync::watch::Sender<u64> {
+    static TX: std::sync::OnceLock<tokio::sync::watch::Sender<u64>> = std::sync::OnceLock::new();
+    TX.get_or_init(|| tokio::sync::watch::channel(0).0)
+}
+
+/// Counts requests that reached the app's `/delay/…` route (in this test binary).
+pub fn delay_arrivals() -> tokio::sync::watch::Receiver<u64> {
+    arrivals_tx().subscribe()
 }
 
 /// Starts the test app on an ephemeral port (HTTP/1.1 and HTTP/2 prior knowledge).

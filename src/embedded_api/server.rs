@@ -1,0 +1,485 @@
+//! HTTP routing: turns REST requests into [`Call`]s on the store, applies injected faults,
+//! and serves a little discovery.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use super::call::{Call, PatchType, Verb};
+use super::faults::{FaultAction, Verdict};
+use super::resource::Resource;
+use super::status::Status;
+use super::EmbeddedApi;
+
+/// Largest request body accepted, like the real server's 3 MB limit.
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// How long open connections get to finish when the server stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The error that makes hyper close a connection without answering.
+#[derive(Debug, thiserror::Error)]
+#[error("connection dropped on purpose")]
+struct Dropped;
+
+type Reply = Response<Full<Bytes>>;
+
+/// Accepts connections on `listener` until `stop` fires, then lets open ones finish.
+pub(crate) async fn run(api: EmbeddedApi, listener: TcpListener, mut stop: oneshot::Receiver<()>) {
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "embedded API accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        if api.faults().is_refusing() {
+            drop(stream);
+            continue;
+        }
+        let api = api.clone();
+        let service = hyper::service::service_fn(move |req| handle(api.clone(), req));
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            // Errors here are client disconnects and deliberate drops; nothing to report.
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
+}
+
+/// Where a path points.
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    Version,
+    CoreVersions,
+    Groups,
+    ResourceList { group: String, version: String },
+    Object(Target),
+    Unknown,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Target {
+    resource: Resource,
+    version: String,
+    namespace: Option<String>,
+    name: Option<String>,
+}
+
+fn route(path: &str) -> Route {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, rest) = match segments.as_slice() {
+        ["version"] => return Route::Version,
+        ["api"] => return Route::CoreVersions,
+        ["apis"] => return Route::Groups,
+        ["api", "v1"] => {
+            return Route::ResourceList {
+                group: String::new(),
+                version: "v1".into(),
+            }
+        }
+        ["apis", g, v] => {
+            return Route::ResourceList {
+                group: (*g).into(),
+                version: (*v).into(),
+            }
+        }
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return Route::Unknown,
+    };
+    let (namespace, plural, name) = match rest {
+        ["namespaces", ns, plural] => (Some(*ns), *plural, None),
+        ["namespaces", ns, plural, name] => (Some(*ns), *plural, Some(*name)),
+        [plural] => (None, *plural, None),
+        _ => return Route::Unknown,
+    };
+    match Resource::lookup(group, version, plural) {
+        Some(resource) if namespace.is_none_or(|n| !n.is_empty()) => Route::Object(Target {
+            resource,
+            version: version.to_owned(),
+            namespace: namespace.map(str::to_owned),
+            name: name.filter(|n| !n.is_empty()).map(str::to_owned),
+        }),
+        _ => Route::Unknown,
+    }
+}
+
+/// Decodes an `application/x-www-form-urlencoded` query string.
+fn query_pairs(query: &str) -> Vec<(String, String)> {
+    fn decode(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' => {
+                    let hex = s
+                        .get(i + 1..i + 3)
+                        .and_then(|h| u8::from_str_radix(h, 16).ok());
+                    if let Some(b) = hex {
+                        out.push(b);
+                        i += 2;
+                    } else {
+                        out.push(b'%');
+                    }
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn json_reply(code: u16, body: &Value) -> Reply {
+    let mut reply = Response::new(Full::new(Bytes::from(body.to_string())));
+    *reply.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    reply.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    reply
+}
+
+fn status_reply(status: &Status) -> Reply {
+    let mut reply = json_reply(status.code, &status.to_json());
+    let retry = status.details.as_ref().and_then(|d| d.retry_after_seconds);
+    if let Some(seconds) = retry {
+        reply
+            .headers_mut()
+            .insert(header::RETRY_AFTER, seconds.into());
+    }
+    reply
+}
+
+async fn handle(api: EmbeddedApi, req: Request<Incoming>) -> Result<Reply, Dropped> {
+    if api.faults().is_refusing() {
+        return Err(Dropped);
+    }
+    let target = match route(req.uri().path()) {
+        Route::Object(target) => target,
+        Route::Version => return Ok(json_reply(200, &version_info())),
+        Route::CoreVersions => return Ok(json_reply(200, &core_versions())),
+        Route::Groups => return Ok(json_reply(200, &group_list())),
+        Route::ResourceList { group, version } => {
+            return Ok(match resource_list(&group, &version) {
+                Some(list) => json_reply(200, &list),
+                None => status_reply(&Status::path_not_found()),
+            })
+        }
+        Route::Unknown => return Ok(status_reply(&Status::path_not_found())),
+    };
+    let query = query_pairs(req.uri().query().unwrap_or_default());
+    let param = |key: &str| query.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    let verb = match (req.method(), target.name.is_some()) {
+        (&Method::GET, true) => Verb::Get,
+        (&Method::GET, false) if param("watch").is_some_and(|w| w == "true" || w == "1") => {
+            return Ok(status_reply(&Status::method_not_allowed()));
+        }
+        (&Method::GET, false) => Verb::List,
+        (&Method::POST, false) => Verb::Create,
+        (&Method::PUT, true) => Verb::Update,
+        (&Method::PATCH, true) => Verb::Patch,
+        (&Method::DELETE, true) => Verb::Delete,
+        _ => return Ok(status_reply(&Status::method_not_allowed())),
+    };
+    if verb != Verb::List && target.namespace.is_none() {
+        return Ok(status_reply(&Status::path_not_found()));
+    }
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let mut call = Call::new(verb, target.resource, target.namespace.as_deref());
+    call.version = target.version;
+    call.name = target.name;
+    call.label_selector = param("labelSelector").filter(|s| !s.is_empty());
+    call.field_manager = param("fieldManager");
+    call.dry_run = param("dryRun").is_some_and(|d| d == "All");
+    call.user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+
+    let Verdict { delay, action } = api.faults().take(verb, call.resource, call.name.as_deref());
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    match action {
+        Some(FaultAction::Drop) => {
+            if verb.is_write() {
+                api.store().record_injected(&call, 0);
+            }
+            return Err(Dropped);
+        }
+        Some(FaultAction::Status { code, retry_after }) => {
+            let mut status =
+                Status::injected(code, verb.as_str(), call.resource, call.name.as_deref());
+            if let Some(seconds) = retry_after {
+                status = status.with_retry_after(seconds);
+            }
+            if verb.is_write() {
+                api.store().record_injected(&call, status.code);
+            }
+            return Ok(status_reply(&status));
+        }
+        Some(FaultAction::Delay(_)) | None => {}
+    }
+
+    if verb == Verb::Patch {
+        match PatchType::from_content_type(&content_type) {
+            Some(p) => call.patch_type = Some(p),
+            None => return Ok(status_reply(&Status::unsupported_media_type(&content_type))),
+        }
+    } else if matches!(verb, Verb::Create | Verb::Update)
+        && !content_type.is_empty()
+        && !content_type.starts_with("application/json")
+    {
+        return Ok(status_reply(&Status::unsupported_media_type(&content_type)));
+    }
+    let wants_body = matches!(verb, Verb::Create | Verb::Update | Verb::Patch)
+        && call.patch_type != Some(PatchType::Apply);
+    // A DELETE may carry DeleteOptions (preconditions, dryRun); an empty body is fine.
+    let optional = verb == Verb::Delete;
+    if wants_body || optional {
+        match read_json(req.into_body(), optional).await {
+            Ok(body) => call.body = body,
+            Err(status) => return Ok(status_reply(&status)),
+        }
+        if optional
+            && call
+                .body
+                .as_ref()
+                .is_some_and(|b| b["dryRun"] == json!(["All"]))
+        {
+            call.dry_run = true;
+        }
+    }
+    let answer = api.store().call(call);
+    Ok(match answer.result {
+        Ok(body) => json_reply(answer.code, &body),
+        Err(status) => status_reply(&status),
+    })
+}
+
+/// Reads at most [`MAX_BODY_BYTES`] and parses them as JSON (`None`: empty and `optional`).
+async fn read_json(body: Incoming, optional: bool) -> Result<Option<Value>, Status> {
+    let bytes = Limited::new(body, MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                Status::too_large(MAX_BODY_BYTES)
+            } else {
+                Status::bad_request(format!("reading the request body: {e}"))
+            }
+        })?
+        .to_bytes();
+    if optional && bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        Status::bad_request(format!(
+            "the body of the request could not be decoded as JSON: {e}"
+        ))
+    })
+}
+
+fn version_info() -> Value {
+    json!({
+        "major": "1",
+        "minor": "33",
+        "gitVersion": "v1.33.0-embedded",
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "",
+        "compiler": "",
+        "platform": "linux/amd64",
+    })
+}
+
+fn core_versions() -> Value {
+    json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})
+}
+
+fn group_list() -> Value {
+    let mut groups: Vec<Value> = Vec::new();
+    for r in Resource::ALL.into_iter().filter(|r| !r.group().is_empty()) {
+        if groups.iter().any(|g| g["name"] == r.group()) {
+            continue;
+        }
+        let versions: Vec<Value> = r
+            .versions()
+            .iter()
+            .map(|v| json!({"groupVersion": r.api_version(v), "version": v}))
+            .collect();
+        groups.push(json!({
+            "name": r.group(),
+            "versions": versions,
+            "preferredVersion": versions[0].clone(),
+        }));
+    }
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+fn resource_list(group: &str, version: &str) -> Option<Value> {
+    let resources: Vec<Value> = Resource::ALL
+        .into_iter()
+        .filter(|r| r.group() == group && r.versions().contains(&version))
+        .map(|r| {
+            json!({
+                "name": r.plural(),
+                "singularName": r.kind().to_lowercase(),
+                "namespaced": true,
+                "kind": r.kind(),
+                "verbs": ["create", "delete", "get", "list", "patch", "update"],
+            })
+        })
+        .collect();
+    if resources.is_empty() {
+        return None;
+    }
+    let group_version = if group.is_empty() {
+        version.to_owned()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": group_version,
+        "resources": resources,
+    }))
+}
+
+/// Binds `addr` and spawns the server; answers the bound address and the stop handle.
+pub(crate) async fn spawn(
+    api: EmbeddedApi,
+    addr: SocketAddr,
+) -> io::Result<(SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let task = tokio::spawn(run(api, listener, stop_rx));
+    Ok((local, stop_tx, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        let object = |path: &str| match route(path) {
+            Route::Object(t) => Some((t.resource, t.version, t.namespace, t.name)),
+            _ => None,
+        };
+        assert_eq!(
+            object("/apis/coordination.k8s.io/v1/namespaces/shop/leases/l"),
+            Some((
+                Resource::Leases,
+                "v1".into(),
+                Some("shop".into()),
+                Some("l".into())
+            ))
+        );
+        assert_eq!(
+            object("/api/v1/namespaces/shop/pods"),
+            Some((Resource::Pods, "v1".into(), Some("shop".into()), None))
+        );
+        assert_eq!(
+            object("/apis/networking.istio.io/v1alpha3/virtualservices"),
+            Some((Resource::VirtualServices, "v1alpha3".into(), None, None))
+        );
+        assert_eq!(
+            object("/apis/apps/v1beta1/namespaces/shop/deployments"),
+            None
+        );
+        assert_eq!(
+            object("/apis/coordination.k8s.io/v1/namespaces/shop/leases/l/status"),
+            None
+        );
+        assert_eq!(route("/version"), Route::Version);
+        assert_eq!(
+            route("/apis/apps/v1"),
+            Route::ResourceList {
+                group: "apps".into(),
+                version: "v1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn query_decoding() {
+        let pairs = query_pairs("labelSelector=a+in+%28x%2Cy%29%2C%21b&dryRun=All&watch");
+        assert_eq!(
+            pairs,
+            [
+                ("labelSelector".to_owned(), "a in (x,y),!b".to_owned()),
+                ("dryRun".to_owned(), "All".to_owned()),
+                ("watch".to_owned(), String::new()),
+            ]
+        );
+        assert_eq!(query_pairs("a=%zz%")[0].1, "%zz%");
+    }
+
+    #[test]
+    fn discovery_lists_every_group_once() {
+        let groups = group_list();
+        let names: Vec<&str> = groups["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|g| g["name"].as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "coordination.k8s.io",
+                "networking.istio.io",
+                "events.k8s.io",
+                "apps"
+            ]
+        );
+        let vs = resource_list("networking.istio.io", "v1beta1").unwrap();
+        assert_eq!(vs["resources"][0]["kind"], "VirtualService");
+        assert!(resource_list("apps", "v2").is_none());
+    }
+}

@@ -1,0 +1,250 @@
+//! Field validation the real server runs before storing (the subset our resources need).
+
+use serde_json::Value;
+
+use super::resource::Resource;
+use super::status::StatusCause;
+
+const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case \
+alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character \
+(e.g. 'example.com', regex used for validation is \
+'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+
+const QUALIFIED_NAME_MSG: &str = "name part must consist of alphanumeric characters, '-', '_' \
+or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  \
+or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+
+/// Total size the real server allows for all annotations of one object.
+const ANNOTATIONS_LIMIT: usize = 256 * 1024;
+const EVENT_FIELD_LIMIT: usize = 128;
+const EVENT_NOTE_LIMIT: usize = 1024;
+
+/// `Invalid value: <v>: <msg>` as Go's field errors print it.
+fn invalid(field: &str, value: &Value, msg: &str) -> StatusCause {
+    StatusCause::new(
+        "FieldValueInvalid",
+        field,
+        format!("Invalid value: {value}: {msg}"),
+    )
+}
+
+fn required(field: &str) -> StatusCause {
+    StatusCause::new("FieldValueRequired", field, "Required value")
+}
+
+/// True for a DNS-1123 subdomain: lowercase alphanumerics, `-` and `.`, at most 253 chars.
+pub fn is_dns_subdomain(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+fn is_qualified_name(value: &str) -> bool {
+    let (prefix, name) = match value.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, value),
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    name_ok && prefix.is_none_or(|p| !p.is_empty() && is_dns_subdomain(p))
+}
+
+/// Object metadata checks on create and update: name, generateName, annotation size.
+pub fn metadata(object: &Value, creating: bool) -> Vec<StatusCause> {
+    let mut causes = Vec::new();
+    let meta = &object["metadata"];
+    let name = meta["name"].as_str().unwrap_or_default();
+    let generate = meta["generateName"].as_str().unwrap_or_default();
+    if creating && name.is_empty() && generate.is_empty() {
+        causes.push(StatusCause::new(
+            "FieldValueRequired",
+            "metadata.name",
+            "Required value: name or generateName is required",
+        ));
+    }
+    if !name.is_empty() && !is_dns_subdomain(name) {
+        causes.push(invalid(
+            "metadata.name",
+            &meta["name"],
+            DNS1123_SUBDOMAIN_MSG,
+        ));
+    }
+    // A generateName is checked as a name prefix: a trailing '-' is allowed, a trailing '.' is not.
+    if !generate.is_empty() && !is_dns_subdomain(generate.strip_suffix('-').unwrap_or(generate)) {
+        causes.push(invalid(
+            "metadata.generateName",
+            &meta["generateName"],
+            DNS1123_SUBDOMAIN_MSG,
+        ));
+    }
+    if let Some(annotations) = meta["annotations"].as_object() {
+        let size: usize = annotations
+            .iter()
+            .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+            .sum();
+        if size > ANNOTATIONS_LIMIT {
+            causes.push(StatusCause::new(
+                "FieldValueTooLong",
+                "metadata.annotations",
+                format!("Too long: must have at most {ANNOTATIONS_LIMIT} bytes"),
+            ));
+        }
+    }
+    causes
+}
+
+/// Resource-specific validation of the (normalised) object.
+pub fn object(resource: Resource, object: &Value) -> Vec<StatusCause> {
+    match resource {
+        Resource::Events => event(object),
+        Resource::Leases => lease(object),
+        _ => Vec::new(),
+    }
+}
+
+fn lease(object: &Value) -> Vec<StatusCause> {
+    let spec = &object["spec"];
+    let mut causes = Vec::new();
+    if spec["leaseDurationSeconds"]
+        .as_i64()
+        .is_some_and(|d| d <= 0)
+    {
+        causes.push(invalid(
+            "spec.leaseDurationSeconds",
+            &spec["leaseDurationSeconds"],
+            "must be greater than 0",
+        ));
+    }
+    if spec["leaseTransitions"].as_i64().is_some_and(|t| t < 0) {
+        causes.push(invalid(
+            "spec.leaseTransitions",
+            &spec["leaseTransitions"],
+            "must be greater than or equal to 0",
+        ));
+    }
+    causes
+}
+
+/// events.k8s.io/v1 rules: the new-style fields are required, the deprecated ones must be unset.
+fn event(e: &Value) -> Vec<StatusCause> {
+    let mut causes = Vec::new();
+    let text = |f: &str| e[f].as_str().unwrap_or_default();
+    if text("eventTime").is_empty() {
+        causes.push(required("eventTime"));
+    }
+    match text("type") {
+        "Normal" | "Warning" => {}
+        other => causes.push(invalid(
+            "type",
+            &Value::String(String::new()),
+            &format!("has invalid value: {other}"),
+        )),
+    }
+    for field in [
+        "deprecatedFirstTimestamp",
+        "deprecatedLastTimestamp",
+        "deprecatedSource",
+    ] {
+        if !e[field].is_null() && e[field] != Value::Object(Default::default()) {
+            causes.push(invalid(
+                field,
+                &Value::String(String::new()),
+                "needs to be unset",
+            ));
+        }
+    }
+    if e["deprecatedCount"].as_i64().is_some_and(|c| c != 0) {
+        causes.push(invalid(
+            "deprecatedCount",
+            &e["deprecatedCount"],
+            "needs to be unset",
+        ));
+    }
+    let controller = text("reportingController");
+    if controller.is_empty() {
+        causes.push(required("reportingController"));
+    } else if !is_qualified_name(controller) {
+        causes.push(invalid(
+            "reportingController",
+            &e["reportingController"],
+            QUALIFIED_NAME_MSG,
+        ));
+    }
+    for field in ["reportingInstance", "action", "reason"] {
+        let v = text(field);
+        if v.is_empty() {
+            causes.push(required(field));
+        } else if v.len() > EVENT_FIELD_LIMIT {
+            causes.push(invalid(
+                field,
+                &Value::String(String::new()),
+                &format!("can have at most {EVENT_FIELD_LIMIT} characters"),
+            ));
+        }
+    }
+    if text("note").len() > EVENT_NOTE_LIMIT {
+        causes.push(invalid(
+            "note",
+            &Value::String(String::new()),
+            &format!("can have at most {EVENT_NOTE_LIMIT} characters"),
+        ));
+    }
+    if let Some(series) = e.get("series").filter(|s| !s.is_null()) {
+        if series["count"].as_i64().unwrap_or(0) < 2 {
+            causes.push(invalid(
+                "series.count",
+                &series["count"],
+                "should be at least 2",
+            ));
+        }
+        if series["lastObservedTime"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty()
+        {
+            causes.push(required("series.lastObservedTime"));
+        }
+    }
+    causes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn names_and_prefixes() {
+        assert!(is_dns_subdomain("canary-guard-reviews.v2"));
+        assert!(!is_dns_subdomain("Reviews"));
+        assert!(!is_dns_subdomain("reviews."));
+        let m = |meta: Value| metadata(&json!({ "metadata": meta }), true);
+        assert!(m(json!({"generateName": "reviews-"})).is_empty());
+        assert_eq!(
+            m(json!({"generateName": "reviews."}))[0].field,
+            "metadata.generateName"
+        );
+        assert_eq!(m(json!({}))[0].field, "metadata.name");
+        assert_eq!(m(json!({"name": "UPPER"}))[0].field, "metadata.name");
+    }
+
+    #[test]
+    fn qualified_names() {
+        assert!(is_qualified_name("canary-guard.io/guard"));
+        assert!(is_qualified_name("guard"));
+        assert!(!is_qualified_name("canary guard"));
+        assert!(!is_qualified_name("/guard"));
+        assert!(!is_qualified_name("Canary.IO/guard"));
+    }
+}
