@@ -218,3 +218,66 @@ mod tests {
         assert!(name.ends_with('-'));
     }
 }
+
+/// Publishing through a real kube client against the embedded API.
+#[cfg(test)]
+mod against_the_api {
+    use super::*;
+    use crate::embedded_api::{EmbeddedApi, FaultRule, Resource, Verb};
+
+    #[tokio::test]
+    async fn published_events_are_accepted_and_failures_are_not_fatal() {
+        let running = EmbeddedApi::new()
+            .serve(([127, 0, 0, 1], 0).into())
+            .await
+            .unwrap();
+        let recorder = Recorder::new(
+            running.client("shop", "canary-guard-test/0").unwrap(),
+            "reviews-v2-abc",
+        );
+        let mut regarding = ObjectReference {
+            api_version: Some("networking.istio.io/v1".into()),
+            kind: Some("VirtualService".into()),
+            name: Some("reviews".into()),
+            namespace: Some("shop".into()),
+            ..ObjectReference::default()
+        };
+        let spec = |regarding: &ObjectReference| EventSpec {
+            type_: EventType::Warning,
+            reason: reasons::CANARY_ROLLBACK.into(),
+            action: actions::ROLLBACK.into(),
+            note: "x".repeat(2000),
+            regarding: regarding.clone(),
+        };
+        recorder.publish(spec(&regarding)).await;
+
+        let events = running
+            .api()
+            .list(Resource::Events, Some("shop"), None)
+            .unwrap();
+        let items = events["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "{events}");
+        let event = &items[0];
+        assert!(event["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("reviews.canary-guard-"));
+        assert_eq!(event["reason"], "CanaryRollback");
+        assert_eq!(event["note"].as_str().unwrap().len(), 1024);
+        assert_eq!(event["regarding"]["kind"], "VirtualService");
+
+        // Refused or impossible publishes only log.
+        running
+            .api()
+            .faults()
+            .add(FaultRule::status(403).verb(Verb::Create));
+        recorder.publish(spec(&regarding)).await;
+        regarding.namespace = None;
+        recorder.publish(spec(&regarding)).await;
+        let events = running
+            .api()
+            .list(Resource::Events, Some("shop"), None)
+            .unwrap();
+        assert_eq!(events["items"].as_array().unwrap().len(), 1);
+    }
+}
