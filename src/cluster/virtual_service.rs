@@ -833,21 +833,22 @@ mod against_the_api {
         assert_eq!(record_of(&vs).group, "reviews");
     }
 
-    /// Holds our patch long enough for another writer to edit the object first.
+    /// Holds our first patch for 1 s at the server; the other writer edits 300 ms in, well
+    /// after our read (margins sized for a loaded machine).
     async fn edit_while_our_patch_is_held(
         running: &RunningApi,
         api: &Api<DynamicObject>,
         edit: Value,
     ) -> RollbackOutcome {
         running.api().faults().add(
-            FaultRule::new(FaultAction::Delay(Duration::from_millis(300)))
+            FaultRule::new(FaultAction::Delay(Duration::from_millis(1000)))
                 .verb(Verb::Patch)
                 .resource(Resource::VirtualServices)
                 .times(1),
         );
         let embedded = running.api().clone();
         let other = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
             embedded
                 .patch(
                     Resource::VirtualServices,
