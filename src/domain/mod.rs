@@ -2,4 +2,5 @@
 
 pub mod histogram;
 pub mod policy;
+pub mod routes;
 pub mod window;
