@@ -286,3 +286,65 @@ async fn a_killed_leader_is_replaced_and_the_rollback_completes() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_the_group_and_restore_puts_the_weights_back() {
+    let app = start_app().await;
+    let (api, running) = start_api().await;
+    let g = start_member(&running, app, "reviews-v2-aaa", "r1", &[]).await;
+    send(&g, "/status/500", 30).await;
+    wait_api(&api, 15, "a rollback", |api| weights(api) == (100, 0)).await;
+    let dir = std::env::temp_dir().join(format!("cg-status-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kc = kubeconfig(&running, &dir);
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_canary-guard"))
+            .args(args)
+            .args([
+                "--kubeconfig",
+                kc.to_str().unwrap(),
+                "--virtual-service",
+                VS,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let status = tokio::task::block_in_place(|| {
+        run(&[
+            "status",
+            "--group",
+            "reviews",
+            "--canary-subset",
+            "v2",
+            "--json",
+        ])
+    });
+    let s: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(s["leader"], "reviews-v2-aaa");
+    assert_eq!(s["verdict"], "rolled_back");
+    assert_eq!(s["members"][0]["pod"], "reviews-v2-aaa");
+    assert_eq!(s["aggregate"]["errors"], 30);
+    assert_eq!(s["weights"][0]["destinations"][1]["weight"], 0);
+    assert_eq!(s["weights"][0]["destinations"][1]["canary"], true);
+
+    // The failed revision is gone; a person restores by hand.
+    g.shutdown();
+    g.wait().await;
+    let out = tokio::task::block_in_place(|| run(&["restore"]));
+    assert!(out.starts_with("restored:"), "{out}");
+    assert_eq!(weights(&api), (90, 10));
+    let again = tokio::task::block_in_place(|| run(&["restore"]));
+    assert!(again.starts_with("already restored"), "{again}");
+    let text = tokio::task::block_in_place(|| run(&["status", "--group", "reviews"]));
+    assert!(
+        text.contains("leader: none") && text.contains("restored"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
