@@ -34,8 +34,7 @@ use tokio::time::Instant;
 
 use crate::embedded_api::{Call, EmbeddedApi, Resource, Verb};
 
-/// Field manager recorded in `managedFields` for our writes.
-const FIELD_MANAGER: &str = "canary-guard";
+use super::client::FIELD_MANAGER;
 
 /// Name of the election Lease for a guard group.
 pub fn lease_name(group: &str) -> String {
