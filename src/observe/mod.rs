@@ -3,6 +3,7 @@
 pub mod body;
 pub mod classify;
 pub mod headers;
+pub mod promtext;
 pub mod proxy;
 
 use std::sync::Arc;
