@@ -97,98 +97,135 @@ pub struct TooManySeries {
     pub limit: usize,
 }
 
+/// What a series is to a [`Schema`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A sample of the request counter.
+    Requests,
+    /// A bucket of the latency histogram.
+    Bucket,
+}
+
+impl Schema {
+    /// What the series `name` is to this schema, if it reads it at all.
+    pub fn kind(&self, name: &str) -> Option<Kind> {
+        if name == self.requests {
+            Some(Kind::Requests)
+        } else if self.duration_buckets.as_deref() == Some(name) {
+            Some(Kind::Bucket)
+        } else {
+            None
+        }
+    }
+}
+
 /// The matching series of one page, collected before anything is counted, so
 /// a page rejected halfway changes nothing.
+///
+/// Series are named by an identity the caller gives: their label set as the
+/// exporter writes it (without `le` for buckets). An exporter writes a series'
+/// labels the same way on every page; if it restarts and writes them
+/// differently, its counters restarted from zero too, so counting the series as
+/// new is right.
 #[derive(Debug)]
 pub struct Page {
-    requests: HashMap<String, (bool, f64)>,
-    histograms: HashMap<String, Vec<(f64, f64)>>,
+    requests: Vec<(String, bool, f64)>,
+    histograms: Vec<(String, Vec<(f64, f64)>)>,
+    /// Index into `histograms` by identity.
+    groups: HashMap<String, usize>,
+    /// The identity of the last bucket offered and its histogram, if it matched:
+    /// the buckets of one histogram come one after the other.
+    last_bucket: Option<(String, Option<usize>)>,
     samples: usize,
     limit: usize,
-    key: String,
-    order: Vec<usize>,
 }
 
 impl Page {
     /// An empty page that accepts at most `limit` matching samples.
     pub fn new(limit: usize) -> Self {
         Self {
-            requests: HashMap::new(),
-            histograms: HashMap::new(),
+            requests: Vec::new(),
+            histograms: Vec::new(),
+            groups: HashMap::new(),
+            last_bucket: None,
             samples: 0,
             limit,
-            key: String::new(),
-            order: Vec::new(),
         }
     }
 
-    /// Whether `name` is a series `schema` reads: a cheap test before collecting labels.
-    pub fn wants(schema: &Schema, name: &str) -> bool {
-        name == schema.requests || schema.duration_buckets.as_deref() == Some(name)
-    }
-
-    /// Offers one sample (labels unescaped); keeps it if `schema` reads it.
-    pub fn offer<V: AsRef<str>>(
-        &mut self,
-        schema: &Schema,
-        name: &str,
-        labels: &[(&str, V)],
-        value: f64,
-    ) -> Result<(), TooManySeries> {
-        let is_requests = name == schema.requests;
-        let is_bucket = !is_requests && schema.duration_buckets.as_deref() == Some(name);
-        // A counter can only be finite and non-negative; anything else is not counted.
-        if !(is_requests || is_bucket) || !(value.is_finite() && value >= 0.0) {
-            return Ok(());
-        }
-        if !schema.matches(labels) {
-            return Ok(());
-        }
+    fn count_one(&mut self) -> Result<(), TooManySeries> {
         if self.samples >= self.limit {
             return Err(TooManySeries { limit: self.limit });
         }
         self.samples += 1;
-        self.build_key(labels, is_bucket.then_some("le"));
-        if is_requests {
-            let error = schema.is_error(labels);
-            self.requests.insert(self.key.clone(), (error, value));
+        Ok(())
+    }
+
+    /// Offers a sample of the request counter with its labels (unescaped);
+    /// kept if the schema's filters match.
+    pub fn offer_requests<V: AsRef<str>>(
+        &mut self,
+        schema: &Schema,
+        identity: &str,
+        labels: &[(&str, V)],
+        value: f64,
+    ) -> Result<(), TooManySeries> {
+        // A counter is finite and non-negative; anything else is not counted
+        // (the series reads as absent from this page).
+        if !(value.is_finite() && value >= 0.0 && schema.matches(labels)) {
             return Ok(());
         }
-        let le = match label(labels, "le") {
+        self.count_one()?;
+        self.requests
+            .push((identity.to_string(), schema.is_error(labels), value));
+        Ok(())
+    }
+
+    /// Offers one bucket (`le` as written) of the latency histogram named by
+    /// `identity`. `labels` is only called for the first bucket of a histogram.
+    pub fn offer_bucket<'l, V: AsRef<str>>(
+        &mut self,
+        schema: &Schema,
+        identity: &str,
+        le: &str,
+        value: f64,
+        labels: impl FnOnce() -> Vec<(&'l str, V)>,
+    ) -> Result<(), TooManySeries> {
+        let group = match &mut self.last_bucket {
+            Some((last, group)) if last == identity => *group,
+            _ => {
+                let group = match self.groups.get(identity) {
+                    Some(&i) => Some(i),
+                    None if schema.matches(&labels()) => {
+                        self.histograms.push((identity.to_string(), Vec::new()));
+                        let i = self.histograms.len() - 1;
+                        self.groups.insert(identity.to_string(), i);
+                        Some(i)
+                    }
+                    None => None,
+                };
+                let last = self.last_bucket.get_or_insert_with(Default::default);
+                last.0.clear();
+                last.0.push_str(identity);
+                last.1 = group;
+                group
+            }
+        };
+        let Some(i) = group else {
+            return Ok(());
+        };
+        self.count_one()?;
+        let le = match le {
             "+Inf" | "Inf" | "+inf" | "inf" => f64::INFINITY,
             s => s.parse::<f64>().unwrap_or(f64::NAN),
         };
-        match self.histograms.get_mut(self.key.as_str()) {
-            Some(buckets) => buckets.push((le, value)),
-            None => {
-                self.histograms.insert(self.key.clone(), vec![(le, value)]);
-            }
-        }
+        self.histograms[i].1.push((le, value));
         Ok(())
     }
 
     /// Matching samples collected so far.
     pub fn samples(&self) -> usize {
         self.samples
-    }
-
-    /// Writes the identity of a series into `self.key`: its labels but `skip`,
-    /// sorted by name, each value length-prefixed so no two label sets collide.
-    fn build_key<V: AsRef<str>>(&mut self, labels: &[(&str, V)], skip: Option<&str>) {
-        use std::fmt::Write;
-        self.order.clear();
-        self.order.extend(0..labels.len());
-        if !labels.windows(2).all(|w| w[0].0 <= w[1].0) {
-            self.order.sort_unstable_by_key(|&i| labels[i].0);
-        }
-        self.key.clear();
-        for &i in &self.order {
-            let (name, value) = (&labels[i].0, labels[i].1.as_ref());
-            if Some(*name) == skip {
-                continue;
-            }
-            let _ = write!(self.key, "{name}={}:{value},", value.len());
-        }
     }
 }
 
@@ -253,9 +290,9 @@ impl CounterDiff {
             ..Delta::default()
         };
 
-        for (key, (error, value)) in page.requests {
-            let prev = self.requests.get(&key).map(|t| t.value);
-            let n = match prev {
+        for (key, error, value) in page.requests {
+            let tracked = self.requests.get_mut(&key);
+            let n = match tracked.as_ref().map(|t| t.value) {
                 // New since the last scrape: it started from zero.
                 None => value,
                 Some(p) if value >= p => value - p,
@@ -267,27 +304,45 @@ impl CounterDiff {
             if error {
                 delta.errors += n;
             }
-            self.requests.insert(key, Tracked { value, seen: at });
+            let now = Tracked { value, seen: at };
+            match tracked {
+                Some(t) => *t = now,
+                None => {
+                    self.requests.insert(key, now);
+                }
+            }
         }
 
         let mut buckets = vec![0u64; histogram::bucket_count()];
         for (key, mut cur) in page.histograms {
             cur.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
-            if cur.iter().any(|(le, _)| le.is_nan()) || cur.windows(2).any(|w| w[0].0 == w[1].0) {
+            let unreadable = cur
+                .iter()
+                .any(|&(le, v)| le.is_nan() || !(v.is_finite() && v >= 0.0))
+                || cur.windows(2).any(|w| w[0].0 == w[1].0);
+            if unreadable {
                 // Not a histogram we can read; leave what we knew of it alone.
                 continue;
             }
+            let tracked = self.histograms.get_mut(&key);
             if counting {
-                let prev = self.histograms.get(&key).map(|t| &t.value);
-                add_buckets(&mut buckets, prev, &cur, self.unit);
+                add_buckets(
+                    &mut buckets,
+                    tracked.as_ref().map(|t| &t.value),
+                    &cur,
+                    self.unit,
+                );
             }
-            self.histograms.insert(
-                key,
-                Tracked {
-                    value: cur,
-                    seen: at,
-                },
-            );
+            let now = Tracked {
+                value: cur,
+                seen: at,
+            };
+            match tracked {
+                Some(t) => *t = now,
+                None => {
+                    self.histograms.insert(key, now);
+                }
+            }
         }
         delta.latency = buckets
             .into_iter()
@@ -373,6 +428,30 @@ mod tests {
         "30000", "60000", "300000", "600000", "1800000", "3600000", "+Inf",
     ];
 
+    /// Offers a sample the way the scraper does: the identity is the label
+    /// text (without `le` for buckets).
+    fn offer(
+        p: &mut Page,
+        s: &Schema,
+        name: &str,
+        labels: &[(&str, &str)],
+        value: f64,
+    ) -> Result<(), TooManySeries> {
+        let identity: String = labels
+            .iter()
+            .filter(|(k, _)| *k != "le")
+            .map(|(k, v)| format!("{k}=\"{v}\","))
+            .collect();
+        match s.kind(name) {
+            Some(Kind::Requests) => p.offer_requests(s, &identity, labels, value),
+            Some(Kind::Bucket) => {
+                let le = labels.iter().find(|(k, _)| *k == "le").map_or("", |l| l.1);
+                p.offer_bucket(s, &identity, le, value, || labels.to_vec())
+            }
+            None => Ok(()),
+        }
+    }
+
     fn schema() -> Schema {
         Schema {
             requests: "istio_requests_total".into(),
@@ -399,7 +478,7 @@ mod tests {
                 ("response_code", *code),
                 ("grpc_response_status", *grpc),
             ];
-            p.offer(&s, "istio_requests_total", &labels, *v).unwrap();
+            offer(&mut p, &s, "istio_requests_total", &labels, *v).unwrap();
         }
         p
     }
@@ -540,12 +619,11 @@ mod tests {
             (with(&[("response_code", "201")]), f64::NAN),
             (with(&[("response_code", "202")]), -1.0),
         ] {
-            p.offer(&s, "istio_requests_total", &labels, value).unwrap();
+            offer(&mut p, &s, "istio_requests_total", &labels, value).unwrap();
         }
-        p.offer(&s, "istio_requests_total_other", &base, 5.0)
-            .unwrap();
-        assert!(Page::wants(&s, "istio_requests_total"));
-        assert!(!Page::wants(&s, "istio_request_bytes_bucket"));
+        offer(&mut p, &s, "istio_requests_total_other", &base, 5.0).unwrap();
+        assert_eq!(s.kind("istio_requests_total"), Some(Kind::Requests));
+        assert_eq!(s.kind("istio_request_bytes_bucket"), None);
         let mut d = diff();
         let t0 = Instant::now();
         d.apply(t0, Page::new(100));
@@ -554,54 +632,20 @@ mod tests {
     }
 
     #[test]
-    fn label_order_does_not_change_identity() {
-        let s = schema();
-        let mut d = diff();
-        let t0 = Instant::now();
-        let mut a = Page::new(10);
-        let labels = [
-            ("destination_workload", "reviews-v2"),
-            ("reporter", "destination"),
-            ("response_code", "200"),
-        ];
-        a.offer(&s, "istio_requests_total", &labels, 100.0).unwrap();
-        d.apply(t0, a);
-        let mut b = Page::new(10);
-        let reversed: Vec<_> = labels.iter().rev().copied().collect();
-        b.offer(&s, "istio_requests_total", &reversed, 101.0)
-            .unwrap();
-        assert_eq!(d.apply(t0 + secs(1), b).requests, 1);
-    }
-
-    #[test]
-    fn values_that_look_alike_are_distinct_series() {
-        let s = Schema {
-            filters: vec![],
-            ..schema()
-        };
-        let mut p = Page::new(10);
-        p.offer(&s, "istio_requests_total", &[("a", "1,b=1:x")], 1.0)
-            .unwrap();
-        p.offer(&s, "istio_requests_total", &[("a", "1"), ("b", "x")], 1.0)
-            .unwrap();
-        assert_eq!(p.requests.len(), 2);
-    }
-
-    #[test]
     fn too_many_series_is_an_error() {
         let s = schema();
         let mut p = Page::new(2);
-        let mut offer = |code: &str| {
+        let mut code = |code: &str| {
             let labels = [
                 ("reporter", "destination"),
                 ("destination_workload", "reviews-v2"),
                 ("response_code", code),
             ];
-            p.offer(&s, "istio_requests_total", &labels, 1.0)
+            offer(&mut p, &s, "istio_requests_total", &labels, 1.0)
         };
-        offer("200").unwrap();
-        offer("201").unwrap();
-        assert_eq!(offer("202"), Err(TooManySeries { limit: 2 }));
+        code("200").unwrap();
+        code("201").unwrap();
+        assert_eq!(code("202"), Err(TooManySeries { limit: 2 }));
     }
 
     /// A page with the canary's histogram for one response code.
@@ -615,7 +659,8 @@ mod tests {
                 ("response_code", code),
                 ("le", *le),
             ];
-            p.offer(
+            offer(
+                &mut p,
                 &s,
                 "istio_request_duration_milliseconds_bucket",
                 &labels,
@@ -678,8 +723,22 @@ mod tests {
         assert_eq!(got.latency, vec![(i5, 4)]);
         // A histogram first seen after the baseline counts whole.
         let mut p = hist("200", &cumulative(&[(2, 4.0)]));
-        let other = hist("503", &cumulative(&[(10, 2.0)]));
-        p.histograms.extend(other.histograms);
+        for (le, v) in ENVOY_LE.iter().zip(cumulative(&[(10, 2.0)])) {
+            let labels = [
+                ("reporter", "destination"),
+                ("destination_workload", "reviews-v2"),
+                ("response_code", "503"),
+                ("le", *le),
+            ];
+            offer(
+                &mut p,
+                &schema(),
+                "istio_request_duration_milliseconds_bucket",
+                &labels,
+                v,
+            )
+            .unwrap();
+        }
         let got = d.apply(t0 + secs(2), p);
         let i2500 = histogram::index_of_upper_bound(ms(2500.0)).unwrap();
         assert_eq!(got.latency, vec![(i2500, 2)]);
@@ -701,7 +760,8 @@ mod tests {
         let page = |counts: [f64; 5]| {
             let mut p = Page::new(100);
             for (le, v) in bounds.iter().zip(counts) {
-                p.offer(
+                offer(
+                    &mut p,
                     &s,
                     "http_request_duration_seconds_bucket",
                     &[("le", *le)],
@@ -723,20 +783,67 @@ mod tests {
     }
 
     #[test]
+    fn interleaved_buckets_find_their_histogram_and_labels_are_read_once() {
+        let s = schema();
+        let mut p = Page::new(100);
+        let mut reads = 0;
+        for (id, le, v) in [
+            ("a", "5", 1.0),
+            ("a", "10", 2.0),
+            ("b", "5", 3.0),
+            ("a", "+Inf", 2.0),
+        ] {
+            p.offer_bucket(&s, id, le, v, || {
+                reads += 1;
+                vec![
+                    ("reporter", "destination"),
+                    ("destination_workload", "reviews-v2"),
+                ]
+            })
+            .unwrap();
+        }
+        assert_eq!(reads, 2, "once per histogram");
+        assert_eq!(p.histograms.len(), 2);
+        assert_eq!(
+            p.histograms[0].1,
+            [(5.0, 1.0), (10.0, 2.0), (f64::INFINITY, 2.0)]
+        );
+        // A histogram the filters reject is not kept, nor read again bucket by bucket.
+        let mut reads = 0;
+        for le in ["5", "10"] {
+            p.offer_bucket(&s, "c", le, 1.0, || {
+                reads += 1;
+                vec![("reporter", "source")]
+            })
+            .unwrap();
+        }
+        assert_eq!((reads, p.histograms.len(), p.samples()), (1, 2, 4));
+    }
+
+    #[test]
     fn unreadable_histograms_are_skipped() {
         let s = schema();
         let mut p = Page::new(100);
-        for le in ["5", "5", "10"] {
+        // A bound twice, and a bucket that is not a count.
+        for (code, le, v) in [
+            ("200", "5", 1.0),
+            ("200", "5", 1.0),
+            ("200", "10", 1.0),
+            ("503", "5", 1.0),
+            ("503", "10", f64::NAN),
+        ] {
             let labels = [
                 ("reporter", "destination"),
                 ("destination_workload", "reviews-v2"),
+                ("response_code", code),
                 ("le", le),
             ];
-            p.offer(
+            offer(
+                &mut p,
                 &s,
                 "istio_request_duration_milliseconds_bucket",
                 &labels,
-                1.0,
+                v,
             )
             .unwrap();
         }

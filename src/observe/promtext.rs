@@ -37,6 +37,12 @@ pub struct Sample<'a> {
 }
 
 impl<'a> Sample<'a> {
+    /// The label set exactly as written between the braces (empty without braces).
+    /// An exporter writes a series' labels the same way on every page.
+    pub fn label_text(&self) -> &'a str {
+        self.labels
+    }
+
     /// The labels in the order the exporter wrote them.
     pub fn labels(&self) -> Labels<'a> {
         Labels {
@@ -95,9 +101,7 @@ impl<'a> Iterator for Labels<'a> {
         let mut i = self.at;
         i = skip_blanks(b, i);
         let name_start = i;
-        while i < b.len() && is_label_char(b[i]) {
-            i += 1;
-        }
+        i = name_chars_end(b, i);
         if i == name_start {
             return None;
         }
@@ -132,6 +136,8 @@ pub struct PageStats {
 /// nothing collect first and commit on `Ok`.
 pub fn parse<'a>(page: &'a str, mut each: impl FnMut(Sample<'a>)) -> Result<PageStats, ParseError> {
     let mut stats = PageStats::default();
+    // The start of the previous sample's label set that was checked already.
+    let mut checked = "";
     for (n, line) in page.split('\n').enumerate() {
         let line = line.strip_suffix('\r').unwrap_or(line);
         let fail = |reason| ParseError {
@@ -148,7 +154,7 @@ pub fn parse<'a>(page: &'a str, mut each: impl FnMut(Sample<'a>)) -> Result<Page
                 }
             }
             Some(_) => {
-                each(sample(line, start).map_err(fail)?);
+                each(sample(line, start, &mut checked).map_err(fail)?);
                 stats.samples += 1;
             }
         }
@@ -186,7 +192,13 @@ fn comment(line: &str, start: usize) -> Result<bool, &'static str> {
     }
 }
 
-fn sample(line: &str, start: usize) -> Result<Sample<'_>, &'static str> {
+/// Parses a sample line. `checked` holds whole `name="value",` pairs that began
+/// the previous line's label set; on success it holds this line's.
+fn sample<'a>(
+    line: &'a str,
+    start: usize,
+    checked: &mut &'a str,
+) -> Result<Sample<'a>, &'static str> {
     let b = line.as_bytes();
     let name_end = metric_name_end(b, start);
     if name_end == start {
@@ -197,8 +209,9 @@ fn sample(line: &str, start: usize) -> Result<Sample<'_>, &'static str> {
     let mut labels = "";
     let brace = skip_blanks(b, name_end);
     if b.get(brace) == Some(&b'{') {
-        let end = parse_labels(b, brace + 1)?;
+        let (end, pairs_end) = parse_labels(b, brace + 1, checked.as_bytes())?;
         labels = &line[brace + 1..end];
+        *checked = &line[brace + 1..pairs_end];
         i = end + 1;
     }
     let value_start = skip_blanks(b, i);
@@ -244,19 +257,25 @@ fn timestamp(s: &str) -> Result<i64, &'static str> {
     }
 }
 
-/// Validates `name="value",…}` from `i`; returns the index of the closing brace.
-fn parse_labels(b: &[u8], mut i: usize) -> Result<usize, &'static str> {
+/// Validates `name="value",…}` from `i`; returns the index of the closing
+/// brace and the end of the last `,` separator.
+///
+/// If the label set begins with `checked`, pairs already found valid at the
+/// start of the previous line, they are not checked again: the buckets of a
+/// histogram repeat every label but `le`, so most of a page is skipped this way.
+fn parse_labels(b: &[u8], start: usize, checked: &[u8]) -> Result<(usize, usize), &'static str> {
+    let known = !checked.is_empty() && b.get(start..).is_some_and(|r| r.starts_with(checked));
+    let mut i = if known { start + checked.len() } else { start };
+    let mut pairs_end = i;
     loop {
         i = skip_blanks(b, i);
         match b.get(i) {
             None => return Err("unterminated label set"),
-            Some(b'}') => return Ok(i),
+            Some(b'}') => return Ok((i, pairs_end)),
             Some(&c) if is_label_start(c) => {}
             Some(_) => return Err("invalid label name"),
         }
-        while i < b.len() && is_label_char(b[i]) {
-            i += 1;
-        }
+        i = name_chars_end(b, i);
         i = skip_blanks(b, i);
         if b.get(i) != Some(&b'=') {
             return Err("expected '=' after a label name");
@@ -268,8 +287,11 @@ fn parse_labels(b: &[u8], mut i: usize) -> Result<usize, &'static str> {
         i = scan_value(b, i + 1)? + 1;
         i = skip_blanks(b, i);
         match b.get(i) {
-            Some(b',') => i += 1,
-            Some(b'}') => return Ok(i),
+            Some(b',') => {
+                i += 1;
+                pairs_end = i;
+            }
+            Some(b'}') => return Ok((i, pairs_end)),
             _ => return Err("expected ',' or '}' after a label value"),
         }
     }
@@ -278,16 +300,34 @@ fn parse_labels(b: &[u8], mut i: usize) -> Result<usize, &'static str> {
 /// From just after an opening quote, the index of the closing quote; checks escapes.
 fn scan_value(b: &[u8], mut i: usize) -> Result<usize, &'static str> {
     loop {
-        match b.get(i) {
-            None => return Err("unterminated label value"),
-            Some(b'"') => return Ok(i),
-            Some(b'\\') => match b.get(i + 1) {
-                Some(b'\\' | b'"' | b'n') => i += 2,
-                _ => return Err("invalid escape in a label value"),
-            },
-            Some(_) => i += 1,
+        i = find_quote_or_backslash(b, i).ok_or("unterminated label value")?;
+        if b[i] == b'"' {
+            return Ok(i);
+        }
+        match b.get(i + 1) {
+            Some(b'\\' | b'"' | b'n') => i += 2,
+            _ => return Err("invalid escape in a label value"),
         }
     }
+}
+
+/// The first `"` or `\` at or after `i`, eight bytes at a time: label values are
+/// most of a page, and this is where parsing spends its time.
+fn find_quote_or_backslash(b: &[u8], mut i: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGH;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().ok()?);
+        // Only the lowest flagged byte is exact; it is the one we want.
+        let found =
+            has_zero(w ^ (ONES * u64::from(b'"'))) | has_zero(w ^ (ONES * u64::from(b'\\')));
+        if found != 0 {
+            return Some(i + (found.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    (i..b.len()).find(|&j| b[j] == b'"' || b[j] == b'\\')
 }
 
 fn metric_name_end(b: &[u8], start: usize) -> usize {
@@ -300,6 +340,38 @@ fn metric_name_end(b: &[u8], start: usize) -> usize {
         i += 1;
     }
     i
+}
+
+/// The end of a run of label-name characters starting at `i`, eight bytes at a
+/// time: names are the other half of a page.
+fn name_chars_end(b: &[u8], mut i: usize) -> usize {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let Ok(bytes) = chunk.try_into() else { break };
+        let valid = name_bytes(u64::from_le_bytes(bytes));
+        if valid != HIGH {
+            return i + ((!valid & HIGH).trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < b.len() && is_label_char(b[i]) {
+        i += 1;
+    }
+    i
+}
+
+/// The high bit of each byte of `w` that is in `[a-zA-Z0-9_]`, exactly (no
+/// carry crosses a byte: each is masked to 7 bits first).
+fn name_bytes(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let x = w & LOW7;
+    // ASCII bytes strictly between `lo` and `hi` (both at most 128).
+    let between = |lo: u64, hi: u64| {
+        (ONES * (127 + hi)).wrapping_sub(x) & !w & (x + ONES * (127 - lo)) & HIGH
+    };
+    between(0x2f, 0x3a) | between(0x40, 0x5b) | between(0x5e, 0x60) | between(0x60, 0x7b)
 }
 
 fn token_end(b: &[u8], mut i: usize) -> usize {
@@ -328,8 +400,20 @@ fn is_label_start(c: u8) -> bool {
 
 #[inline]
 fn is_label_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_'
+    LABEL_CHARS[usize::from(c)]
 }
+
+/// `[a-zA-Z0-9_]` as a table: one load per byte of every label name.
+static LABEL_CHARS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric() || b == b'_';
+        c += 1;
+    }
+    t
+};
 
 #[cfg(test)]
 mod tests {
@@ -435,9 +519,33 @@ mod tests {
             ("{a=\"b\"} 1\n", 1),
             ("<html><body>502 Bad Gateway</body></html>\n", 1),
             ("x{a=\"unterminated} 1\n", 1),
+            // Lines that start like a valid previous line are still checked to the end.
+            ("x{a=\"b\",c=\"d\"} 1\nx{a=\"b\",c=\"d\",,} 1\n", 2),
+            ("x{a=\"b\",c=\"d\"} 1\nx{a=\"b\",c=\"d} 1\n", 2),
+            ("x{a=\"b\",c=\"d\"} 1\nx{a=\"b\",c=\"d\"}} 1\n", 2),
         ] {
             let e = all(page).unwrap_err();
             assert_eq!(e.line, line, "{page:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn word_at_a_time_scans_match_byte_at_a_time() {
+        for c in 0..=255u8 {
+            let w = u64::from_le_bytes([c, b'a', b'Z', b'0', b'_', b'9', c, b'z']);
+            let expect = is_label_char(c);
+            assert_eq!(name_bytes(w) & 0x80 != 0, expect, "byte {c:#x}");
+            assert_eq!(name_bytes(w) & (0x80 << 48) != 0, expect, "byte {c:#x}");
+            assert_eq!(name_bytes(w) & (0x80 << 8), 0x80 << 8);
+        }
+        let text = br#"abc_DEF_0123456789xyz="a\"b" tail-end_of-the.line"#;
+        for start in 0..text.len() {
+            let naive = (start..text.len())
+                .find(|&i| !is_label_char(text[i]))
+                .unwrap_or(text.len());
+            assert_eq!(name_chars_end(text, start), naive, "from {start}");
+            let naive = (start..text.len()).find(|&i| text[i] == b'"' || text[i] == b'\\');
+            assert_eq!(find_quote_or_backslash(text, start), naive, "from {start}");
         }
     }
 
@@ -470,6 +578,29 @@ mod tests {
             let back: Vec<String> = got[0].1.iter().map(|(_, v)| v.clone()).collect();
             prop_assert_eq!(&back, &values);
             prop_assert!(got[0].2 == value || (value.is_nan() && got[0].2.is_nan()));
+        }
+
+        #[test]
+        fn a_line_is_judged_alone_whatever_came_before(
+            shared in "(a=\"[x\\\\\"]{0,3}\",){0,3}",
+            first in "[ab_=\",\\\\ ]{0,10}",
+            second in "[ab_=\",\\\\ }]{0,10}",
+        ) {
+            let one = format!("m{{{shared}{first}}} 1\n");
+            let two = format!("m{{{shared}{second}}} 2\n");
+            let labels = |page: &str| {
+                all(page).ok().map(|v| v.into_iter().map(|s| s.1).collect::<Vec<_>>())
+            };
+            if let Some(mut expect) = labels(&one) {
+                let together = labels(&format!("{one}{two}"));
+                match labels(&two) {
+                    Some(alone) => {
+                        expect.extend(alone);
+                        prop_assert_eq!(together, Some(expect));
+                    }
+                    None => prop_assert_eq!(together, None),
+                }
+            }
         }
 
         #[test]

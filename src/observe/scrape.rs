@@ -23,7 +23,7 @@ use super::promtext;
 use super::Recorder;
 use crate::admin::state::{Problem, ScrapeErrorView, ScrapeView, SharedState};
 use crate::config::{MetricsUnit, RunArgs};
-use crate::domain::counters::{CounterDiff, Delta, LatencyUnit, Page, Schema, TooManySeries};
+use crate::domain::counters::{CounterDiff, Delta, Kind, LatencyUnit, Page, Schema, TooManySeries};
 
 /// Largest page read; a bigger one is refused (reason `too_large`).
 pub const MAX_PAGE_BYTES: usize = 16 << 20;
@@ -170,12 +170,21 @@ pub fn digest(
     let mut labels: Vec<(&str, Cow<'_, str>)> = Vec::new();
     let mut overflow = None;
     promtext::parse(text, |sample| {
-        if overflow.is_some() || !Page::wants(schema, sample.name) {
-            return;
-        }
-        labels.clear();
-        labels.extend(sample.labels().map(|(k, v)| (k, v.unescaped())));
-        if let Err(e) = collected.offer(schema, sample.name, &labels, sample.value) {
+        let offered = match (overflow.is_some(), schema.kind(sample.name)) {
+            (false, Some(Kind::Requests)) => {
+                labels.clear();
+                labels.extend(sample.labels().map(|(k, v)| (k, v.unescaped())));
+                collected.offer_requests(schema, sample.label_text(), &labels, sample.value)
+            }
+            (false, Some(Kind::Bucket)) => {
+                let (identity, le) = split_le(&sample);
+                collected.offer_bucket(schema, &identity, le, sample.value, || {
+                    sample.labels().map(|(k, v)| (k, v.unescaped())).collect()
+                })
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = offered {
             overflow = Some(e);
         }
     })
@@ -184,6 +193,40 @@ pub fn digest(
         return Err(e.into());
     }
     Ok(diff.apply(at, collected))
+}
+
+/// A bucket's histogram identity (its label text without `le`) and its `le`.
+/// Exporters write `le` last, so the identity is usually a slice of the line.
+fn split_le<'a>(sample: &promtext::Sample<'a>) -> (Cow<'a, str>, &'a str) {
+    let text = sample.label_text();
+    let trimmed = text.trim_end_matches([',', ' ', '\t']);
+    // The last value, if it has no escapes: the quote before it opens it.
+    let last = trimmed.strip_suffix('"').and_then(|rest| {
+        let open = rest.rfind('"')?;
+        Some((&rest[..open], &rest[open + 1..]))
+    });
+    if let Some((before, le)) = last {
+        if let Some(before) = before.strip_suffix("le=") {
+            // `le` must be a whole name, not the end of another.
+            let whole_name = before.is_empty() || before.ends_with([',', ' ', '\t']);
+            if whole_name && !le.contains('\\') {
+                return (Cow::Borrowed(before.trim_end_matches([',', ' ', '\t'])), le);
+            }
+        }
+    }
+    let mut identity = String::with_capacity(text.len());
+    let mut le = "";
+    for (name, value) in sample.labels() {
+        if name == "le" {
+            le = value.raw();
+        } else {
+            identity.push_str(name);
+            identity.push_str("=\"");
+            identity.push_str(value.raw());
+            identity.push_str("\",");
+        }
+    }
+    (Cow::Owned(identity), le)
 }
 
 /// Scrapes one endpoint on an interval and feeds the window.
@@ -486,6 +529,31 @@ mod tests {
         )
         .unwrap();
         assert_eq!((delta.requests, delta.counted), (0, true));
+    }
+
+    #[test]
+    fn le_is_split_off_wherever_it_is() {
+        let page = "h_bucket{a=\"x\",le=\"25\"} 1\n\
+                    h_bucket{a=\"x\", le=\"25\" ,} 1\n\
+                    h_bucket{le=\"+Inf\"} 1\n\
+                    h_bucket{le=\"0.5\",a=\"x\"} 1\n\
+                    h_bucket{a=\"le=\\\"1\\\"\",xle=\"2\"} 1\n";
+        let mut got = Vec::new();
+        promtext::parse(page, |s| {
+            let (id, le) = split_le(&s);
+            got.push((id.into_owned(), le.to_string()));
+        })
+        .unwrap();
+        let want = [
+            ("a=\"x\"", "25"),
+            ("a=\"x\"", "25"),
+            ("", "+Inf"),
+            ("a=\"x\",", "0.5"),
+            ("a=\"le=\\\"1\\\"\",xle=\"2\",", ""),
+        ];
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!((g.0.as_str(), g.1.as_str()), w);
+        }
     }
 
     #[test]
