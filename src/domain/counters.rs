@@ -14,8 +14,7 @@
 //! - after a gap longer than `max_gap` without a good scrape, the next scrape is a
 //!   new baseline, so traffic from outside the window is not dumped into one second.
 //!
-//! Series identity is the label set, sorted by name, so a change in label order
-//! between scrapes is not mistaken for a new series.
+//! A series is named by its label set as the exporter writes it (see [`Page`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -222,11 +221,6 @@ impl Page {
         self.histograms[i].1.push((le, value));
         Ok(())
     }
-
-    /// Matching samples collected so far.
-    pub fn samples(&self) -> usize {
-        self.samples
-    }
 }
 
 /// What happened between two scrapes.
@@ -271,11 +265,6 @@ impl CounterDiff {
             forget_after,
             unit,
         }
-    }
-
-    /// Series remembered (present or recently gone).
-    pub fn tracked(&self) -> usize {
-        self.requests.len() + self.histograms.len()
     }
 
     /// Counts what changed since the last page and remembers this one.
@@ -562,7 +551,11 @@ mod tests {
         for s in (10..=70).step_by(10) {
             d.apply(t0 + secs(s), page(&[("200", "", 100.0)]));
         }
-        assert_eq!(d.tracked(), 1, "the 503 series is forgotten after 60 s");
+        assert_eq!(
+            d.requests.len() + d.histograms.len(),
+            1,
+            "the 503 series is forgotten after 60 s"
+        );
         // A scrape after a gap longer than the window is a new baseline.
         let got = d.apply(t0 + secs(200), page(&[("200", "", 900.0)]));
         assert_eq!((got.requests, got.counted), (0, false));
@@ -817,7 +810,7 @@ mod tests {
             })
             .unwrap();
         }
-        assert_eq!((reads, p.histograms.len(), p.samples()), (1, 2, 4));
+        assert_eq!((reads, p.histograms.len(), p.samples), (1, 2, 4));
     }
 
     #[test]
@@ -851,6 +844,6 @@ mod tests {
         let mut d = diff();
         d.apply(t0, Page::new(1));
         assert_eq!(d.apply(t0 + secs(1), p).latency, vec![]);
-        assert_eq!(d.tracked(), 0);
+        assert_eq!(d.requests.len() + d.histograms.len(), 0);
     }
 }

@@ -237,6 +237,8 @@ pub struct Scraper {
     recorder: Recorder,
     state: SharedState,
     view: ScrapeView,
+    /// Whether the last scrape failed.
+    failing: bool,
 }
 
 impl Scraper {
@@ -261,6 +263,7 @@ impl Scraper {
             recorder,
             state,
             view,
+            failing: false,
         }
     }
 
@@ -326,8 +329,7 @@ impl Scraper {
     /// Publishes the outcome of a scrape on `/v1/state` and `/metrics`.
     fn report(&mut self, result: &Result<Delta, ScrapeError>) {
         self.view.scrapes += 1;
-        let was_failing = self.view.last_error.is_some()
-            && self.view.last_error.as_ref().map(|e| e.unix_ms) > self.view.last_success_unix_ms;
+        let was_failing = std::mem::replace(&mut self.failing, result.is_err());
         let problem = match result {
             Ok(delta) => {
                 if was_failing {
