@@ -40,6 +40,8 @@ pub enum Command {
 pub enum Mode {
     /// Reverse proxy in front of the app (Service targetPort -> guard -> app).
     Proxy,
+    /// No extra hop: read the counters of the pod's istio-proxy (or the app's own metrics).
+    Envoy,
 }
 
 impl Mode {
@@ -47,6 +49,7 @@ impl Mode {
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Proxy => "proxy",
+            Mode::Envoy => "envoy",
         }
     }
 }
@@ -161,6 +164,10 @@ pub struct RunArgs {
     /// Cluster settings (ignored with --standalone).
     #[command(flatten)]
     pub cluster: ClusterArgs,
+
+    /// Envoy mode settings (ignored in proxy mode).
+    #[command(flatten)]
+    pub scrape: ScrapeArgs,
 }
 
 /// What the guard does to the canary Deployment after a rollback.
@@ -379,6 +386,11 @@ impl RunArgs {
                 fmt_duration(self.window)
             ));
         }
+        self.scrape.validate(self.mode)?;
+        if self.mode == Mode::Envoy {
+            // No proxy listener in envoy mode: --listen and --upstream are unused.
+            return Ok(());
+        }
         if self.listen == self.admin_listen && self.listen.port() != 0 {
             return err(format!(
                 "--listen and --admin-listen are both {}: give the admin server its own port",
@@ -525,6 +537,165 @@ pub fn parse_upstream(s: &str) -> Result<Uri, String> {
         return Err("must be a base URL without a path, like http://127.0.0.1:8080".into());
     }
     Ok(uri)
+}
+
+/// Default `--envoy-stats-url`: istio-proxy's merged Prometheus endpoint.
+pub const DEFAULT_ENVOY_STATS_URL: &str = "http://127.0.0.1:15090/stats/prometheus";
+
+/// Unit of `le` in the app's latency histogram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MetricsUnit {
+    /// `le` in seconds (Prometheus convention).
+    Seconds,
+    /// `le` in milliseconds.
+    Milliseconds,
+}
+
+/// Flags of envoy mode: where to scrape and which series count.
+#[derive(Clone, Debug, Args)]
+pub struct ScrapeArgs {
+    /// The istio-proxy's Prometheus endpoint.
+    #[arg(long, env = "CANARY_GUARD_ENVOY_STATS_URL", value_name = "URL",
+          default_value = DEFAULT_ENVOY_STATS_URL, value_parser = parse_scrape_url)]
+    pub envoy_stats_url: Uri,
+
+    /// Only Envoy series with this label value count, e.g. `destination_workload=reviews-v2`
+    /// (repeatable; `reporter=destination` is always applied).
+    #[arg(long = "envoy-label", env = "CANARY_GUARD_ENVOY_LABEL", value_name = "NAME=VALUE",
+          value_delimiter = ',', value_parser = parse_envoy_label)]
+    pub envoy_labels: Vec<(String, String)>,
+
+    /// Time between scrapes, and the time one scrape may take (100ms..=1m).
+    #[arg(long, env = "CANARY_GUARD_SCRAPE_INTERVAL", value_name = "DURATION",
+          default_value = "1s", value_parser = parse_scrape_interval)]
+    pub scrape_interval: Duration,
+
+    /// Read the app's own request metrics from this URL instead of Envoy's.
+    #[arg(long, env = "CANARY_GUARD_METRICS_URL", value_name = "URL", value_parser = parse_scrape_url)]
+    pub metrics_url: Option<Uri>,
+
+    /// With --metrics-url: the request counter.
+    #[arg(long, env = "CANARY_GUARD_METRICS_REQUESTS", value_name = "NAME",
+          default_value = "http_requests_total", value_parser = parse_metric_name)]
+    pub metrics_requests: String,
+
+    /// With --metrics-url: the latency histogram (its `_bucket` series are read).
+    #[arg(long, env = "CANARY_GUARD_METRICS_DURATION", value_name = "NAME",
+          default_value = "http_request_duration_seconds", value_parser = parse_metric_name)]
+    pub metrics_duration: String,
+
+    /// With --metrics-url: the label holding the HTTP status code (5xx is an error).
+    #[arg(long, env = "CANARY_GUARD_METRICS_STATUS_LABEL", value_name = "NAME",
+          default_value = "code", value_parser = parse_label_name)]
+    pub metrics_status_label: String,
+
+    /// With --metrics-url: the unit of the histogram's `le` bounds.
+    #[arg(
+        long,
+        env = "CANARY_GUARD_METRICS_UNIT",
+        value_enum,
+        default_value = "seconds"
+    )]
+    pub metrics_unit: MetricsUnit,
+
+    /// With --metrics-url: only series with this label value count (repeatable).
+    #[arg(long = "metrics-label", env = "CANARY_GUARD_METRICS_LABEL", value_name = "NAME=VALUE",
+          value_delimiter = ',', value_parser = parse_label_filter)]
+    pub metrics_labels: Vec<(String, String)>,
+}
+
+impl ScrapeArgs {
+    fn validate(&self, mode: Mode) -> crate::Result<()> {
+        if mode == Mode::Envoy {
+            if self.metrics_url.is_some() && !self.envoy_labels.is_empty() {
+                return Err(crate::Error::Config(
+                    "--envoy-label filters Envoy's page, which is not read with --metrics-url: use --metrics-label".into(),
+                ));
+            }
+            return Ok(());
+        }
+        let stray = if self.metrics_url.is_some() {
+            Some("--metrics-url")
+        } else if !self.envoy_labels.is_empty() {
+            Some("--envoy-label")
+        } else if !self.metrics_labels.is_empty() {
+            Some("--metrics-label")
+        } else {
+            None
+        };
+        match stray {
+            Some(flag) => Err(crate::Error::Config(format!(
+                "{flag} is only used with --mode envoy (the guard is in --mode {})",
+                mode.as_str()
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+fn parse_scrape_interval(s: &str) -> Result<Duration, String> {
+    duration_in(s, ms(100), ms(60_000))
+}
+
+/// Parses an `http://host:port/path` URL to scrape.
+fn parse_scrape_url(s: &str) -> Result<Uri, String> {
+    let uri: Uri = s
+        .parse()
+        .map_err(|_| "must be a URL like http://127.0.0.1:15090/stats/prometheus".to_string())?;
+    if uri.scheme_str() != Some("http") {
+        return Err("must start with http:// (the endpoint is on the pod's loopback)".into());
+    }
+    match uri.authority() {
+        None => Err("must name a host, like http://127.0.0.1:15090/stats/prometheus".into()),
+        Some(a) if a.as_str().contains('@') => Err("must not carry credentials".into()),
+        Some(_) => Ok(uri),
+    }
+}
+
+fn parse_metric_name(s: &str) -> Result<String, String> {
+    let mut bytes = s.bytes();
+    let ok = bytes
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_' || c == b':')
+        && bytes.all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b':');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err("must be a Prometheus metric name: letters, digits, '_' and ':', not starting with a digit".into())
+    }
+}
+
+fn parse_label_name(s: &str) -> Result<String, String> {
+    let mut bytes = s.bytes();
+    let ok = bytes
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+        && bytes.all(|c| c.is_ascii_alphanumeric() || c == b'_');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(
+            "must be a Prometheus label name: letters, digits and '_', not starting with a digit"
+                .into(),
+        )
+    }
+}
+
+fn parse_label_filter(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| "must be NAME=VALUE, e.g. destination_workload=reviews-v2".to_string())?;
+    Ok((parse_label_name(name.trim())?, value.trim().to_string()))
+}
+
+fn parse_envoy_label(s: &str) -> Result<(String, String), String> {
+    let (name, value) = parse_label_filter(s)?;
+    if name == "reporter" && value != "destination" {
+        return Err(
+            "reporter is always destination: the guard counts the canary's inbound requests".into(),
+        );
+    }
+    Ok((name, value))
 }
 
 #[cfg(test)]
@@ -745,5 +916,117 @@ mod tests {
         std::env::remove_var("CANARY_GUARD_WINDOW");
         assert_eq!(a.max_error_ratio, 0.2);
         assert_eq!(a.window, ms(60_000));
+    }
+
+    #[test]
+    fn envoy_flags() {
+        let a = parse(&["--mode", "envoy"]).unwrap();
+        assert_eq!(a.mode, Mode::Envoy);
+        assert_eq!(a.scrape.envoy_stats_url, DEFAULT_ENVOY_STATS_URL);
+        assert_eq!(a.scrape.scrape_interval, ms(1_000));
+        assert!(a.scrape.envoy_labels.is_empty() && a.scrape.metrics_url.is_none());
+        assert_eq!(a.scrape.metrics_requests, "http_requests_total");
+        assert_eq!(a.scrape.metrics_unit, MetricsUnit::Seconds);
+        a.validate().unwrap();
+        let a = parse(&[
+            "--mode",
+            "envoy",
+            "--envoy-label",
+            "destination_workload=reviews-v2",
+            "--envoy-label",
+            "destination_version = v2",
+            "--metrics-unit",
+            "milliseconds",
+            // Unused in envoy mode, so not checked against each other.
+            "--listen",
+            "127.0.0.1:9000",
+            "--admin-listen",
+            "127.0.0.1:9000",
+        ])
+        .unwrap();
+        a.validate().unwrap();
+        assert_eq!(
+            a.scrape.envoy_labels,
+            [
+                ("destination_workload".into(), "reviews-v2".into()),
+                ("destination_version".into(), "v2".into())
+            ]
+        );
+        assert_eq!(a.scrape.metrics_unit, MetricsUnit::Milliseconds);
+        for (args, flag, value, range) in [
+            (
+                &["--scrape-interval", "10ms"][..],
+                "--scrape-interval",
+                "10ms",
+                "between 100ms and 1m",
+            ),
+            (
+                &["--envoy-stats-url", "https://x/stats"],
+                "--envoy-stats-url",
+                "https://x/stats",
+                "http://",
+            ),
+            (
+                &["--envoy-label", "workload"],
+                "--envoy-label",
+                "workload",
+                "NAME=VALUE",
+            ),
+            (
+                &["--envoy-label", "reporter=source"],
+                "--envoy-label",
+                "reporter=source",
+                "always destination",
+            ),
+            (
+                &["--metrics-requests", "9lives"],
+                "--metrics-requests",
+                "9lives",
+                "metric name",
+            ),
+            (
+                &["--metrics-status-label", "status-code"],
+                "--metrics-status-label",
+                "status-code",
+                "label name",
+            ),
+            (
+                &["--metrics-unit", "minutes"],
+                "--metrics-unit",
+                "minutes",
+                "seconds, milliseconds",
+            ),
+        ] {
+            let e = parse(args).unwrap_err().to_string();
+            assert!(
+                e.contains(flag) && e.contains(value) && e.contains(range),
+                "{args:?}: {e}"
+            );
+        }
+        let e = parse(&["--metrics-url", "http://127.0.0.1:9090/metrics"])
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--metrics-url") && e.contains("--mode envoy"),
+            "{e}"
+        );
+        let e = parse(&[
+            "--mode",
+            "envoy",
+            "--metrics-url",
+            "http://127.0.0.1:9090/metrics",
+            "--envoy-label",
+            "destination_version=v2",
+        ])
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("--envoy-label") && e.contains("--metrics-label"),
+            "{e}"
+        );
     }
 }

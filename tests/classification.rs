@@ -22,7 +22,11 @@ async fn http_5xx_is_an_error_4xx_is_not() {
     let guard = start_guard(app, &[]).await;
     let c = http1();
     for code in [200, 201, 404, 429, 500, 503, 599] {
-        let (status, _) = get(&c, &format!("http://{}/status/{code}", guard.proxy_addr)).await;
+        let (status, _) = get(
+            &c,
+            &format!("http://{}/status/{code}", guard.proxy_addr.unwrap()),
+        )
+        .await;
         assert_eq!(status.as_u16(), code, "the app's status is passed through");
     }
     assert_eq!(counts(&guard).await, (4.0, 3.0));
@@ -41,7 +45,7 @@ async fn grpc_status_in_trailers_and_headers() {
         "grpc-only/0",
         "grpc-only/14",
     ] {
-        let req = Request::post(format!("http://{}/{path}", guard.proxy_addr))
+        let req = Request::post(format!("http://{}/{path}", guard.proxy_addr.unwrap()))
             .version(Version::HTTP_2)
             .header("content-type", "application/grpc")
             .header("te", "trailers")
@@ -67,7 +71,7 @@ async fn connect_failure_is_502_and_an_error() {
         l.local_addr().unwrap()
     };
     let guard = start_guard(closed, &[]).await;
-    let (status, _) = get(&http1(), &format!("http://{}/x", guard.proxy_addr)).await;
+    let (status, _) = get(&http1(), &format!("http://{}/x", guard.proxy_addr.unwrap())).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     assert_eq!(counts(&guard).await, (0.0, 1.0));
     let page = metrics(&guard).await;
@@ -84,9 +88,17 @@ async fn connect_failure_is_502_and_an_error() {
 async fn upstream_timeout_is_504_and_an_error() {
     let app = start_app().await;
     let guard = start_guard(app, &["--upstream-timeout", "100ms"]).await;
-    let (status, _) = get(&http1(), &format!("http://{}/delay/2000", guard.proxy_addr)).await;
+    let (status, _) = get(
+        &http1(),
+        &format!("http://{}/delay/2000", guard.proxy_addr.unwrap()),
+    )
+    .await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
-    let (status, _) = get(&http1(), &format!("http://{}/delay/1", guard.proxy_addr)).await;
+    let (status, _) = get(
+        &http1(),
+        &format!("http://{}/delay/1", guard.proxy_addr.unwrap()),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(counts(&guard).await, (1.0, 1.0));
 }
@@ -99,7 +111,7 @@ async fn latency_is_time_to_headers() {
     let mut sends = Vec::new();
     for _ in 0..4 {
         let c = c.clone();
-        let url = format!("http://{}/delay/200", guard.proxy_addr);
+        let url = format!("http://{}/delay/200", guard.proxy_addr.unwrap());
         sends.push(tokio::spawn(async move {
             for _ in 0..5 {
                 assert_eq!(get(&c, &url).await.0, StatusCode::OK);

@@ -12,7 +12,7 @@ async fn in_flight_requests_finish_after_shutdown_begins() {
     let guard = start_guard(app, &[]).await;
     let mut arrivals = delay_arrivals();
     let before = *arrivals.borrow_and_update();
-    let url = format!("http://{}/delay/300", guard.proxy_addr);
+    let url = format!("http://{}/delay/300", guard.proxy_addr.unwrap());
     let in_flight = tokio::spawn(async move { get(&http1(), &url).await });
     // Shut down once the request has passed the guard: the app is sleeping on it.
     arrivals.wait_for(|n| *n > before).await.unwrap();
@@ -21,7 +21,7 @@ async fn in_flight_requests_finish_after_shutdown_begins() {
     let (status, body) = in_flight.await.unwrap();
     assert_eq!(status, StatusCode::OK);
     assert_eq!(&body[..], b"late\n");
-    let proxy = guard.proxy_addr;
+    let proxy = guard.proxy_addr.unwrap();
     guard.wait().await;
     assert!(
         tokio::net::TcpStream::connect(proxy).await.is_err(),

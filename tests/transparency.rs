@@ -16,7 +16,10 @@ async fn method_path_query_headers_and_body_are_forwarded() {
     let payload: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
     let req = Request::builder()
         .method(Method::PUT)
-        .uri(format!("http://{}/echo/a%20b?x=1&y=%2F", guard.proxy_addr))
+        .uri(format!(
+            "http://{}/echo/a%20b?x=1&y=%2F",
+            guard.proxy_addr.unwrap()
+        ))
         .header("host", "reviews.example:9080")
         .header("x-custom", "v1")
         .header("x-multi", "a")
@@ -47,7 +50,7 @@ async fn chunked_request_and_large_streamed_response() {
         .map(|i| Ok(hyper::body::Frame::data(Bytes::from(vec![i as u8; 10_000]))))
         .collect();
     let body = http_body_util::StreamBody::new(futures_util::stream::iter(chunks)).boxed();
-    let req = Request::post(format!("http://{}/echo", guard.proxy_addr))
+    let req = Request::post(format!("http://{}/echo", guard.proxy_addr.unwrap()))
         .body(body)
         .unwrap();
     let resp = http1().request(req).await.unwrap();
@@ -60,7 +63,7 @@ async fn chunked_request_and_large_streamed_response() {
 
     let (status, big) = get(
         &http1(),
-        &format!("http://{}/bytes/{}", guard.proxy_addr, 8 << 20),
+        &format!("http://{}/bytes/{}", guard.proxy_addr.unwrap(), 8 << 20),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
@@ -71,7 +74,7 @@ async fn chunked_request_and_large_streamed_response() {
 async fn http2_prior_knowledge_reaches_the_app_as_http2() {
     let app = start_app().await;
     let guard = start_guard(app, &[]).await;
-    let req = Request::post(format!("http://{}/echo?h2=1", guard.proxy_addr))
+    let req = Request::post(format!("http://{}/echo?h2=1", guard.proxy_addr.unwrap()))
         .version(Version::HTTP_2)
         .body(body("over h2"))
         .unwrap();
@@ -82,7 +85,7 @@ async fn http2_prior_knowledge_reaches_the_app_as_http2() {
         .unwrap()
         .to_string();
     assert!(
-        seen.contains(&format!("host={};", guard.proxy_addr)),
+        seen.contains(&format!("host={};", guard.proxy_addr.unwrap())),
         "{seen}"
     );
     let got = resp.into_body().collect().await.unwrap().to_bytes();
@@ -93,7 +96,7 @@ async fn http2_prior_knowledge_reaches_the_app_as_http2() {
 async fn upgrade_passes_through() {
     let app = start_app().await;
     let guard = start_guard(app, &[]).await;
-    let mut conn = tokio::net::TcpStream::connect(guard.proxy_addr)
+    let mut conn = tokio::net::TcpStream::connect(guard.proxy_addr.unwrap())
         .await
         .unwrap();
     conn.write_all(

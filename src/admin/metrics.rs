@@ -41,6 +41,7 @@ pub struct Metrics {
     pub rollbacks_total: IntCounter,
     kube_errors: IntCounterVec,
     proxy_refusals: IntCounterVec,
+    scrape_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -119,6 +120,15 @@ impl Metrics {
         )
         .expect("valid metric");
 
+        let scrape_errors = IntCounterVec::new(
+            Opts::new(
+                "canary_guard_scrape_errors_total",
+                "Failed scrapes of the stats endpoint in envoy mode, by reason (never counted as canary errors).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -132,6 +142,7 @@ impl Metrics {
             Box::new(rollbacks_total.clone()),
             Box::new(kube_errors.clone()),
             Box::new(proxy_refusals.clone()),
+            Box::new(scrape_errors.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -154,6 +165,7 @@ impl Metrics {
             rollbacks_total,
             kube_errors,
             proxy_refusals,
+            scrape_errors,
         }
     }
 
@@ -196,6 +208,18 @@ impl Metrics {
     /// Counts a request the guard refused or answered itself.
     pub fn proxy_refusal(&self, reason: &str) {
         self.proxy_refusals.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts a failed scrape of the stats endpoint.
+    pub fn scrape_error(&self, reason: &str) {
+        self.scrape_errors.with_label_values(&[reason]).inc();
+    }
+
+    /// Creates the scrape error series at 0, so rates work from the first scrape.
+    pub fn init_scrape_errors(&self, reasons: &[&str]) {
+        for r in reasons {
+            self.scrape_errors.with_label_values(&[r]);
+        }
     }
 
     /// Renders the Prometheus text exposition format.
@@ -299,6 +323,8 @@ mod tests {
         m.observe_request(0.003, Outcome::Success);
         m.observe_request(0.2, Outcome::Error);
         m.kube_error("patch_virtualservice");
+        m.init_scrape_errors(&["timeout", "parse"]);
+        m.scrape_error("parse");
         let mut s = Summary::empty(30);
         s.requests = 2;
         s.errors = 1;
@@ -319,6 +345,8 @@ mod tests {
             "canary_guard_members 0",
             "canary_guard_rollbacks_total 0",
             "canary_guard_kube_errors_total{op=\"patch_virtualservice\"} 1",
+            "canary_guard_scrape_errors_total{reason=\"parse\"} 1",
+            "canary_guard_scrape_errors_total{reason=\"timeout\"} 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

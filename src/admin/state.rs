@@ -69,6 +69,36 @@ pub struct Problem {
     pub message: String,
 }
 
+/// The last failed scrape (envoy mode).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ScrapeErrorView {
+    /// Reason, as in `canary_guard_scrape_errors_total{reason}`.
+    pub reason: &'static str,
+    /// What went wrong.
+    pub message: String,
+    /// When, in Unix milliseconds.
+    pub unix_ms: u64,
+}
+
+/// How scraping the stats endpoint goes (envoy mode).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ScrapeView {
+    /// The endpoint scraped.
+    pub url: String,
+    /// Scrapes attempted.
+    pub scrapes: u64,
+    /// Scrapes failed.
+    pub errors: u64,
+    /// Whether deltas are counted (false until a first good scrape set the baseline).
+    pub counting: bool,
+    /// Request series that matched the filters on the last good page (0: no data yet).
+    pub series: usize,
+    /// Last good scrape, in Unix milliseconds.
+    pub last_success_unix_ms: Option<u64>,
+    /// The latest failure, if any.
+    pub last_error: Option<ScrapeErrorView>,
+}
+
 /// Everything `/v1/state` returns.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct GuardState {
@@ -98,6 +128,8 @@ pub struct GuardState {
     pub last_rollback: Option<serde_json::Value>,
     /// Conditions an operator should look at.
     pub problems: Vec<Problem>,
+    /// The stats endpoint's scrapes (envoy mode only).
+    pub scrape: Option<ScrapeView>,
 }
 
 impl GuardState {
@@ -117,6 +149,7 @@ impl GuardState {
             aggregate: None,
             last_rollback: None,
             problems: Vec::new(),
+            scrape: None,
         }
     }
 }

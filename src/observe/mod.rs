@@ -1,9 +1,12 @@
-//! Where samples come from: the reverse proxy in front of the app.
+//! Where samples come from: the reverse proxy in front of the app (proxy
+//! mode), or scrapes of the istio-proxy's counters (envoy mode).
 
 pub mod body;
 pub mod classify;
 pub mod headers;
+pub mod promtext;
 pub mod proxy;
+pub mod scrape;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::admin::metrics::Metrics;
+use crate::domain::counters::Delta;
 use crate::domain::window::{Outcome, Window};
 
 /// Counts finished requests into the window and the exported metrics.
@@ -31,6 +35,18 @@ impl Recorder {
     pub fn record(&self, latency: Duration, outcome: Outcome) {
         self.window.record(Instant::now(), latency, outcome);
         self.metrics.observe_request(latency.as_secs_f64(), outcome);
+    }
+
+    /// Counts what a scrape found since the previous one. Scrapes carry no
+    /// per-request latency, so `canary_guard_request_duration_seconds` is not fed;
+    /// the latency buckets go to the window.
+    pub fn record_delta(&self, delta: &Delta) {
+        let at = Instant::now();
+        self.window.record_counts(at, delta.requests, delta.errors);
+        for &(bucket, n) in &delta.latency {
+            self.window.record_latency_bucket(at, bucket, n);
+        }
+        self.metrics.observe_counts(delta.requests, delta.errors);
     }
 
     /// The exported metrics.

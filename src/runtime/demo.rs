@@ -326,7 +326,7 @@ pub async fn run(args: DemoArgs) -> Result<bool> {
         api.clone(),
         args.rate,
         stable_addr,
-        guards.iter().map(|(_, g)| g.proxy_addr).collect(),
+        guards.iter().filter_map(|(_, g)| g.proxy_addr).collect(),
         seconds.clone(),
         start,
     ));

@@ -1,4 +1,5 @@
-//! `canary-guard run --standalone`: the proxy, the local check loop and the
+//! `canary-guard run`: the proxy (or, in envoy mode, the
+//! scraper), the local check loop, the cluster loop unless standalone, and the
 //! admin server, wired together.
 
 use std::net::SocketAddr;
@@ -13,10 +14,11 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::admin::metrics::Metrics;
 use crate::admin::server::{Admin, Readiness};
 use crate::admin::state::{GuardState, SharedState, WindowView};
-use crate::config::RunArgs;
+use crate::config::{Mode, RunArgs};
 use crate::domain::policy::{Policy, Thresholds};
 use crate::domain::window::Window;
 use crate::observe::proxy::{Proxy, ProxyConfig};
+use crate::observe::scrape::{ScrapeConfig, Scraper};
 use crate::observe::Recorder;
 use crate::server::{self, Limits};
 use crate::{Error, Result};
@@ -34,8 +36,8 @@ pub fn thresholds(args: &RunArgs) -> Thresholds {
 
 /// A running guard.
 pub struct Guard {
-    /// Where the proxy listens.
-    pub proxy_addr: SocketAddr,
+    /// Where the proxy listens (`None` in envoy mode: there is no proxy).
+    pub proxy_addr: Option<SocketAddr>,
     /// Where the admin server listens.
     pub admin_addr: SocketAddr,
     /// The state behind `/v1/state`.
@@ -44,6 +46,8 @@ pub struct Guard {
     pub metrics: Arc<Metrics>,
     /// Number of checks run so far; changes after every check.
     pub checks: watch::Receiver<u64>,
+    /// Number of scrapes attempted so far (envoy mode); changes after each is counted.
+    pub scrapes: watch::Receiver<u64>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -101,27 +105,40 @@ pub async fn start_with_client(args: &RunArgs, client: Option<kube::Client>) -> 
     let state: SharedState = Arc::new(RwLock::new(initial));
     let ready = Arc::new(Readiness::default());
     let recorder = Recorder::new(window.clone(), metrics.clone());
-    let proxy = Proxy::new(
-        &ProxyConfig {
-            upstream: args.upstream.clone(),
-            connect_timeout: args.connect_timeout,
-            upstream_timeout: (!args.upstream_timeout.is_zero()).then_some(args.upstream_timeout),
-            pool_idle_timeout: std::time::Duration::from_secs(4),
-        },
-        recorder,
-    )?;
+    let proxy = match args.mode {
+        Mode::Proxy => Some(Proxy::new(
+            &ProxyConfig {
+                upstream: args.upstream.clone(),
+                connect_timeout: args.connect_timeout,
+                upstream_timeout: (!args.upstream_timeout.is_zero())
+                    .then_some(args.upstream_timeout),
+                pool_idle_timeout: std::time::Duration::from_secs(4),
+            },
+            recorder.clone(),
+        )?),
+        Mode::Envoy => None,
+    };
 
     let admin_listener = bind(args.admin_listen, "--admin-listen").await?;
-    let proxy_listener = bind(args.listen, "--listen").await?;
     let admin_addr = admin_listener
         .local_addr()
         .expect("bound socket has an address");
-    let proxy_addr = proxy_listener
-        .local_addr()
-        .expect("bound socket has an address");
+    let observer = match proxy {
+        Some(proxy) => Observer::Proxy(proxy, bind(args.listen, "--listen").await?),
+        None => Observer::Envoy(Scraper::new(
+            ScrapeConfig::from_args(args),
+            recorder,
+            state.clone(),
+        )),
+    };
+    let proxy_addr = match &observer {
+        Observer::Proxy(_, l) => Some(l.local_addr().expect("bound socket has an address")),
+        Observer::Envoy(_) => None,
+    };
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (checks_tx, checks) = watch::channel(0u64);
+    let (scrapes_tx, scrapes) = watch::channel(0u64);
     let limits = Limits {
         max_connections: args.max_connections as usize,
         header_read_timeout: args.header_read_timeout,
@@ -173,7 +190,12 @@ pub async fn start_with_client(args: &RunArgs, client: Option<kube::Client>) -> 
         shutdown_rx.clone(),
     ));
     ready.set(true);
-    tracing::info!(%proxy_addr, %admin_addr, upstream = %args.upstream, "canary-guard serving");
+    match proxy_addr {
+        Some(proxy_addr) => {
+            tracing::info!(%proxy_addr, %admin_addr, upstream = %args.upstream, "canary-guard serving")
+        }
+        None => tracing::info!(%admin_addr, "canary-guard serving, envoy mode (no proxy)"),
+    }
 
     let proxy_ready = ready.clone();
     let mut drain_rx = shutdown_rx.clone();
@@ -184,9 +206,16 @@ pub async fn start_with_client(args: &RunArgs, client: Option<kube::Client>) -> 
             proxy_ready.set(false);
             tracing::info!("shutting down: draining in-flight requests");
         };
-        let left = server::serve(proxy_listener, proxy.service(), limits, draining).await;
-        if left > 0 {
-            tracing::warn!(left, "connections still open after the drain timeout");
+        match observer {
+            Observer::Proxy(proxy, listener) => {
+                let left = server::serve(listener, proxy.service(), limits, draining).await;
+                if left > 0 {
+                    tracing::warn!(left, "connections still open after the drain timeout");
+                }
+            }
+            Observer::Envoy(scraper) => {
+                tokio::join!(scraper.run(scrapes_tx, shutdown_rx), draining);
+            }
         }
         checker.abort();
         if let Some(t) = cluster_task {
@@ -204,9 +233,18 @@ pub async fn start_with_client(args: &RunArgs, client: Option<kube::Client>) -> 
         state,
         metrics,
         checks,
+        scrapes,
         shutdown: shutdown_tx,
         task,
     })
+}
+
+/// Where samples come from.
+enum Observer {
+    /// The reverse proxy in front of the app, and its listener.
+    Proxy(Proxy, TcpListener),
+    /// Scrapes of the stats endpoint: no proxy listener at all.
+    Envoy(Scraper),
 }
 
 /// A future that resolves once `rx` carries `true`.

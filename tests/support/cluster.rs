@@ -167,6 +167,6 @@ pub fn holder(api: &EmbeddedApi) -> Option<String> {
 pub async fn send(guard: &Guard, path: &str, n: usize) {
     let c = super::http1();
     for _ in 0..n {
-        super::get(&c, &format!("http://{}{path}", guard.proxy_addr)).await;
+        super::get(&c, &format!("http://{}{path}", guard.proxy_addr.unwrap())).await;
     }
 }

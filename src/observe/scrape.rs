@@ -1,0 +1,599 @@
+//! Envoy mode: scrape the pod's istio-proxy (or the app's own metrics) every
+//! interval and feed the deltas of its request counters into the window.
+//!
+//! A failed scrape (timeout, refused connection, non-200, a page over the size
+//! limit, a page that does not parse) changes nothing in the window: it is
+//! counted in `canary_guard_scrape_errors_total{reason}` and shown on
+//! `/v1/state`, and the next good scrape counts everything since the last good one.
+
+use std::borrow::Cow;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{header, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::classify::GRPC_SERVER_ERRORS;
+use super::promtext;
+use super::Recorder;
+use crate::admin::state::{Problem, ScrapeErrorView, ScrapeView, SharedState};
+use crate::config::{MetricsUnit, RunArgs};
+use crate::domain::counters::{CounterDiff, Delta, Kind, LatencyUnit, Page, Schema, TooManySeries};
+
+/// Largest page read; a bigger one is refused (reason `too_large`).
+pub const MAX_PAGE_BYTES: usize = 16 << 20;
+
+/// Most matching samples (request series and histogram buckets) kept per page
+/// (reason `too_many_series` beyond it): bounds the memory of the diff.
+pub const MAX_SERIES: usize = 20_000;
+
+/// A series gone from the page this long is forgotten.
+const FORGET_AFTER: Duration = Duration::from_secs(600);
+
+/// `/v1/state` problem reason while scrapes fail.
+const PROBLEM: &str = "ScrapeFailing";
+
+/// What to scrape and how to read it.
+#[derive(Clone, Debug)]
+pub struct ScrapeConfig {
+    /// The Prometheus endpoint.
+    pub url: Uri,
+    /// Time between scrapes; also the time one scrape may take.
+    pub interval: Duration,
+    /// Largest page accepted, in bytes.
+    pub max_bytes: usize,
+    /// Most matching samples accepted per page.
+    pub max_series: usize,
+    /// After this long without a good scrape, the next one is a new baseline (the window length).
+    pub max_gap: Duration,
+    /// Which series count.
+    pub schema: Schema,
+}
+
+/// Istio's request metrics as the destination side reports them, narrowed by `filters`.
+pub fn istio_schema(filters: &[(String, String)]) -> Schema {
+    let mut all = vec![("reporter".to_string(), "destination".to_string())];
+    all.extend(filters.iter().filter(|(n, _)| n != "reporter").cloned());
+    Schema {
+        requests: "istio_requests_total".into(),
+        duration_buckets: Some("istio_request_duration_milliseconds_bucket".into()),
+        unit: LatencyUnit::Milliseconds,
+        status_label: "response_code".into(),
+        grpc_status_label: Some("grpc_response_status".into()),
+        grpc_server_errors: GRPC_SERVER_ERRORS.to_vec(),
+        filters: all,
+    }
+}
+
+impl ScrapeConfig {
+    /// The scrape the flags describe: Envoy's page, or the app's with `--metrics-url`.
+    pub fn from_args(args: &RunArgs) -> Self {
+        let s = &args.scrape;
+        let (url, schema) = match &s.metrics_url {
+            None => (s.envoy_stats_url.clone(), istio_schema(&s.envoy_labels)),
+            Some(url) => (
+                url.clone(),
+                Schema {
+                    requests: s.metrics_requests.clone(),
+                    duration_buckets: Some(format!("{}_bucket", s.metrics_duration)),
+                    unit: match s.metrics_unit {
+                        MetricsUnit::Seconds => LatencyUnit::Seconds,
+                        MetricsUnit::Milliseconds => LatencyUnit::Milliseconds,
+                    },
+                    status_label: s.metrics_status_label.clone(),
+                    grpc_status_label: None,
+                    grpc_server_errors: Vec::new(),
+                    filters: s.metrics_labels.clone(),
+                },
+            ),
+        };
+        Self {
+            url,
+            interval: s.scrape_interval,
+            max_bytes: MAX_PAGE_BYTES,
+            max_series: MAX_SERIES,
+            max_gap: args.window,
+            schema,
+        }
+    }
+}
+
+/// Why a scrape failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScrapeError {
+    /// No complete page within the interval.
+    #[error("no complete answer within {}ms", .0.as_millis())]
+    Timeout(Duration),
+    /// The endpoint could not be reached (refused, unreachable).
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// The endpoint answered something other than 200.
+    #[error("answered HTTP {0}")]
+    Status(StatusCode),
+    /// The page was over the size limit.
+    #[error("page larger than {0} bytes")]
+    TooLarge(usize),
+    /// The connection broke while reading.
+    #[error("reading the page failed: {0}")]
+    Transport(String),
+    /// Not a Prometheus text page.
+    #[error("not a Prometheus text page: {0}")]
+    Parse(String),
+    /// Too many matching series.
+    #[error(transparent)]
+    TooManySeries(#[from] TooManySeries),
+}
+
+impl ScrapeError {
+    /// Every reason, as `canary_guard_scrape_errors_total{reason}` labels it.
+    pub const REASONS: [&'static str; 7] = [
+        "timeout",
+        "connect",
+        "status",
+        "too_large",
+        "transport",
+        "parse",
+        "too_many_series",
+    ];
+
+    /// The metric label for this failure.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ScrapeError::Timeout(_) => "timeout",
+            ScrapeError::Connect(_) => "connect",
+            ScrapeError::Status(_) => "status",
+            ScrapeError::TooLarge(_) => "too_large",
+            ScrapeError::Transport(_) => "transport",
+            ScrapeError::Parse(_) => "parse",
+            ScrapeError::TooManySeries(_) => "too_many_series",
+        }
+    }
+}
+
+/// Parses a page and counts what changed since the last one `diff` saw.
+/// A page that does not parse, or holds too many matching series, changes nothing.
+pub fn digest(
+    page: &[u8],
+    schema: &Schema,
+    max_series: usize,
+    diff: &mut CounterDiff,
+    at: Instant,
+) -> Result<Delta, ScrapeError> {
+    let text = std::str::from_utf8(page)
+        .map_err(|e| ScrapeError::Parse(format!("not UTF-8 text ({e})")))?;
+    let mut collected = Page::new(max_series);
+    let mut labels: Vec<(&str, Cow<'_, str>)> = Vec::new();
+    let mut overflow = None;
+    promtext::parse(text, |sample| {
+        let offered = match (overflow.is_some(), schema.kind(sample.name)) {
+            (false, Some(Kind::Requests)) => {
+                labels.clear();
+                labels.extend(sample.labels().map(|(k, v)| (k, v.unescaped())));
+                collected.offer_requests(schema, sample.label_text(), &labels, sample.value)
+            }
+            (false, Some(Kind::Bucket)) => {
+                let (identity, le) = split_le(&sample);
+                collected.offer_bucket(schema, &identity, le, sample.value, || {
+                    sample.labels().map(|(k, v)| (k, v.unescaped())).collect()
+                })
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = offered {
+            overflow = Some(e);
+        }
+    })
+    .map_err(|e| ScrapeError::Parse(e.to_string()))?;
+    if let Some(e) = overflow {
+        return Err(e.into());
+    }
+    Ok(diff.apply(at, collected))
+}
+
+/// A bucket's histogram identity (its label text without `le`) and its `le`.
+/// Exporters write `le` last, so the identity is usually a slice of the line.
+fn split_le<'a>(sample: &promtext::Sample<'a>) -> (Cow<'a, str>, &'a str) {
+    let text = sample.label_text();
+    let trimmed = text.trim_end_matches([',', ' ', '\t']);
+    // The last value, if it has no escapes: the quote before it opens it.
+    let last = trimmed.strip_suffix('"').and_then(|rest| {
+        let open = rest.rfind('"')?;
+        Some((&rest[..open], &rest[open + 1..]))
+    });
+    if let Some((before, le)) = last {
+        if let Some(before) = before.strip_suffix("le=") {
+            // `le` must be a whole name, not the end of another.
+            let whole_name = before.is_empty() || before.ends_with([',', ' ', '\t']);
+            if whole_name && !le.contains('\\') {
+                return (Cow::Borrowed(before.trim_end_matches([',', ' ', '\t'])), le);
+            }
+        }
+    }
+    let mut identity = String::with_capacity(text.len());
+    let mut le = "";
+    for (name, value) in sample.labels() {
+        if name == "le" {
+            le = value.raw();
+        } else {
+            identity.push_str(name);
+            identity.push_str("=\"");
+            identity.push_str(value.raw());
+            identity.push_str("\",");
+        }
+    }
+    (Cow::Owned(identity), le)
+}
+
+/// Scrapes one endpoint on an interval and feeds the window.
+pub struct Scraper {
+    config: ScrapeConfig,
+    client: Client<HttpConnector, Empty<Bytes>>,
+    diff: CounterDiff,
+    recorder: Recorder,
+    state: SharedState,
+    view: ScrapeView,
+    /// Whether the last scrape failed.
+    failing: bool,
+}
+
+impl Scraper {
+    /// A scraper feeding `recorder` and reporting on `state`.
+    pub fn new(config: ScrapeConfig, recorder: Recorder, state: SharedState) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        recorder.metrics().init_scrape_errors(&ScrapeError::REASONS);
+        let view = ScrapeView {
+            url: config.url.to_string(),
+            ..ScrapeView::default()
+        };
+        state.write().scrape = Some(view.clone());
+        Self {
+            diff: CounterDiff::new(config.max_gap, FORGET_AFTER, config.schema.unit),
+            config,
+            client,
+            recorder,
+            state,
+            view,
+            failing: false,
+        }
+    }
+
+    /// Fetches the page, bounded in time and size.
+    async fn fetch(&self) -> Result<Bytes, ScrapeError> {
+        let req = Request::get(self.config.url.clone())
+            .header(header::ACCEPT, "text/plain; version=0.0.4")
+            .body(Empty::new())
+            .map_err(|e| ScrapeError::Transport(e.to_string()))?;
+        let max = self.config.max_bytes;
+        let fetch = async {
+            let resp = self.client.request(req).await.map_err(|e| {
+                if e.is_connect() {
+                    ScrapeError::Connect(source_text(&e))
+                } else {
+                    ScrapeError::Transport(source_text(&e))
+                }
+            })?;
+            if resp.status() != StatusCode::OK {
+                return Err(ScrapeError::Status(resp.status()));
+            }
+            let declared = resp
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > max as u64) {
+                return Err(ScrapeError::TooLarge(max));
+            }
+            let body = Limited::new(resp.into_body(), max)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.is::<LengthLimitError>() {
+                        ScrapeError::TooLarge(max)
+                    } else {
+                        ScrapeError::Transport(e.to_string())
+                    }
+                })?;
+            Ok(body.to_bytes())
+        };
+        tokio::time::timeout(self.config.interval, fetch)
+            .await
+            .map_err(|_| ScrapeError::Timeout(self.config.interval))?
+    }
+
+    /// One scrape: fetch, parse, count the deltas into the window and metrics.
+    pub async fn scrape_once(&mut self) -> Result<Delta, ScrapeError> {
+        let page = self.fetch().await?;
+        let delta = digest(
+            &page,
+            &self.config.schema,
+            self.config.max_series,
+            &mut self.diff,
+            Instant::now(),
+        )?;
+        if delta.requests > 0 || !delta.latency.is_empty() {
+            self.recorder.record_delta(&delta);
+        }
+        Ok(delta)
+    }
+
+    /// Publishes the outcome of a scrape on `/v1/state` and `/metrics`.
+    fn report(&mut self, result: &Result<Delta, ScrapeError>) {
+        self.view.scrapes += 1;
+        let was_failing = std::mem::replace(&mut self.failing, result.is_err());
+        let problem = match result {
+            Ok(delta) => {
+                if was_failing {
+                    tracing::info!(url = %self.view.url, "scrapes succeed again");
+                }
+                self.view.counting = true;
+                self.view.series = delta.series;
+                self.view.last_success_unix_ms = Some(unix_ms());
+                None
+            }
+            Err(e) => {
+                let reason = e.reason();
+                self.recorder.metrics().scrape_error(reason);
+                self.view.errors += 1;
+                let changed =
+                    !was_failing || self.view.last_error.as_ref().map(|l| l.reason) != Some(reason);
+                if changed {
+                    tracing::warn!(url = %self.view.url, reason, error = %e, "scrape failed");
+                } else {
+                    tracing::debug!(url = %self.view.url, reason, error = %e, "scrape failed");
+                }
+                self.view.last_error = Some(ScrapeErrorView {
+                    reason,
+                    message: e.to_string(),
+                    unix_ms: unix_ms(),
+                });
+                Some(Problem {
+                    reason: PROBLEM.into(),
+                    message: format!(
+                        "scraping {} failed ({reason}): {e}; the window gets no samples until a scrape succeeds",
+                        self.view.url
+                    ),
+                })
+            }
+        };
+        let mut state = self.state.write();
+        state.scrape = Some(self.view.clone());
+        state.problems.retain(|p| p.reason != PROBLEM);
+        state.problems.extend(problem);
+    }
+
+    /// Scrapes every interval until `shutdown` carries `true`; bumps `scrapes`
+    /// after each attempt has been counted and reported.
+    pub async fn run(mut self, scrapes: watch::Sender<u64>, mut shutdown: watch::Receiver<bool>) {
+        tracing::info!(url = %self.view.url, interval_ms = self.config.interval.as_millis() as u64, "scraping");
+        let mut tick = tokio::time::interval(self.config.interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            let result = tokio::select! {
+                r = self.scrape_once() => r,
+                _ = shutdown.wait_for(|s| *s) => return,
+            };
+            self.report(&result);
+            scrapes.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+/// The innermost cause of a client error (hyper's outer message is generic).
+fn source_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut inner = e;
+    while let Some(s) = inner.source() {
+        inner = s;
+    }
+    inner.to_string()
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An istio-proxy page with placeholders for the canary's moving counters.
+    const FIXTURE: &str = include_str!("../../tests/fixtures/istio-proxy-stats.txt");
+
+    /// The fixture with the canary's 200s, 503s and gRPC UNAVAILABLEs filled in.
+    fn render(ok: u64, err: u64, grpc_err: u64) -> String {
+        FIXTURE
+            .replace("{{ok_sum}}", &(ok * 20).to_string())
+            .replace("{{err_sum}}", &(err * 200).to_string())
+            .replace("{{ok}}", &ok.to_string())
+            .replace("{{err}}", &err.to_string())
+            .replace("{{grpc_err}}", &grpc_err.to_string())
+    }
+
+    fn reviews_v2() -> Schema {
+        istio_schema(&[("destination_workload".to_string(), "reviews-v2".to_string())])
+    }
+
+    fn diff() -> CounterDiff {
+        CounterDiff::new(
+            Duration::from_secs(30),
+            FORGET_AFTER,
+            LatencyUnit::Milliseconds,
+        )
+    }
+
+    #[test]
+    fn the_fixture_is_a_valid_page_with_our_series_among_many() {
+        let page = render(1000, 50, 10);
+        let mut names = std::collections::BTreeSet::new();
+        let stats = promtext::parse(&page, |s| {
+            names.insert(s.name.to_string());
+        })
+        .unwrap();
+        assert!(stats.samples > 300, "{stats:?}");
+        assert!(names.len() > 40, "{} names", names.len());
+        let mut d = diff();
+        let delta = digest(
+            page.as_bytes(),
+            &reviews_v2(),
+            MAX_SERIES,
+            &mut d,
+            Instant::now(),
+        )
+        .unwrap();
+        // A baseline: the canary's inbound series are found, nothing is counted.
+        assert_eq!(delta.series, 4);
+        assert_eq!((delta.requests, delta.errors, delta.counted), (0, 0, false));
+    }
+
+    #[test]
+    fn deltas_of_the_canary_only() {
+        let t0 = Instant::now();
+        let mut d = diff();
+        let schema = reviews_v2();
+        let page = render(1000, 50, 10);
+        digest(page.as_bytes(), &schema, MAX_SERIES, &mut d, t0).unwrap();
+        // Bump every istio_requests_total series by 10: only the canary's
+        // destination-reported ones may count.
+        let bumped: String = page
+            .lines()
+            .map(|l| match l.strip_prefix("istio_requests_total{") {
+                Some(_) => {
+                    let (head, v) = l.rsplit_once(' ').unwrap();
+                    format!("{head} {}\n", v.parse::<f64>().unwrap() + 10.0)
+                }
+                None => format!("{l}\n"),
+            })
+            .collect();
+        let delta = digest(
+            bumped.as_bytes(),
+            &schema,
+            MAX_SERIES,
+            &mut d,
+            t0 + Duration::from_secs(1),
+        )
+        .unwrap();
+        // 200, 404, 503 and gRPC UNAVAILABLE series for reviews-v2, not
+        // its outbound (reporter="source") calls to ratings.
+        assert_eq!((delta.requests, delta.errors), (40, 20));
+        assert_eq!(delta.latency, vec![]);
+        // The canary's latency: 120 more 200s under 25 ms, 30 more 503s under 250 ms.
+        let delta = digest(
+            render(1120, 80, 10).as_bytes(),
+            &schema,
+            MAX_SERIES,
+            &mut d,
+            t0 + Duration::from_secs(2),
+        )
+        .unwrap();
+        let bucket = |ms: u64| {
+            crate::domain::histogram::index_of_upper_bound(Duration::from_millis(ms)).unwrap()
+        };
+        assert_eq!(delta.latency, vec![(bucket(25), 120), (bucket(250), 30)]);
+    }
+
+    #[test]
+    fn rejected_pages_change_nothing() {
+        let t0 = Instant::now();
+        let mut d = diff();
+        let schema = reviews_v2();
+        let page = render(1000, 50, 10);
+        digest(page.as_bytes(), &schema, MAX_SERIES, &mut d, t0).unwrap();
+        // The first half of a page, cut mid-line, then garbage.
+        let cut = &page.as_bytes()[..page.len() / 2];
+        for page in [cut, b"\xff\xfe not text", b"<html>oops</html>"] {
+            let e = digest(page, &schema, MAX_SERIES, &mut d, t0).unwrap_err();
+            assert_eq!(e.reason(), "parse", "{e}");
+        }
+        let e = digest(render(2000, 50, 10).as_bytes(), &schema, 2, &mut d, t0).unwrap_err();
+        assert_eq!(e.reason(), "too_many_series");
+        // The same page again: nothing moved.
+        let delta = digest(
+            page.as_bytes(),
+            &schema,
+            MAX_SERIES,
+            &mut d,
+            t0 + Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!((delta.requests, delta.counted), (0, true));
+    }
+
+    #[test]
+    fn le_is_split_off_wherever_it_is() {
+        let page = "h_bucket{a=\"x\",le=\"25\"} 1\n\
+                    h_bucket{a=\"x\", le=\"25\" ,} 1\n\
+                    h_bucket{le=\"+Inf\"} 1\n\
+                    h_bucket{le=\"0.5\",a=\"x\"} 1\n\
+                    h_bucket{a=\"le=\\\"1\\\"\",xle=\"2\"} 1\n";
+        let mut got = Vec::new();
+        promtext::parse(page, |s| {
+            let (id, le) = split_le(&s);
+            got.push((id.into_owned(), le.to_string()));
+        })
+        .unwrap();
+        let want = [
+            ("a=\"x\"", "25"),
+            ("a=\"x\"", "25"),
+            ("", "+Inf"),
+            ("a=\"x\",", "0.5"),
+            ("a=\"le=\\\"1\\\"\",xle=\"2\",", ""),
+        ];
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!((g.0.as_str(), g.1.as_str()), w);
+        }
+    }
+
+    #[test]
+    fn metrics_url_flags_make_an_app_schema() {
+        use clap::Parser;
+        let cli = crate::config::Cli::try_parse_from([
+            "canary-guard",
+            "run",
+            "--mode",
+            "envoy",
+            "--metrics-url",
+            "http://127.0.0.1:9090/metrics",
+            "--metrics-label",
+            "handler=/api",
+        ])
+        .unwrap();
+        #[allow(unreachable_patterns)]
+        let args = match cli.command {
+            crate::config::Command::Run(args) => args,
+            _ => unreachable!(),
+        };
+        let c = ScrapeConfig::from_args(&args);
+        assert_eq!(c.url, "http://127.0.0.1:9090/metrics");
+        assert_eq!(c.schema.requests, "http_requests_total");
+        assert_eq!(
+            c.schema.duration_buckets.as_deref(),
+            Some("http_request_duration_seconds_bucket")
+        );
+        assert_eq!(c.schema.status_label, "code");
+        assert_eq!(c.schema.unit, LatencyUnit::Seconds);
+        assert_eq!(
+            c.schema.filters,
+            [("handler".to_string(), "/api".to_string())]
+        );
+        let envoy = istio_schema(&[("reporter".into(), "x".into())]);
+        assert_eq!(
+            envoy.filters,
+            [("reporter".to_string(), "destination".to_string())]
+        );
+    }
+}
