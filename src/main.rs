@@ -29,6 +29,7 @@ fn main() -> ExitCode {
                 init_logs(args.log_format);
                 canary_guard::runtime::run(*args).await
             }
+            Command::Inject(args) => canary_guard::inject::run(&args),
         }
     });
     match result {
