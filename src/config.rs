@@ -27,6 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the guard sidecar.
     Run(Box<RunArgs>),
+    /// Run the whole loop on this machine: embedded API, apps, three guards, load, a fault.
+    Demo(crate::runtime::demo::DemoArgs),
     /// Add the guard sidecar to Kubernetes manifests (file or stdin to stdout).
     Inject(crate::inject::InjectArgs),
 }
@@ -540,7 +542,7 @@ mod tests {
         argv.extend_from_slice(args);
         Cli::try_parse_from(argv).map(|cli| match cli.command {
             Command::Run(a) => *a,
-            Command::Inject(_) => unreachable!("parsed `run`"),
+            other => panic!("parsed {other:?}"),
         })
     }
 

@@ -5,9 +5,9 @@ use tracing_subscriber::EnvFilter;
 
 use canary_guard::config::{Cli, Command, LogFormat};
 
-fn init_logs(format: LogFormat) {
-    let filter =
-        EnvFilter::try_from_env("CANARY_GUARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+fn init_logs(format: LogFormat, default_level: &str) {
+    let filter = EnvFilter::try_from_env("CANARY_GUARD_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -26,14 +26,24 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => {
-                init_logs(args.log_format);
-                canary_guard::runtime::run(*args).await
+                init_logs(args.log_format, "info");
+                canary_guard::runtime::run(*args)
+                    .await
+                    .map(|()| ExitCode::SUCCESS)
             }
-            Command::Inject(args) => canary_guard::inject::run(&args),
+            Command::Demo(args) => {
+                // The timeline is the output; keep logs to errors unless asked.
+                init_logs(LogFormat::Text, "error");
+                // Exit 0 only when the rollback happened.
+                canary_guard::runtime::demo::run(args)
+                    .await
+                    .map(|rolled_back| ExitCode::from(u8::from(!rolled_back)))
+            }
+            Command::Inject(args) => canary_guard::inject::run(&args).map(|()| ExitCode::SUCCESS),
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(2)

@@ -1,5 +1,7 @@
 //! Kubernetes adapters: client, leases, leader election, VirtualService, Events.
 
 pub mod client;
+pub mod election;
 pub mod events;
+pub mod members;
 pub mod virtual_service;

@@ -261,6 +261,34 @@ pub enum VirtualServiceError {
     },
 }
 
+impl VirtualServiceError {
+    /// A short machine-readable kind for `/v1/state` problems and Event reasons.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            VirtualServiceError::NotFound { .. } => "VirtualServiceNotFound",
+            VirtualServiceError::Forbidden { .. } => "Forbidden",
+            VirtualServiceError::Routes { .. } => "VirtualServiceInvalid",
+            VirtualServiceError::BadRecord { .. } => "RollbackRecordUnreadable",
+            VirtualServiceError::Conflict { .. } => "VirtualServiceConflict",
+            VirtualServiceError::Kube { .. } => "KubernetesApiError",
+        }
+    }
+}
+
+/// Reads the rollback record on VirtualService `name`, if it carries one.
+pub async fn read_record(
+    api: &Api<DynamicObject>,
+    name: &str,
+) -> Result<Option<RollbackRecord>, VirtualServiceError> {
+    let target = Target::new(api, name);
+    let (obj, _) = target.get().await?;
+    RollbackRecord::from_object(&obj).map_err(|source| VirtualServiceError::BadRecord {
+        namespace: target.namespace.clone(),
+        name: name.to_owned(),
+        source,
+    })
+}
+
 /// Names the object in errors.
 struct Target<'a> {
     api: &'a Api<DynamicObject>,

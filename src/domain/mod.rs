@@ -1,6 +1,7 @@
 //! Pure domain logic: no I/O, no Kubernetes types.
 
 pub mod histogram;
+pub mod judge;
 pub mod policy;
 pub mod routes;
 pub mod window;

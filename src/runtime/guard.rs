@@ -67,12 +67,38 @@ async fn bind(addr: SocketAddr, flag: &str) -> Result<TcpListener> {
     })
 }
 
-/// Binds the listeners and starts every task of a standalone guard.
+/// Binds the listeners and starts every task of the guard: standalone, or
+/// with the cluster loop (client from `--kubeconfig` / in-cluster config).
 pub async fn start(args: &RunArgs) -> Result<Guard> {
+    start_with_client(args, None).await
+}
+
+/// Like [`start`], with a ready Kubernetes client for the cluster loop (the
+/// demo and tests use the embedded API's).
+pub async fn start_with_client(args: &RunArgs, client: Option<kube::Client>) -> Result<Guard> {
     args.validate()?;
+    let cluster = if args.standalone {
+        None
+    } else {
+        let config = args.cluster.resolve(|k| std::env::var(k).ok())?;
+        let client = match client {
+            Some(c) => c,
+            None => crate::cluster::client::client(
+                crate::cluster::client::config(args.cluster.kubeconfig.as_deref()).await?,
+                config.namespace.as_deref(),
+            )?,
+        };
+        Some((config, client))
+    };
     let metrics = Arc::new(Metrics::new());
     let window = Arc::new(Window::new(args.window, Instant::now()));
-    let state: SharedState = Arc::new(RwLock::new(GuardState::new(args.mode.as_str())));
+    let mut initial = GuardState::new(args.mode.as_str());
+    if let Some((config, _)) = &cluster {
+        initial.group = Some(config.group.clone());
+        initial.pod = Some(config.pod_name.clone());
+        initial.revision = config.revision.clone();
+    }
+    let state: SharedState = Arc::new(RwLock::new(initial));
     let ready = Arc::new(Readiness::default());
     let recorder = Recorder::new(window.clone(), metrics.clone());
     let proxy = Proxy::new(
@@ -114,6 +140,29 @@ pub async fn start(args: &RunArgs) -> Result<Guard> {
         Limits::default(),
         signalled(admin_stop.1),
     ));
+    let cluster_task = match cluster {
+        None => None,
+        Some((config, client)) => {
+            let namespace = config
+                .namespace
+                .clone()
+                .unwrap_or_else(|| client.default_namespace().to_string());
+            Some(super::cluster::spawn(
+                super::cluster::Cluster {
+                    config,
+                    args: args.cluster.clone(),
+                    namespace,
+                    client,
+                    window: window.clone(),
+                    thresholds: thresholds(args),
+                    interval: args.interval,
+                    metrics: metrics.clone(),
+                    state: state.clone(),
+                },
+                shutdown_rx.clone(),
+            )?)
+        }
+    };
     let checker = tokio::spawn(check_loop(
         window,
         Policy::new(thresholds(args)),
@@ -140,6 +189,10 @@ pub async fn start(args: &RunArgs) -> Result<Guard> {
             tracing::warn!(left, "connections still open after the drain timeout");
         }
         checker.abort();
+        if let Some(t) = cluster_task {
+            // The leader releases its lease and the member deletes its own.
+            let _ = t.await;
+        }
         admin_stop.0.send_replace(true);
         let _ = admin_task.await;
         tracing::info!("stopped");
@@ -181,6 +234,13 @@ async fn check_loop(
         let summary = window.summary(Instant::now());
         let before = policy.verdict();
         let verdict = policy.observe(&summary);
+        // On the leader, the cluster loop publishes the group's verdict instead.
+        let leading = state.read().leader;
+        if leading {
+            state.write().window = WindowView::from(&summary);
+            checks.send_modify(|n| *n += 1);
+            continue;
+        }
         metrics.set_check(&summary, verdict, policy.consecutive_failures());
         if verdict != before {
             match policy.last_breach() {

@@ -1,5 +1,7 @@
 //! Wiring: the pieces put together into the commands users run.
 
+pub mod cluster;
+pub mod demo;
 pub mod guard;
 
 use crate::config::RunArgs;
@@ -7,13 +9,6 @@ use crate::Result;
 
 /// `canary-guard run`: serves until SIGTERM or Ctrl-C, then drains.
 pub async fn run(args: RunArgs) -> Result<()> {
-    if !args.standalone {
-        return Err(crate::Error::Config(
-            "cluster mode needs --group, --virtual-service and --canary-host/--canary-subset; \
-             pass --standalone to observe and export without Kubernetes"
-                .into(),
-        ));
-    }
     let guard = guard::start(&args).await?;
     terminated().await;
     guard.shutdown();

@@ -1,0 +1,277 @@
+//! Member leases: every guard writes its window summary into its own Lease
+//! `canary-guard-<group>-<pod>`; the leader lists them by label and keeps the
+//! live ones. Staleness is judged by local monotonic time since a member's
+//! lease last changed, never by the writer's clock.
+
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::election::{micro_now, LeaseStore, StoreError};
+
+/// Label that ties member leases to their group.
+pub const GROUP_LABEL: &str = "canary-guard.io/group";
+/// Annotation carrying the member's window summary (JSON).
+pub const SUMMARY_ANNOTATION: &str = "canary-guard.io/summary";
+/// Annotation carrying the member's canary revision.
+pub const REVISION_ANNOTATION: &str = "canary-guard.io/revision";
+/// Largest summary accepted from a peer; larger ones are ignored.
+pub const MAX_SUMMARY_BYTES: usize = 64 * 1024;
+
+/// Name of a member's lease (a DNS subdomain: at most 253 characters).
+pub fn lease_name(group: &str, pod: &str) -> String {
+    let mut name = format!("canary-guard-{group}-{pod}");
+    name.truncate(253);
+    name
+}
+
+/// This guard as a group member.
+pub struct Member {
+    group: String,
+    pod: String,
+    pod_uid: Option<String>,
+    revision: Option<String>,
+    publish_interval: Duration,
+    /// resourceVersion of our last write, for the next conditional replace.
+    last_version: Mutex<Option<String>>,
+}
+
+impl Member {
+    /// Member `pod` of `group`.
+    pub fn new(group: &str, pod: &str) -> Self {
+        Self {
+            group: group.to_string(),
+            pod: pod.to_string(),
+            pod_uid: None,
+            revision: None,
+            publish_interval: Duration::from_secs(2),
+            last_version: Mutex::new(None),
+        }
+    }
+
+    /// Sets the Pod UID; the lease is then owned by (and deleted with) the Pod.
+    pub fn pod_uid(mut self, uid: Option<String>) -> Self {
+        self.pod_uid = uid;
+        self
+    }
+
+    /// Sets the canary revision published with the summary.
+    pub fn revision(mut self, revision: Option<String>) -> Self {
+        self.revision = revision;
+        self
+    }
+
+    /// Sets how often we publish (the lease duration is three of them).
+    pub fn publish_interval(mut self, every: Duration) -> Self {
+        self.publish_interval = every;
+        self
+    }
+
+    fn lease(&self, summary: &str) -> Lease {
+        let mut annotations =
+            BTreeMap::from([(SUMMARY_ANNOTATION.to_string(), summary.to_string())]);
+        if let Some(r) = &self.revision {
+            annotations.insert(REVISION_ANNOTATION.to_string(), r.clone());
+        }
+        let duration = (self.publish_interval * 3).as_secs().max(1);
+        Lease {
+            metadata: ObjectMeta {
+                name: Some(lease_name(&self.group, &self.pod)),
+                labels: Some(BTreeMap::from([(
+                    GROUP_LABEL.to_string(),
+                    self.group.clone(),
+                )])),
+                annotations: Some(annotations),
+                owner_references: self.pod_uid.as_ref().map(|uid| {
+                    vec![OwnerReference {
+                        api_version: "v1".into(),
+                        kind: "Pod".into(),
+                        name: self.pod.clone(),
+                        uid: uid.clone(),
+                        block_owner_deletion: Some(false),
+                        controller: Some(false),
+                    }]
+                }),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(self.pod.clone()),
+                lease_duration_seconds: Some(i32::try_from(duration).unwrap_or(i32::MAX)),
+                renew_time: Some(micro_now()),
+                ..LeaseSpec::default()
+            }),
+        }
+    }
+
+    /// Writes `summary` to our lease: create when missing, else a replace
+    /// conditional on the version we last wrote (re-read once on conflict).
+    pub async fn publish<S: LeaseStore, T: Serialize>(
+        &self,
+        store: &S,
+        summary: &T,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(summary).map_err(|e| StoreError::Other(e.to_string()))?;
+        let mut lease = self.lease(&json);
+        let known = self.last_version.lock().clone();
+        let written = match known {
+            Some(rv) => {
+                lease.metadata.resource_version = Some(rv);
+                match store.replace(&lease).await {
+                    Err(StoreError::Conflict) => {
+                        let current = store.get(&lease_name(&self.group, &self.pod)).await?;
+                        lease.metadata.resource_version = current.metadata.resource_version;
+                        store.replace(&lease).await
+                    }
+                    Err(StoreError::NotFound) => {
+                        lease.metadata.resource_version = None;
+                        store.create(&lease).await
+                    }
+                    other => other,
+                }
+            }
+            None => match store.create(&lease).await {
+                // Our own lease from before a restart: take it over.
+                Err(StoreError::AlreadyExists) => {
+                    let current = store.get(&lease_name(&self.group, &self.pod)).await?;
+                    lease.metadata.resource_version = current.metadata.resource_version;
+                    store.replace(&lease).await
+                }
+                other => other,
+            },
+        };
+        match written {
+            Ok(l) => {
+                *self.last_version.lock() = l.metadata.resource_version;
+                Ok(())
+            }
+            Err(e) => {
+                *self.last_version.lock() = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// Deletes our lease so the leader stops counting us at once.
+    pub async fn leave<S: LeaseStore>(&self, store: &S) -> Result<(), StoreError> {
+        store.delete(&lease_name(&self.group, &self.pod)).await
+    }
+}
+
+/// A live member as the leader sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemberReport {
+    /// Pod name (the lease's holder).
+    pub pod: String,
+    /// Its canary revision.
+    pub revision: Option<String>,
+    /// Its summary, parsed JSON (validated by the caller).
+    pub summary: Value,
+    /// Local time since its lease last changed.
+    pub age: Duration,
+}
+
+/// Lists a group's member leases and keeps the live ones.
+pub struct Observer {
+    group: String,
+    stale_after: Duration,
+    /// Lease name → (resourceVersion, local time it was first seen at that version).
+    seen: HashMap<String, (String, Instant)>,
+    rejected: u64,
+}
+
+impl Observer {
+    /// An observer for `group` whose members publish every `publish_interval`;
+    /// a member silent for three intervals is stale.
+    pub fn new(group: &str, publish_interval: Duration) -> Self {
+        Self {
+            group: group.to_string(),
+            stale_after: publish_interval * 3,
+            seen: HashMap::new(),
+            rejected: 0,
+        }
+    }
+
+    /// Member annotations ignored so far (missing, oversized or not JSON).
+    pub fn rejected(&self) -> u64 {
+        self.rejected
+    }
+
+    /// The live members.
+    pub async fn list<S: LeaseStore>(
+        &mut self,
+        store: &S,
+    ) -> Result<Vec<MemberReport>, StoreError> {
+        let leases = store.list(&format!("{GROUP_LABEL}={}", self.group)).await?;
+        let now = Instant::now();
+        let mut live = Vec::new();
+        let mut names = Vec::with_capacity(leases.len());
+        for lease in leases {
+            let (Some(name), Some(rv)) = (
+                lease.metadata.name.clone(),
+                lease.metadata.resource_version.clone(),
+            ) else {
+                continue;
+            };
+            names.push(name.clone());
+            let since = match self.seen.get(&name) {
+                Some((seen_rv, at)) if *seen_rv == rv => *at,
+                _ => {
+                    self.seen.insert(name.clone(), (rv, now));
+                    now
+                }
+            };
+            let age = now.saturating_duration_since(since);
+            if age > self.stale_after {
+                continue;
+            }
+            match parse(&lease) {
+                Ok(report) => live.push(MemberReport { age, ..report }),
+                Err(why) => {
+                    self.rejected += 1;
+                    tracing::warn!(lease = %name, %why, "ignoring a member lease");
+                }
+            }
+        }
+        // Forget leases that are gone, so memory follows the group's size.
+        self.seen.retain(|n, _| names.contains(n));
+        Ok(live)
+    }
+}
+
+fn parse(lease: &Lease) -> Result<MemberReport, String> {
+    let pod = lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.clone())
+        .filter(|h| !h.is_empty())
+        .ok_or("no holderIdentity")?;
+    let annotations = lease
+        .metadata
+        .annotations
+        .as_ref()
+        .ok_or("no annotations")?;
+    let raw = annotations
+        .get(SUMMARY_ANNOTATION)
+        .ok_or("no summary annotation")?;
+    if raw.len() > MAX_SUMMARY_BYTES {
+        return Err(format!(
+            "summary of {} bytes exceeds {MAX_SUMMARY_BYTES}",
+            raw.len()
+        ));
+    }
+    let summary: Value =
+        serde_json::from_str(raw).map_err(|e| format!("summary is not JSON: {e}"))?;
+    Ok(MemberReport {
+        pod,
+        revision: annotations.get(REVISION_ANNOTATION).cloned(),
+        summary,
+        age: Duration::ZERO,
+    })
+}

@@ -1,0 +1,584 @@
+//! `canary-guard demo`: the whole loop on one machine. An embedded Kubernetes
+//! API holds a VirtualService `reviews` split 90/10 between subsets v1 and v2;
+//! a stable app and a canary app run on loopback, three canary guards in proxy
+//! mode front the canary, and a load generator splits its traffic by the
+//! VirtualService's current weights, as Envoy would. The canary turns bad on
+//! cue; the demo reports when the leader sent its traffic back to stable.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::{Args, Parser, ValueEnum};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+use super::guard;
+use crate::config::{Cli, Command};
+use crate::domain::routes::current_weights;
+use crate::embedded_api::{EmbeddedApi, Resource, RunningApi, Verb};
+use crate::{Error, Result};
+
+const NAMESPACE: &str = "default";
+const VIRTUAL_SERVICE: &str = "reviews";
+const REVISION: &str = "7c9d5b6f4";
+
+/// What goes wrong with the canary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// A share of requests answer 500.
+    Errors,
+    /// A share of requests take twice the latency limit.
+    Latency,
+}
+
+/// Flags of `canary-guard demo`.
+#[derive(Clone, Debug, Args)]
+pub struct DemoArgs {
+    /// Requests per second sent to the service (both versions together).
+    #[arg(long, default_value = "50", value_parser = clap::value_parser!(u32).range(1..=2000))]
+    pub rate: u32,
+
+    /// What goes wrong with the canary.
+    #[arg(long, value_enum, default_value = "errors")]
+    pub fault: FaultKind,
+
+    /// Share of canary requests the fault hits (0.01..=1).
+    #[arg(long, default_value = "0.5", value_parser = parse_fault_ratio)]
+    pub fault_ratio: f64,
+
+    /// Healthy traffic before the fault starts.
+    #[arg(long, default_value = "5s", value_parser = crate::config::parse_duration)]
+    pub fault_after: Duration,
+
+    /// Give up (exit 1) if no rollback happened this long after the fault started.
+    #[arg(long, default_value = "30s", value_parser = crate::config::parse_duration)]
+    pub timeout: Duration,
+
+    /// Print one JSON object at the end instead of the timeline.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_fault_ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.01..=1.0).contains(&v) => Ok(v),
+        _ => Err("must be between 0.01 and 1, e.g. 0.5".into()),
+    }
+}
+
+/// The demo's final report.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Whether the VirtualService was rolled back.
+    pub rolled_back: bool,
+    /// Seconds from fault start to the VirtualService write.
+    pub time_to_rollback_s: Option<f64>,
+    /// The guard that wrote the rollback.
+    pub leader: Option<String>,
+    /// Weights before, by subset.
+    pub weights_before: BTreeMap<String, u32>,
+    /// Weights after, by subset.
+    pub weights_after: BTreeMap<String, u32>,
+    /// The fault that was injected.
+    pub fault: FaultKind,
+    /// Its ratio.
+    pub fault_ratio: f64,
+    /// Offered load.
+    pub rate: u32,
+    /// Requests sent to each version, and canary errors.
+    pub requests: BTreeMap<String, u64>,
+    /// The rollback annotation the leader wrote.
+    pub rollback_record: Option<Value>,
+}
+
+/// The canary app: healthy until `fault` is set, then failing `ratio` of requests.
+struct CanaryApp {
+    faulty: AtomicBool,
+    served: AtomicU64,
+    kind: FaultKind,
+    ratio: f64,
+    slow: Duration,
+}
+
+impl CanaryApp {
+    /// Deterministic: request n fails when floor((n+1)·ratio) > floor(n·ratio).
+    fn hit(&self) -> bool {
+        if !self.faulty.load(Ordering::Relaxed) {
+            return false;
+        }
+        let n = self.served.fetch_add(1, Ordering::Relaxed) as f64;
+        ((n + 1.0) * self.ratio).floor() > (n * self.ratio).floor()
+    }
+}
+
+async fn serve_app(
+    name: &'static str,
+    canary: Option<Arc<CanaryApp>>,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        while let Ok((stream, _)) = listener.accept().await {
+            let canary = canary.clone();
+            let builder = builder.clone();
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
+                        let canary = canary.clone();
+                        async move {
+                            let mut status = StatusCode::OK;
+                            if let Some(c) = canary.filter(|c| c.hit()) {
+                                match c.kind {
+                                    FaultKind::Errors => status = StatusCode::INTERNAL_SERVER_ERROR,
+                                    FaultKind::Latency => tokio::time::sleep(c.slow).await,
+                                }
+                            }
+                            let mut resp =
+                                Response::new(Full::new(Bytes::from(format!("{name}\n"))));
+                            *resp.status_mut() = status;
+                            Ok::<_, Infallible>(resp)
+                        }
+                    });
+                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+fn virtual_service() -> Value {
+    json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": VIRTUAL_SERVICE, "namespace": NAMESPACE},
+        "spec": {
+            "hosts": ["reviews"],
+            "http": [{
+                "name": "reviews-route",
+                "route": [
+                    {"destination": {"host": "reviews", "subset": "v1"}, "weight": 90},
+                    {"destination": {"host": "reviews", "subset": "v2"}, "weight": 10}
+                ]
+            }]
+        }
+    })
+}
+
+/// Weights of the first route by subset (host when there is none).
+fn weights(api: &EmbeddedApi) -> BTreeMap<String, u32> {
+    let Ok(vs) = api.get(Resource::VirtualServices, NAMESPACE, VIRTUAL_SERVICE) else {
+        return BTreeMap::new();
+    };
+    current_weights(&vs, None)
+        .ok()
+        .and_then(|routes| routes.into_iter().next())
+        .map(|r| {
+            r.destinations
+                .into_iter()
+                .map(|d| {
+                    let key = d.destination.subset.unwrap_or(d.destination.host);
+                    (key, d.weight)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Smooth weighted round-robin, as Envoy spreads requests by weight.
+struct Picker {
+    current: BTreeMap<String, i64>,
+}
+
+impl Picker {
+    fn pick(&mut self, weights: &BTreeMap<String, u32>) -> Option<String> {
+        let total: i64 = weights.values().map(|&w| i64::from(w)).sum();
+        if total == 0 {
+            return None;
+        }
+        for (k, &w) in weights {
+            *self.current.entry(k.clone()).or_default() += i64::from(w);
+        }
+        let (best, _) = weights
+            .keys()
+            .map(|k| (k.clone(), self.current[k]))
+            .max_by_key(|(_, c)| *c)?;
+        *self.current.get_mut(&best).expect("just inserted") -= total;
+        Some(best)
+    }
+}
+
+/// Per-second traffic for the timeline.
+#[derive(Default, Clone, Copy)]
+struct Second {
+    stable: u64,
+    canary: u64,
+    canary_errors: u64,
+}
+
+/// Runs the demo; `Ok(true)` when the rollback happened.
+pub async fn run(args: DemoArgs) -> Result<bool> {
+    let api = EmbeddedApi::new();
+    api.seed(Resource::VirtualServices, virtual_service())
+        .map_err(|s| Error::Config(format!("seeding the demo VirtualService: {}", s.message)))?;
+    let running: RunningApi = api
+        .serve("127.0.0.1:0".parse().expect("valid address"))
+        .await?;
+
+    let io = |context: &str| {
+        let context = context.to_string();
+        move |source| Error::Io { context, source }
+    };
+    let stable_addr = serve_app("reviews-v1", None)
+        .await
+        .map_err(io("starting the stable app"))?;
+    let canary = Arc::new(CanaryApp {
+        faulty: AtomicBool::new(false),
+        served: AtomicU64::new(0),
+        kind: args.fault,
+        ratio: args.fault_ratio,
+        slow: Duration::from_millis(1000),
+    });
+    let canary_addr = serve_app("reviews-v2", Some(canary.clone()))
+        .await
+        .map_err(io("starting the canary app"))?;
+
+    let mut guards = Vec::new();
+    for i in 0..3 {
+        let pod = format!("reviews-v2-{REVISION}-{}", ["x7k2p", "m4q9z", "b8n3w"][i]);
+        let upstream = format!("http://{canary_addr}");
+        let argv = [
+            "canary-guard",
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &upstream,
+            "--group",
+            "reviews",
+            "--namespace",
+            NAMESPACE,
+            "--pod-name",
+            &pod,
+            "--revision",
+            REVISION,
+            "--virtual-service",
+            VIRTUAL_SERVICE,
+            "--canary-host",
+            "reviews",
+            "--canary-subset",
+            "v2",
+        ];
+        let Command::Run(run_args) = Cli::try_parse_from(argv)
+            .map_err(|e| Error::Config(e.to_string()))?
+            .command
+        else {
+            unreachable!("the demo builds a run command");
+        };
+        let client = running.client(NAMESPACE, &crate::cluster::client::user_agent())?;
+        guards.push((
+            pod,
+            guard::start_with_client(&run_args, Some(client)).await?,
+        ));
+    }
+
+    let say = |t: Duration, line: String| {
+        if !args.json {
+            println!("{:>6.1}s  {line}", t.as_secs_f64());
+        }
+    };
+    let start = Instant::now();
+    let before = weights(&api);
+    say(
+        Duration::ZERO,
+        format!(
+        "embedded API at {}; VirtualService {VIRTUAL_SERVICE}: {}; {} canary guards in proxy mode",
+        running.url(), fmt_weights(&before), guards.len()
+    ),
+    );
+    say(
+        Duration::ZERO,
+        format!(
+            "load: {} rps split by the VirtualService's weights; fault in {:.0}s",
+            args.rate,
+            args.fault_after.as_secs_f64()
+        ),
+    );
+
+    let seconds: Arc<Mutex<Vec<Second>>> = Arc::default();
+    let load = tokio::spawn(generate_load(
+        api.clone(),
+        args.rate,
+        stable_addr,
+        guards.iter().map(|(_, g)| g.proxy_addr).collect(),
+        seconds.clone(),
+        start,
+    ));
+
+    let mut leader: Option<String> = None;
+    let mut saw_failing = false;
+    let mut fault_start: Option<Instant> = None;
+    let mut rollback: Option<(Instant, String)> = None;
+    let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    let mut printed_seconds = 0usize;
+    loop {
+        ticker.tick().await;
+        let now = Instant::now();
+        if fault_start.is_none() && now >= start + args.fault_after {
+            canary.faulty.store(true, Ordering::Relaxed);
+            fault_start = Some(now);
+            say(
+                now - start,
+                format!(
+                    "fault injected: the canary now {} {:.0}% of its requests",
+                    match args.fault {
+                        FaultKind::Errors => "answers 500 to",
+                        FaultKind::Latency => "takes 1s (twice the 500ms limit) on",
+                    },
+                    args.fault_ratio * 100.0
+                ),
+            );
+        }
+        for (pod, g) in &guards {
+            let s = g.state.read();
+            if s.leader && leader.as_deref() != Some(pod) {
+                leader = Some(pod.clone());
+                say(now - start, format!("leader elected: {pod}"));
+            }
+            if s.leader && !saw_failing && s.verdict == crate::domain::policy::Verdict::Failing {
+                saw_failing = true;
+                let agg = s.aggregate.clone().unwrap_or_default();
+                say(now - start, format!(
+                    "verdict failing on the leader: {} requests in the window, error ratio {:.3}, p99 {:.1}ms",
+                    agg.requests, agg.error_ratio, agg.p99_ms.unwrap_or(0.0)
+                ));
+            }
+        }
+        if rollback.is_none() {
+            if let Some(w) = api.history().into_iter().find(|w| {
+                w.verb == Verb::Patch
+                    && w.resource == Resource::VirtualServices
+                    && w.succeeded()
+                    && w.user_agent
+                        .as_deref()
+                        .is_some_and(|a| a.starts_with("canary-guard"))
+            }) {
+                let by = leader.clone().unwrap_or_else(|| "a guard".into());
+                say(
+                    w.at.saturating_duration_since(start),
+                    format!(
+                        "VirtualService patched by {by}: {} -> {}",
+                        fmt_weights(&before),
+                        fmt_weights(&weights(&api))
+                    ),
+                );
+                rollback = Some((w.at, by));
+            }
+        }
+        let done = {
+            let secs = seconds.lock();
+            let full = secs.len().saturating_sub(1);
+            for (i, s) in secs.iter().enumerate().take(full).skip(printed_seconds) {
+                say(
+                    Duration::from_secs(i as u64 + 1),
+                    format!(
+                        "traffic in second {:>2}: stable {:>4}, canary {:>3} ({} errors)",
+                        i + 1,
+                        s.stable,
+                        s.canary,
+                        s.canary_errors
+                    ),
+                );
+            }
+            printed_seconds = printed_seconds.max(full);
+            // Show a few seconds of traffic after the rollback.
+            match (&rollback, fault_start) {
+                (Some((at, _)), _) => now >= *at + Duration::from_secs(3),
+                (None, Some(f)) => now >= f + args.timeout,
+                _ => false,
+            }
+        };
+        if done {
+            break;
+        }
+    }
+    load.abort();
+
+    let after = weights(&api);
+    let record = api
+        .get(Resource::VirtualServices, NAMESPACE, VIRTUAL_SERVICE)
+        .ok()
+        .and_then(|vs| {
+            vs.pointer("/metadata/annotations/canary-guard.io~1rollback")
+                .and_then(Value::as_str)
+                .and_then(|s| serde_json::from_str(s).ok())
+        });
+    let totals = seconds
+        .lock()
+        .iter()
+        .fold(Second::default(), |a, s| Second {
+            stable: a.stable + s.stable,
+            canary: a.canary + s.canary,
+            canary_errors: a.canary_errors + s.canary_errors,
+        });
+    let report = Report {
+        rolled_back: rollback.is_some(),
+        time_to_rollback_s: rollback.as_ref().zip(fault_start).map(|((at, _), f)| {
+            (at.saturating_duration_since(f).as_secs_f64() * 1000.0).round() / 1000.0
+        }),
+        leader: rollback.as_ref().map(|(_, by)| by.clone()),
+        weights_before: before,
+        weights_after: after,
+        fault: args.fault,
+        fault_ratio: args.fault_ratio,
+        rate: args.rate,
+        requests: BTreeMap::from([
+            ("stable".to_string(), totals.stable),
+            ("canary".to_string(), totals.canary),
+            ("canary_errors".to_string(), totals.canary_errors),
+        ]),
+        rollback_record: record,
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("report serializes")
+        );
+    } else {
+        match report.time_to_rollback_s {
+            Some(t) => println!("rolled back {t:.2}s after the fault started"),
+            None => println!(
+                "no rollback within {:.0}s of the fault",
+                args.timeout.as_secs_f64()
+            ),
+        }
+    }
+    for (_, g) in &guards {
+        g.shutdown();
+    }
+    for (_, g) in guards {
+        g.wait().await;
+    }
+    running.stop().await;
+    Ok(report.rolled_back)
+}
+
+fn fmt_weights(w: &BTreeMap<String, u32>) -> String {
+    w.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Sends `rate` requests per second, each to stable or to a canary guard by weight.
+async fn generate_load(
+    api: EmbeddedApi,
+    rate: u32,
+    stable: SocketAddr,
+    guards: Vec<SocketAddr>,
+    seconds: Arc<Mutex<Vec<Second>>>,
+    start: Instant,
+) {
+    let client: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let mut picker = Picker {
+        current: BTreeMap::new(),
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
+    let mut next_guard = 0usize;
+    let mut w = weights(&api);
+    let mut changes = api.subscribe();
+    loop {
+        tick.tick().await;
+        if changes.has_changed().unwrap_or(false) {
+            changes.borrow_and_update();
+            w = weights(&api);
+        }
+        let Some(dest) = picker.pick(&w) else {
+            continue;
+        };
+        let is_canary = dest == "v2";
+        let target = if is_canary {
+            next_guard = (next_guard + 1) % guards.len();
+            guards[next_guard]
+        } else {
+            stable
+        };
+        let client = client.clone();
+        let seconds = seconds.clone();
+        tokio::spawn(async move {
+            let sent = Instant::now();
+            let req = Request::get(format!("http://{target}/reviews/1"))
+                .body(Empty::new())
+                .expect("valid request");
+            let ok = match client.request(req).await {
+                Ok(resp) => {
+                    let ok = !resp.status().is_server_error();
+                    let _ = resp.into_body().collect().await;
+                    ok
+                }
+                Err(_) => false,
+            };
+            let i = sent.saturating_duration_since(start).as_secs() as usize;
+            let mut secs = seconds.lock();
+            if secs.len() <= i {
+                secs.resize(i + 1, Second::default());
+            }
+            let s = &mut secs[i];
+            if is_canary {
+                s.canary += 1;
+                s.canary_errors += u64::from(!ok);
+            } else {
+                s.stable += 1;
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picker_follows_weights() {
+        let mut p = Picker {
+            current: BTreeMap::new(),
+        };
+        let w = BTreeMap::from([("v1".to_string(), 90), ("v2".to_string(), 10)]);
+        let picks: Vec<_> = (0..100).filter_map(|_| p.pick(&w)).collect();
+        assert_eq!(picks.iter().filter(|d| *d == "v2").count(), 10);
+        let back = BTreeMap::from([("v1".to_string(), 100), ("v2".to_string(), 0)]);
+        assert!((0..50).all(|_| p.pick(&back).as_deref() == Some("v1")));
+        assert_eq!(p.pick(&BTreeMap::new()), None);
+    }
+
+    #[test]
+    fn canary_app_fails_the_exact_ratio() {
+        let app = CanaryApp {
+            faulty: AtomicBool::new(false),
+            served: AtomicU64::new(0),
+            kind: FaultKind::Errors,
+            ratio: 0.2,
+            slow: Duration::ZERO,
+        };
+        assert!(!(0..10).any(|_| app.hit()));
+        app.faulty.store(true, Ordering::Relaxed);
+        assert_eq!((0..100).filter(|_| app.hit()).count(), 20);
+    }
+}
