@@ -26,6 +26,8 @@ CRD = ROOT / "tests" / "fixtures" / "istio-virtualservice-crd.yaml"
 NO_SCHEMA = {
     ("networking.istio.io", "DestinationRule"),
     ("monitoring.coreos.com", "PodMonitor"),
+    ("cert-manager.io", "Certificate"),
+    ("cert-manager.io", "Issuer"),
 }
 # RBAC verbs whose requests carry no object name, so resourceNames cannot restrict them.
 UNNAMED_VERBS = {"create", "list", "watch", "deletecollection"}

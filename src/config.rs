@@ -31,6 +31,8 @@ pub enum Command {
     Demo(crate::runtime::demo::DemoArgs),
     /// Add the guard sidecar to Kubernetes manifests (file or stdin to stdout).
     Inject(crate::inject::InjectArgs),
+    /// Serve a mutating admission webhook that adds the guard to labelled pods.
+    Webhook(Box<crate::webhook::WebhookArgs>),
 }
 
 /// How the guard observes the canary's traffic.

@@ -9,6 +9,7 @@
 //! - [`cluster`]: Kubernetes adapters (leases, leader election, VirtualService, Events).
 //! - [`embedded_api`]: an in-memory Kubernetes API used by tests and by `demo`.
 //! - [`inject`]: `canary-guard inject`, the sidecar added to manifests.
+//! - [`webhook`]: `canary-guard webhook`, the same injection as an admission webhook.
 //! - [`runtime`]: wiring of the pieces into the `run`, `demo` and `status` commands.
 #![forbid(unsafe_code)]
 
@@ -21,6 +22,7 @@ pub mod inject;
 pub mod observe;
 pub mod runtime;
 pub mod server;
+pub mod webhook;
 
 /// Errors surfaced by canary-guard.
 #[derive(Debug, thiserror::Error)]

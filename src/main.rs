@@ -40,6 +40,12 @@ fn main() -> ExitCode {
                     .map(|rolled_back| ExitCode::from(u8::from(!rolled_back)))
             }
             Command::Inject(args) => canary_guard::inject::run(&args).map(|()| ExitCode::SUCCESS),
+            Command::Webhook(args) => {
+                init_logs(LogFormat::Text, "info");
+                canary_guard::webhook::run(*args)
+                    .await
+                    .map(|()| ExitCode::SUCCESS)
+            }
         }
     });
     match result {

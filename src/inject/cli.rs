@@ -27,19 +27,11 @@ impl Mode {
     }
 }
 
-/// Flags of `canary-guard inject`. A workload's `canary-guard.io/<flag>` annotations
-/// (on the workload or its pod template) override the flags for that workload.
+/// How the injected guard is configured: shared by `inject` and `webhook`. A
+/// workload's `canary-guard.io/<flag>` annotations (on the workload or its pod
+/// template) override these flags for that workload.
 #[derive(Clone, Debug, Args)]
-pub struct InjectArgs {
-    /// Manifests to read (multi-document YAML); `-` reads standard input.
-    #[arg(
-        short = 'f',
-        long = "filename",
-        value_name = "FILE",
-        default_value = "-"
-    )]
-    pub filename: PathBuf,
-
+pub struct SidecarArgs {
     /// Guard image.
     #[arg(long, default_value = concat!("ghcr.io/canary-guard/canary-guard:", env!("CARGO_PKG_VERSION")))]
     pub image: String,
@@ -71,14 +63,31 @@ pub struct InjectArgs {
     /// What the guard does to the canary Deployment after a rollback (`none` or `pause`).
     #[arg(long, value_parser = ["none", "pause"])]
     pub on_rollback: Option<String>,
+}
+
+/// Flags of `canary-guard inject`.
+#[derive(Clone, Debug, Args)]
+pub struct InjectArgs {
+    /// Manifests to read (multi-document YAML); `-` reads standard input.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "FILE",
+        default_value = "-"
+    )]
+    pub filename: PathBuf,
 
     /// Proxy mode: point the Services that reach the app's port at the guard's, by port name.
     #[arg(long)]
     pub rewire_service: bool,
+
+    /// The sidecar's settings.
+    #[command(flatten)]
+    pub sidecar: SidecarArgs,
 }
 
-impl From<&InjectArgs> for Settings {
-    fn from(a: &InjectArgs) -> Self {
+impl From<&SidecarArgs> for Settings {
+    fn from(a: &SidecarArgs) -> Self {
         Settings {
             image: a.image.clone(),
             mode: a.mode,
@@ -88,7 +97,7 @@ impl From<&InjectArgs> for Settings {
             canary_subset: a.canary_subset.clone(),
             app_port: a.app_port.clone(),
             on_rollback: a.on_rollback.clone(),
-            rewire_service: a.rewire_service,
+            rewire_service: false,
         }
     }
 }
@@ -106,7 +115,11 @@ pub fn run(args: &InjectArgs) -> crate::Result<()> {
         std::fs::read_to_string(&args.filename)
             .map_err(io_err(format!("reading {}", args.filename.display())))?
     };
-    let out = super::inject(&input, &Settings::from(args))?;
+    let settings = Settings {
+        rewire_service: args.rewire_service,
+        ..Settings::from(&args.sidecar)
+    };
+    let out = super::inject(&input, &settings)?;
     std::io::stdout()
         .lock()
         .write_all(out.as_bytes())

@@ -11,10 +11,10 @@ mod documents;
 mod node;
 mod sidecar;
 
-pub use cli::{run, InjectArgs, Mode};
+pub use cli::{run, InjectArgs, Mode, SidecarArgs};
 pub use documents::{inject, Document};
 pub use node::Node;
-pub use sidecar::{Settings, CONTAINER_NAME};
+pub use sidecar::{inject_pod, Settings, CONTAINER_NAME};
 
 /// Annotation prefix for per-workload settings (`canary-guard.io/group`, ...).
 pub const ANNOTATION_PREFIX: &str = "canary-guard.io/";

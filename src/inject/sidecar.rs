@@ -157,11 +157,14 @@ impl Settings {
 }
 
 /// The revision label of the workload's pods, passed to the guard as `POD_TEMPLATE_HASH`.
-fn revision_label(kind: &str) -> Option<&'static str> {
+fn revision_label(kind: &str, pod: &Node) -> Option<&'static str> {
     match kind {
         "Deployment" => Some("pod-template-hash"),
         "StatefulSet" | "DaemonSet" => Some("controller-revision-hash"),
-        _ => None,
+        // A bare Pod, or one its controller is creating (webhook): the label it carries.
+        _ => ["pod-template-hash", "controller-revision-hash"]
+            .into_iter()
+            .find(|l| pod.at(&["metadata", "labels", l]).is_some()),
     }
 }
 
@@ -252,7 +255,7 @@ fn probe(path: &str, period: u32, failures: u32) -> Node {
     }))
 }
 
-fn container(s: &Settings, kind: &str, name: &str, app: Option<&AppPort>) -> Node {
+fn container(s: &Settings, name: &str, revision: Option<&str>, app: Option<&AppPort>) -> Node {
     let mut envs = vec![env("CANARY_GUARD_MODE", s.mode.as_str())];
     let mut ports = Vec::new();
     if let Some(app) = app {
@@ -282,7 +285,7 @@ fn container(s: &Settings, kind: &str, name: &str, app: Option<&AppPort>) -> Nod
     envs.push(env_field("POD_NAME", "metadata.name"));
     envs.push(env_field("POD_NAMESPACE", "metadata.namespace"));
     envs.push(env_field("POD_UID", "metadata.uid"));
-    if let Some(label) = revision_label(kind) {
+    if let Some(label) = revision {
         envs.push(env_field(
             "POD_TEMPLATE_HASH",
             &format!("metadata.labels['{label}']"),
@@ -350,6 +353,7 @@ pub fn inject_pod(
     kind: &str,
     name: &str,
 ) -> Result<Option<Injected>, String> {
+    let revision = revision_label(kind, pod);
     let spec = pod
         .get_mut("spec")
         .filter(|spec| matches!(spec, Node::Map(_)))
@@ -374,7 +378,7 @@ pub fn inject_pod(
         Mode::Proxy => Some(take_app_port(spec, s.app_port.as_deref())?),
         Mode::Envoy => None,
     };
-    let guard = container(s, kind, name, app.as_ref());
+    let guard = container(s, name, revision, app.as_ref());
     spec.entry("initContainers", Node::Seq(Vec::new()))
         .and_then(Node::as_seq_mut)
         .ok_or("`initContainers` is not a list")?
