@@ -29,6 +29,10 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Run the whole loop on this machine: embedded API, apps, three guards, load, a fault.
     Demo(crate::runtime::demo::DemoArgs),
+    /// Show a guard group: leader, members and their windows, verdict, weights.
+    Status(crate::runtime::ops::StatusArgs),
+    /// Put back the weights recorded before a rollback (and resume a paused rollout).
+    Restore(crate::runtime::ops::RestoreArgs),
     /// Add the guard sidecar to Kubernetes manifests (file or stdin to stdout).
     Inject(crate::inject::InjectArgs),
     /// Serve a mutating admission webhook that adds the guard to labelled pods.

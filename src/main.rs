@@ -39,6 +39,20 @@ fn main() -> ExitCode {
                     .await
                     .map(|rolled_back| ExitCode::from(u8::from(!rolled_back)))
             }
+            Command::Status(args) => {
+                init_logs(LogFormat::Text, "error");
+                canary_guard::runtime::ops::status(args).await.map(|out| {
+                    print!("{out}");
+                    ExitCode::SUCCESS
+                })
+            }
+            Command::Restore(args) => {
+                init_logs(LogFormat::Text, "error");
+                canary_guard::runtime::ops::restore(args).await.map(|out| {
+                    print!("{out}");
+                    ExitCode::SUCCESS
+                })
+            }
             Command::Inject(args) => canary_guard::inject::run(&args).map(|()| ExitCode::SUCCESS),
             Command::Webhook(args) => {
                 init_logs(LogFormat::Text, "info");

@@ -16,7 +16,7 @@
 //! so a peer takes over within about one retry period.
 //!
 //! The loop talks to the API through [`LeaseStore`], implemented for `kube::Api<Lease>`
-//! and, in tests, for an in-memory store.
+//! and for the in-process embedded API ([`InProcessLeases`]).
 
 use std::collections::hash_map::RandomState;
 use std::future::Future;
@@ -28,11 +28,13 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// Field manager recorded in `managedFields` for our writes.
-const FIELD_MANAGER: &str = "canary-guard";
+use crate::embedded_api::{Call, EmbeddedApi, Resource, Verb};
+
+use super::client::FIELD_MANAGER;
 
 /// Name of the election Lease for a guard group.
 pub fn lease_name(group: &str) -> String {
@@ -135,9 +137,90 @@ impl LeaseStore for Api<Lease> {
     }
 }
 
+/// The Leases of one namespace of an in-process [`EmbeddedApi`], for tests and the demo.
+#[derive(Debug, Clone)]
+pub struct InProcessLeases {
+    api: EmbeddedApi,
+    namespace: String,
+}
+
+impl InProcessLeases {
+    /// Leases in `namespace` of `api`.
+    pub fn new(api: EmbeddedApi, namespace: impl Into<String>) -> Self {
+        Self {
+            api,
+            namespace: namespace.into(),
+        }
+    }
+
+    fn call(
+        &self,
+        verb: Verb,
+        name: Option<&str>,
+        body: Option<&Lease>,
+    ) -> Result<Value, StoreError> {
+        let mut call = Call::new(verb, Resource::Leases, Some(&self.namespace));
+        call.name = name.map(str::to_owned);
+        call.field_manager = Some(FIELD_MANAGER.to_owned());
+        if let Some(lease) = body {
+            call.body =
+                Some(serde_json::to_value(lease).map_err(|e| StoreError::Other(e.to_string()))?);
+        }
+        self.api
+            .call(call)
+            .map_err(|status| match (status.code, status.reason.as_str()) {
+                (404, _) => StoreError::NotFound,
+                (409, "AlreadyExists") => StoreError::AlreadyExists,
+                (409, _) => StoreError::Conflict,
+                _ => StoreError::Other(format!(
+                    "{} {}: {}",
+                    status.code, status.reason, status.message
+                )),
+            })
+    }
+
+    fn lease(value: Value) -> Result<Lease, StoreError> {
+        serde_json::from_value(value).map_err(|e| StoreError::Other(e.to_string()))
+    }
+}
+
+impl LeaseStore for InProcessLeases {
+    async fn get(&self, name: &str) -> Result<Lease, StoreError> {
+        Self::lease(self.call(Verb::Get, Some(name), None)?)
+    }
+
+    async fn create(&self, lease: &Lease) -> Result<Lease, StoreError> {
+        Self::lease(self.call(Verb::Create, None, Some(lease))?)
+    }
+
+    async fn replace(&self, lease: &Lease) -> Result<Lease, StoreError> {
+        let name = lease.metadata.name.as_deref().unwrap_or_default();
+        Self::lease(self.call(Verb::Update, Some(name), Some(lease))?)
+    }
+
+    async fn list(&self, label_selector: &str) -> Result<Vec<Lease>, StoreError> {
+        let mut call = Call::new(Verb::List, Resource::Leases, Some(&self.namespace));
+        call.label_selector = Some(label_selector.to_owned());
+        let list = self
+            .api
+            .call(call)
+            .map_err(|s| StoreError::Other(s.message))?;
+        let items = list
+            .get("items")
+            .cloned()
+            .unwrap_or(Value::Array(Vec::new()));
+        serde_json::from_value(items).map_err(|e| StoreError::Other(e.to_string()))
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), StoreError> {
+        self.call(Verb::Delete, Some(name), None).map(|_| ())
+    }
+}
+
 /// Called with the operation name (`lease_get`, `lease_create`, `lease_replace`,
-/// `lease_list`, `lease_delete`) each time a Kubernetes call fails unexpectedly, so the
-/// caller can count `canary_guard_kube_errors_total{op}`.
+/// `lease_list`, `lease_delete`, or `lease_timeout` when the elector gave up waiting
+/// for an answer) each time a Kubernetes call fails unexpectedly, so the caller can
+/// count `canary_guard_kube_errors_total{op}`.
 ///
 /// Outcomes the protocol expects are not reported: a 404 on `get` of a Lease that does
 /// not exist yet, and 409 on conditional writes that lost a race.
@@ -416,14 +499,16 @@ impl<S: LeaseStore> Elector<S> {
     /// How long to wait before the next attempt.
     fn next_wait(&mut self) -> Duration {
         let retry = self.config.retry_period;
-        match self.renewed_at {
+        match self.leader_deadline() {
             // Wake up at the renew deadline at the latest, to step down on time.
-            Some(at) => {
-                let deadline = at + self.config.renew_deadline;
-                retry.min(deadline.saturating_duration_since(Instant::now()))
-            }
+            Some(deadline) => retry.min(deadline.saturating_duration_since(Instant::now())),
             None => retry.mul_f64(1.0 + ACQUIRE_JITTER * self.jitter.next_unit()),
         }
+    }
+
+    /// While leading: the instant by which a renewal must succeed or we step down.
+    fn leader_deadline(&self) -> Option<Instant> {
+        self.renewed_at.map(|at| at + self.config.renew_deadline)
     }
 
     /// One attempt to acquire or renew, then leadership is updated from the outcome.
@@ -432,7 +517,9 @@ impl<S: LeaseStore> Elector<S> {
         // A leader's call must not outlive its renew deadline; a candidate's is bounded
         // by the same amount so a hung connection cannot stall the loop.
         let sent = Instant::now();
-        let limit = self.renewed_at.unwrap_or(sent) + self.config.renew_deadline;
+        let limit = self
+            .leader_deadline()
+            .unwrap_or(sent + self.config.renew_deadline);
         match tokio::time::timeout_at(limit, self.try_acquire_or_renew()).await {
             Ok(true) => {
                 if self.renewed_at.is_none() {
@@ -456,10 +543,7 @@ impl<S: LeaseStore> Elector<S> {
     }
 
     fn step_down_if_past_deadline(&mut self) {
-        let deadline = self
-            .renewed_at
-            .map(|at| at + self.config.lease_duration + Duration::from_secs(2));
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+        if self.leader_deadline().is_some_and(|d| Instant::now() >= d) {
             tracing::warn!(
                 identity = %self.config.identity,
                 "could not renew the leader lease within the renew deadline; stepping down"
@@ -637,10 +721,11 @@ impl<S: LeaseStore> Elector<S> {
     }
 }
 
-/// An in-memory Lease store with the API server's write semantics, for tests.
+/// Test fixtures: the embedded API's Lease store seen through a simulated network with
+/// latency and per-caller partitions.
 #[cfg(test)]
 pub(crate) mod fixtures {
-    use std::collections::{BTreeMap, HashSet};
+    use std::collections::HashSet;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -648,169 +733,121 @@ pub(crate) mod fixtures {
     use parking_lot::Mutex;
     use tokio::time::Instant;
 
-    use super::{LeaseStore, StoreError};
+    use super::{InProcessLeases, LeaseStore, StoreError};
+    use crate::embedded_api::{EmbeddedApi, Resource};
 
+    /// Namespace of the test leases.
+    pub(crate) const NS: &str = "shop";
     /// Simulated round trip; each call waits this long before it reaches the store.
     const LATENCY: Duration = Duration::from_millis(3);
 
-    /// One successful write (create, replace) as the store applied it.
+    /// One successful Lease write as the store applied it.
     #[derive(Debug, Clone)]
     pub(crate) struct Write {
         pub at: Instant,
         pub name: String,
-        pub holder: Option<String>,
-        pub lease_duration_seconds: Option<i32>,
-        pub transitions: Option<i32>,
+        pub lease: Option<Lease>,
     }
 
-    #[derive(Default)]
-    struct State {
-        objects: BTreeMap<String, Lease>,
-        last_rv: u64,
-        writes: Vec<Write>,
-        failing: HashSet<String>,
+    impl Write {
+        pub(crate) fn holder(&self) -> Option<&str> {
+            self.lease.as_ref().and_then(super::holder)
+        }
+
+        pub(crate) fn duration_seconds(&self) -> Option<i32> {
+            self.lease.as_ref()?.spec.as_ref()?.lease_duration_seconds
+        }
+
+        pub(crate) fn transitions(&self) -> Option<i32> {
+            self.lease.as_ref()?.spec.as_ref()?.lease_transitions
+        }
     }
 
-    /// The shared store; hand each candidate its own [`FakeClient`].
+    /// The embedded API plus the set of partitioned callers.
     #[derive(Clone, Default)]
-    pub(crate) struct FakeApi {
-        state: Arc<Mutex<State>>,
+    pub(crate) struct Net {
+        pub api: EmbeddedApi,
+        partitioned: Arc<Mutex<HashSet<String>>>,
     }
 
-    impl FakeApi {
-        /// A client whose calls can be made to fail with [`FakeApi::set_failing`].
-        pub(crate) fn client(&self, who: &str) -> FakeClient {
-            FakeClient {
-                api: self.clone(),
+    impl Net {
+        /// A client for caller `who`.
+        pub(crate) fn client(&self, who: &str) -> NetClient {
+            NetClient {
+                store: InProcessLeases::new(self.api.clone(), NS),
                 who: who.to_owned(),
+                partitioned: self.partitioned.clone(),
             }
         }
 
-        /// Makes every call from `who`'s clients fail (a partition), or heals it.
-        pub(crate) fn set_failing(&self, who: &str, failing: bool) {
-            let mut st = self.state.lock();
-            if failing {
-                st.failing.insert(who.to_owned());
+        /// Makes every call from `who` fail, or heals it.
+        pub(crate) fn partition(&self, who: &str, partitioned: bool) {
+            let mut set = self.partitioned.lock();
+            if partitioned {
+                set.insert(who.to_owned());
             } else {
-                st.failing.remove(who);
+                set.remove(who);
             }
         }
 
-        /// Every successful write so far, in order.
+        /// Every successful Lease write so far, in order.
         pub(crate) fn writes(&self) -> Vec<Write> {
-            self.state.lock().writes.clone()
+            self.api
+                .history()
+                .into_iter()
+                .filter(|w| w.resource == Resource::Leases && w.succeeded())
+                .map(|w| Write {
+                    at: w.at,
+                    name: w.name,
+                    lease: w.object.and_then(|o| serde_json::from_value(o).ok()),
+                })
+                .collect()
         }
 
-        /// The stored object, read without latency.
+        /// The stored Lease, read directly.
         pub(crate) fn peek(&self, name: &str) -> Option<Lease> {
-            self.state.lock().objects.get(name).cloned()
-        }
-
-        /// Stores `lease` as another writer would, bumping its resourceVersion.
-        pub(crate) fn put(&self, lease: Lease) -> Lease {
-            self.state.lock().store(lease)
+            let value = self.api.get(Resource::Leases, NS, name).ok()?;
+            serde_json::from_value(value).ok()
         }
     }
 
-    impl State {
-        fn store(&mut self, mut lease: Lease) -> Lease {
-            self.last_rv += 1;
-            lease.metadata.resource_version = Some(self.last_rv.to_string());
-            let name = lease.metadata.name.clone().unwrap_or_default();
-            let spec = lease.spec.clone().unwrap_or_default();
-            self.writes.push(Write {
-                at: Instant::now(),
-                name: name.clone(),
-                holder: spec.holder_identity.filter(|h| !h.is_empty()),
-                lease_duration_seconds: spec.lease_duration_seconds,
-                transitions: spec.lease_transitions,
-            });
-            self.objects.insert(name, lease.clone());
-            lease
-        }
-    }
-
-    fn matches(lease: &Lease, selector: &str) -> bool {
-        let labels = lease.metadata.labels.clone().unwrap_or_default();
-        selector
-            .split(',')
-            .filter(|t| !t.is_empty())
-            .all(|term| match term.split_once('=') {
-                Some((k, v)) => labels.get(k).map(String::as_str) == Some(v),
-                None => labels.contains_key(term),
-            })
-    }
-
-    /// One caller's view of the [`FakeApi`].
+    /// One caller's connection to the [`Net`].
     #[derive(Clone)]
-    pub(crate) struct FakeClient {
-        api: FakeApi,
+    pub(crate) struct NetClient {
+        store: InProcessLeases,
         who: String,
+        partitioned: Arc<Mutex<HashSet<String>>>,
     }
 
-    impl FakeClient {
-        async fn enter(&self) -> Result<parking_lot::MutexGuard<'_, State>, StoreError> {
+    impl NetClient {
+        async fn travel(&self) -> Result<&InProcessLeases, StoreError> {
             tokio::time::sleep(LATENCY).await;
-            let st = self.api.state.lock();
-            if st.failing.contains(&self.who) {
+            if self.partitioned.lock().contains(&self.who) {
                 return Err(StoreError::Other(format!("{} is partitioned", self.who)));
             }
-            Ok(st)
+            Ok(&self.store)
         }
     }
 
-    impl LeaseStore for FakeClient {
+    impl LeaseStore for NetClient {
         async fn get(&self, name: &str) -> Result<Lease, StoreError> {
-            let st = self.enter().await?;
-            st.objects.get(name).cloned().ok_or(StoreError::NotFound)
+            self.travel().await?.get(name).await
         }
 
         async fn create(&self, lease: &Lease) -> Result<Lease, StoreError> {
-            let mut st = self.enter().await?;
-            if lease.metadata.resource_version.is_some() {
-                // The real server answers 500 here.
-                return Err(StoreError::Other(
-                    "resourceVersion should not be set on objects to be created".into(),
-                ));
-            }
-            let name = lease.metadata.name.clone().unwrap_or_default();
-            if st.objects.contains_key(&name) {
-                return Err(StoreError::AlreadyExists);
-            }
-            Ok(st.store(lease.clone()))
+            self.travel().await?.create(lease).await
         }
 
         async fn replace(&self, lease: &Lease) -> Result<Lease, StoreError> {
-            let mut st = self.enter().await?;
-            let Some(rv) = lease.metadata.resource_version.as_deref() else {
-                return Err(StoreError::Other(
-                    "resourceVersion must be specified".into(),
-                ));
-            };
-            let name = lease.metadata.name.clone().unwrap_or_default();
-            let current = st.objects.get(&name).ok_or(StoreError::NotFound)?;
-            if current.metadata.resource_version.as_deref() != Some(rv) {
-                return Err(StoreError::Conflict);
-            }
-            Ok(st.store(lease.clone()))
+            self.travel().await?.replace(lease).await
         }
 
         async fn list(&self, label_selector: &str) -> Result<Vec<Lease>, StoreError> {
-            let st = self.enter().await?;
-            Ok(st
-                .objects
-                .values()
-                .filter(|l| matches(l, label_selector))
-                .cloned()
-                .collect())
+            self.travel().await?.list(label_selector).await
         }
 
         async fn delete(&self, name: &str) -> Result<(), StoreError> {
-            let mut st = self.enter().await?;
-            st.objects
-                .remove(name)
-                .map(|_| ())
-                .ok_or(StoreError::NotFound)
+            self.travel().await?.delete(name).await
         }
     }
 }
@@ -825,7 +862,7 @@ mod tests {
     use tokio::task::JoinHandle;
     use tokio::time::{sleep, timeout};
 
-    use super::fixtures::{FakeApi, Write};
+    use super::fixtures::{Net, Write, NS};
     use super::*;
 
     const LEASE: &str = "canary-guard-reviews";
@@ -848,7 +885,7 @@ mod tests {
     /// Three (or more) candidates on one fake API, plus a monitor that samples every
     /// 5 ms of virtual time that at most one live candidate acts as leader.
     struct Cluster {
-        api: FakeApi,
+        net: Net,
         candidates: Vec<Candidate>,
         live: Arc<Mutex<Vec<(String, Leadership)>>>,
         overlaps: Arc<AtomicUsize>,
@@ -873,7 +910,7 @@ mod tests {
                 }
             });
             let mut cluster = Self {
-                api: FakeApi::default(),
+                net: Net::default(),
                 candidates: Vec::new(),
                 live,
                 overlaps,
@@ -889,7 +926,7 @@ mod tests {
         fn spawn(&mut self, id: &str) -> Leadership {
             let errors = self.errors.clone();
             let who = id.to_owned();
-            let elector = Elector::new(self.api.client(id), ElectionConfig::new("reviews", id))
+            let elector = Elector::new(self.net.client(id), ElectionConfig::new("reviews", id))
                 .unwrap()
                 .on_api_error(Arc::new(move |op| errors.lock().push((who.clone(), op))));
             let leadership = elector.leadership();
@@ -966,7 +1003,7 @@ mod tests {
         }
 
         fn lease(&self) -> LeaseSpec {
-            self.api.peek(LEASE).unwrap().spec.unwrap()
+            self.net.peek(LEASE).unwrap().spec.unwrap()
         }
 
         /// Final checks shared by every scenario.
@@ -978,7 +1015,7 @@ mod tests {
                 "two candidates acted as leader at the same instant"
             );
             let writes: Vec<Write> = self
-                .api
+                .net
                 .writes()
                 .into_iter()
                 .filter(|w| w.name == LEASE)
@@ -993,9 +1030,9 @@ mod tests {
     fn assert_no_overlapping_terms(writes: &[Write]) {
         for pair in writes.windows(2) {
             let (prev, next) = (&pair[0], &pair[1]);
-            if let (Some(a), Some(b)) = (&prev.holder, &next.holder) {
+            if let (Some(a), Some(b)) = (prev.holder(), next.holder()) {
                 if a != b {
-                    let secs = prev.lease_duration_seconds.unwrap() as u64;
+                    let secs = prev.duration_seconds().unwrap() as u64;
                     let term_end = prev.at + Duration::from_secs(secs);
                     assert!(
                         next.at >= term_end,
@@ -1030,9 +1067,7 @@ mod tests {
         assert_eq!(spec.lease_transitions, Some(0));
         assert_eq!(spec.lease_duration_seconds, Some(15));
         let writes = cluster.finish();
-        assert!(writes
-            .iter()
-            .all(|w| w.holder.as_deref() == Some(leader.as_str())));
+        assert!(writes.iter().all(|w| w.holder() == Some(leader.as_str())));
         // One create, then a renewal every retry period.
         assert!((29..=32).contains(&writes.len()), "{} writes", writes.len());
     }
@@ -1088,11 +1123,11 @@ mod tests {
 
         let writes = cluster.finish();
         let release = &writes[writes.len() - 2];
-        assert_eq!(release.holder, None);
-        assert_eq!(release.lease_duration_seconds, Some(1));
+        assert_eq!(release.holder(), None);
+        assert_eq!(release.duration_seconds(), Some(1));
         let takeover = writes.last().unwrap();
-        assert_eq!(takeover.holder.as_deref(), Some(new.as_str()));
-        assert_eq!(takeover.transitions, Some(1));
+        assert_eq!(takeover.holder(), Some(new.as_str()));
+        assert_eq!(takeover.transitions(), Some(1));
     }
 
     #[tokio::test(start_paused = true)]
@@ -1103,7 +1138,7 @@ mod tests {
 
         let mut old_leadership = cluster.leadership(&old);
         let failed = Instant::now();
-        cluster.api.set_failing(&old, true);
+        cluster.net.partition(&old, true);
         timeout(RENEW_DEADLINE + SLACK, old_leadership.wait_until(false))
             .await
             .expect("a leader that cannot renew must step down")
@@ -1129,7 +1164,7 @@ mod tests {
         assert!(cluster.errors_of(&old).contains(&"lease_get"));
 
         // Once healed, the old leader follows the new one.
-        cluster.api.set_failing(&old, false);
+        cluster.net.partition(&old, false);
         sleep(Duration::from_secs(20)).await;
         assert_eq!(cluster.leaders(), vec![new.clone()]);
         assert_eq!(
@@ -1160,15 +1195,13 @@ mod tests {
         assert_eq!(after.lease_transitions, before.lease_transitions);
         assert_eq!(after.acquire_time, before.acquire_time);
         let writes = cluster.finish();
-        assert!(writes
-            .iter()
-            .all(|w| w.holder.as_deref() == Some(old.as_str())));
+        assert!(writes.iter().all(|w| w.holder() == Some(old.as_str())));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_candidate_takes_a_released_lease_at_once() {
-        let api = FakeApi::default();
-        let mut released = Lease {
+        let net = Net::default();
+        let released = Lease {
             metadata: ObjectMeta {
                 name: Some(LEASE.into()),
                 ..ObjectMeta::default()
@@ -1180,9 +1213,9 @@ mod tests {
                 ..LeaseSpec::default()
             }),
         };
-        released = api.put(released);
+        let released = net.client("someone").create(&released).await.unwrap();
         let elector = Elector::new(
-            api.client("guard-9"),
+            net.client("guard-9"),
             ElectionConfig::new("reviews", "guard-9"),
         )
         .unwrap();
@@ -1192,14 +1225,80 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        let spec = api.peek(LEASE).unwrap().spec.unwrap();
+        let spec = net.peek(LEASE).unwrap().spec.unwrap();
         assert_eq!(spec.holder_identity.as_deref(), Some("guard-9"));
         assert_eq!(spec.lease_transitions, Some(5));
         assert_ne!(
-            api.peek(LEASE).unwrap().metadata.resource_version,
+            net.peek(LEASE).unwrap().metadata.resource_version,
             released.metadata.resource_version
         );
         task.abort();
+    }
+
+    /// The whole protocol through kube 5 over HTTP against the served embedded API, in
+    /// real time with short durations.
+    #[tokio::test]
+    async fn elects_and_hands_over_through_a_kube_client_over_http() {
+        let net = Net::default();
+        let running = net.api.serve(([127, 0, 0, 1], 0).into()).await.unwrap();
+        let mut guards = Vec::new();
+        for i in 0..3 {
+            let client = running.client(NS, "canary-guard-test/0").unwrap();
+            let mut config = ElectionConfig::new("reviews", format!("guard-{i}"));
+            config.lease_duration = Duration::from_secs(2);
+            config.renew_deadline = Duration::from_secs(1);
+            config.retry_period = Duration::from_millis(100);
+            let elector = Elector::new(Api::<Lease>::namespaced(client, NS), config).unwrap();
+            let leadership = elector.leadership();
+            let (stop, stopped) = oneshot::channel::<()>();
+            let task = tokio::spawn(elector.run(async {
+                let _ = stopped.await;
+            }));
+            guards.push((leadership, stop, task));
+        }
+        let wait_any = |guards: &[(Leadership, oneshot::Sender<()>, JoinHandle<()>)]| {
+            let waits = guards.iter().enumerate().map(|(i, (l, _, _))| {
+                let mut l = l.clone();
+                Box::pin(async move {
+                    l.wait_until(true).await.unwrap();
+                    i
+                })
+            });
+            timeout(Duration::from_secs(1), select_all(waits))
+        };
+        let first = wait_any(&guards).await.expect("a leader within 1s").0;
+        let leaders = guards.iter().filter(|(l, _, _)| l.is_leader()).count();
+        assert_eq!(leaders, 1);
+
+        let (_, stop, task) = guards.remove(first);
+        stop.send(()).unwrap();
+        task.await.unwrap();
+        let second = wait_any(&guards).await.expect("handover within 1s").0;
+        let lease = net.peek(LEASE).unwrap();
+        let spec = lease.spec.unwrap();
+        assert_eq!(spec.holder_identity, guards[second].0.leader());
+        assert_eq!(spec.lease_transitions, Some(1));
+
+        let writes = net.writes();
+        assert!(writes
+            .iter()
+            .any(|w| w.holder().is_none() && w.duration_seconds() == Some(1)));
+        assert_no_overlapping_terms(&writes);
+        let managers: Vec<_> = net
+            .api
+            .history()
+            .into_iter()
+            .filter(|w| w.succeeded())
+            .map(|w| w.field_manager)
+            .collect();
+        assert!(
+            managers.iter().all(|m| m.as_deref() == Some(FIELD_MANAGER)),
+            "{managers:?}"
+        );
+        for (_, _, task) in guards {
+            task.abort();
+        }
+        running.stop().await;
     }
 
     #[test]

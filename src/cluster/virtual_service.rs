@@ -42,8 +42,7 @@ pub const DEFAULT_VERSION: &str = "v1";
 pub const RESOURCE: &str = "virtualservices.networking.istio.io";
 /// Annotation holding the [`RollbackRecord`] of the last rollback.
 pub const ROLLBACK_ANNOTATION: &str = "canary-guard.io/rollback";
-/// Field manager recorded in `managedFields` for our patches.
-pub const FIELD_MANAGER: &str = "canary-guard";
+pub use super::client::FIELD_MANAGER;
 
 /// Reads and patches before giving up when the object keeps changing under us.
 const MAX_ATTEMPTS: u32 = 5;

@@ -25,7 +25,7 @@ use crate::cluster::virtual_service::{
 };
 use crate::config::{ClusterArgs, ClusterConfig, OnRollback};
 use crate::domain::judge::{decide, Action, Judge, MemberSample, Recorded};
-use crate::domain::policy::{Thresholds, Verdict};
+use crate::domain::policy::{Check, Thresholds, Verdict};
 use crate::domain::routes::{CanaryTarget, StableTarget};
 use crate::domain::window::{Summary, Window};
 use crate::{Error, Result};
@@ -101,8 +101,12 @@ pub fn spawn(cluster: Cluster, shutdown: watch::Receiver<bool>) -> Result<JoinHa
     let elector_task = tokio::spawn(elector.run(super::guard::signalled(shutdown.clone())));
     let publisher = tokio::spawn(publish_loop(
         leases.clone(),
-        cluster.config.clone(),
-        cluster.args.publish_interval,
+        PublishSettings {
+            config: cluster.config.clone(),
+            every: cluster.args.publish_interval,
+            interval: cluster.interval,
+            thresholds: cluster.thresholds.clone(),
+        },
         cluster.window.clone(),
         cluster.metrics.clone(),
         shutdown.clone(),
@@ -114,34 +118,63 @@ pub fn spawn(cluster: Cluster, shutdown: watch::Receiver<bool>) -> Result<JoinHa
     }))
 }
 
-/// Writes this guard's window to its member lease every publish interval.
+/// Writes this guard's window to its member lease every publish interval,
+/// and at once when the window starts or stops crossing a threshold, so the
+/// leader learns of a fault within one check instead of one publish interval.
 async fn publish_loop(
     leases: Api<Lease>,
-    config: ClusterConfig,
-    every: Duration,
+    cluster: PublishSettings,
     window: Arc<Window>,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let config = &cluster.config;
     let member = members::Member::new(&config.group, &config.pod_name)
         .pod_uid(config.pod_uid.clone())
         .revision(config.revision.clone())
-        .publish_interval(every);
-    let mut tick = tokio::time::interval(every);
+        .publish_interval(cluster.every);
+    // Judge every sample, however few: a member's share of traffic may be small.
+    let eager = Thresholds {
+        min_requests: 1,
+        ..cluster.thresholds.clone()
+    };
+    // Looking is cheap (microseconds); publishing happens only when due.
+    let mut tick = tokio::time::interval((cluster.interval / 4).min(cluster.every));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last: Option<(Instant, bool)> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.wait_for(|s| *s) => break,
         }
-        let summary = window.summary(Instant::now());
-        if let Err(e) = member.publish(&leases, &summary).await {
-            metrics.kube_error("lease_publish");
-            tracing::debug!(error = %e, "could not publish the member summary");
+        let now = Instant::now();
+        let summary = window.summary(now);
+        let breach = matches!(eager.check(&summary), Check::Failing(_));
+        let due = match last {
+            None => true,
+            Some((at, was)) => was != breach || now >= at + cluster.every,
+        };
+        if !due {
+            continue;
+        }
+        match member.publish(&leases, &summary).await {
+            Ok(()) => last = Some((now, breach)),
+            Err(e) => {
+                metrics.kube_error("lease_publish");
+                tracing::debug!(error = %e, "could not publish the member summary");
+            }
         }
     }
     // Leave at once so the leader stops counting us.
     let _ = member.leave(&leases).await;
+}
+
+/// What the publisher needs from the cluster settings.
+struct PublishSettings {
+    config: ClusterConfig,
+    every: Duration,
+    interval: Duration,
+    thresholds: Thresholds,
 }
 
 /// State the leader keeps between rounds.

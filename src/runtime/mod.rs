@@ -3,6 +3,7 @@
 pub mod cluster;
 pub mod demo;
 pub mod guard;
+pub mod ops;
 
 use crate::config::RunArgs;
 use crate::Result;

@@ -18,6 +18,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+pub mod cluster;
 pub mod process;
 
 pub type BoxBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;

@@ -1,0 +1,172 @@
+//! A guard group against the embedded Kubernetes API.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use canary_guard::embedded_api::{EmbeddedApi, Resource, RunningApi, Verb, WriteRecord};
+use canary_guard::runtime::guard::{self, Guard};
+use serde_json::{json, Value};
+
+pub const NS: &str = "default";
+pub const VS: &str = "reviews";
+
+/// The VirtualService every test starts from: 90/10 between subsets v1 and v2.
+pub fn virtual_service() -> Value {
+    json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": VS, "namespace": NS, "labels": {"app": "reviews"}},
+        "spec": {
+            "hosts": ["reviews"],
+            "gateways": ["mesh"],
+            "http": [{
+                "name": "reviews-route",
+                "match": [{"uri": {"prefix": "/"}}],
+                "retries": {"attempts": 2},
+                "route": [
+                    {"destination": {"host": "reviews", "subset": "v1"}, "weight": 90},
+                    {"destination": {"host": "reviews", "subset": "v2"}, "weight": 10}
+                ]
+            }]
+        }
+    })
+}
+
+/// The embedded API, serving, with the VirtualService seeded.
+pub async fn start_api() -> (EmbeddedApi, RunningApi) {
+    let api = EmbeddedApi::new();
+    api.seed(Resource::VirtualServices, virtual_service())
+        .unwrap();
+    let running = api.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    (api, running)
+}
+
+/// Flags for a guard of group `reviews` in front of `app`.
+pub fn guard_flags(app: SocketAddr, pod: &str, revision: &str) -> Vec<String> {
+    [
+        "--upstream",
+        &format!("http://{app}"),
+        "--group",
+        "reviews",
+        "--namespace",
+        NS,
+        "--pod-name",
+        pod,
+        "--revision",
+        revision,
+        "--virtual-service",
+        VS,
+        "--canary-host",
+        "reviews",
+        "--canary-subset",
+        "v2",
+        "--interval",
+        "200ms",
+        "--publish-interval",
+        "500ms",
+        "--window",
+        "10s",
+        "--lease-duration",
+        "3s",
+        "--renew-deadline",
+        "2s",
+        "--retry-period",
+        "500ms",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// A guard in this process, talking to the embedded API.
+pub async fn start_member(
+    running: &RunningApi,
+    app: SocketAddr,
+    pod: &str,
+    revision: &str,
+    extra: &[&str],
+) -> Guard {
+    let mut flags: Vec<String> = guard_flags(app, pod, revision);
+    flags.extend(extra.iter().map(|s| s.to_string()));
+    let mut argv = vec![
+        "canary-guard",
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ];
+    argv.extend(flags.iter().map(String::as_str));
+    let args = match <canary_guard::config::Cli as clap::Parser>::try_parse_from(argv)
+        .unwrap()
+        .command
+    {
+        canary_guard::config::Command::Run(a) => *a,
+        _ => unreachable!(),
+    };
+    let client = running.client(NS, "canary-guard/test").unwrap();
+    guard::start_with_client(&args, Some(client)).await.unwrap()
+}
+
+/// A kubeconfig file pointing at the embedded API, for guards run as processes.
+pub fn kubeconfig(running: &RunningApi, dir: &std::path::Path) -> PathBuf {
+    let path = dir.join("kubeconfig");
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: embedded\n  cluster:\n    server: {}\nusers:\n- name: guard\n  user: {{}}\ncontexts:\n- name: embedded\n  context:\n    cluster: embedded\n    user: guard\n    namespace: {NS}\ncurrent-context: embedded\n",
+        running.url()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Successful writes to the VirtualService by a guard.
+pub fn vs_writes(api: &EmbeddedApi) -> Vec<WriteRecord> {
+    api.history()
+        .into_iter()
+        .filter(|w| {
+            w.resource == Resource::VirtualServices
+                && w.verb != Verb::Create
+                && w.succeeded()
+                && w.user_agent
+                    .as_deref()
+                    .is_some_and(|a| a.starts_with("canary-guard"))
+        })
+        .collect()
+}
+
+/// Events created with this reason.
+pub fn events(api: &EmbeddedApi, reason: &str) -> Vec<Value> {
+    api.list(Resource::Events, Some(NS), None).unwrap()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reason"] == reason)
+        .cloned()
+        .collect()
+}
+
+/// `(v1, v2)` weights of the VirtualService's route.
+pub fn weights(api: &EmbeddedApi) -> (i64, i64) {
+    let vs = api.get(Resource::VirtualServices, NS, VS).unwrap();
+    let route = &vs["spec"]["http"][0]["route"];
+    (
+        route[0]["weight"].as_i64().unwrap_or(0),
+        route[1]["weight"].as_i64().unwrap_or(0),
+    )
+}
+
+/// The holder of the group's leader lease.
+pub fn holder(api: &EmbeddedApi) -> Option<String> {
+    api.get(Resource::Leases, NS, "canary-guard-reviews")
+        .ok()
+        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from))
+        .filter(|h| !h.is_empty())
+}
+
+/// Sends `n` requests for `path` through a guard's proxy.
+pub async fn send(guard: &Guard, path: &str, n: usize) {
+    let c = super::http1();
+    for _ in 0..n {
+        super::get(&c, &format!("http://{}{path}", guard.proxy_addr)).await;
+    }
+}
