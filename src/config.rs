@@ -33,6 +33,10 @@ pub enum Command {
     Status(crate::runtime::ops::StatusArgs),
     /// Put back the weights recorded before a rollback (and resume a paused rollout).
     Restore(crate::runtime::ops::RestoreArgs),
+    /// Add the guard sidecar to Kubernetes manifests (file or stdin to stdout).
+    Inject(crate::inject::InjectArgs),
+    /// Serve a mutating admission webhook that adds the guard to labelled pods.
+    Webhook(Box<crate::webhook::WebhookArgs>),
 }
 
 /// How the guard observes the canary's traffic.

@@ -8,6 +8,8 @@
 //! - [`admin`]: the admin server (`/metrics`, `/healthz`, `/readyz`, `/v1/state`).
 //! - [`cluster`]: Kubernetes adapters (leases, leader election, VirtualService, Events).
 //! - [`embedded_api`]: an in-memory Kubernetes API used by tests and by `demo`.
+//! - [`inject`]: `canary-guard inject`, the sidecar added to manifests.
+//! - [`webhook`]: `canary-guard webhook`, the same injection as an admission webhook.
 //! - [`runtime`]: wiring of the pieces into the `run`, `demo` and `status` commands.
 #![forbid(unsafe_code)]
 
@@ -16,9 +18,11 @@ pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod embedded_api;
+pub mod inject;
 pub mod observe;
 pub mod runtime;
 pub mod server;
+pub mod webhook;
 
 /// Errors surfaced by canary-guard.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +40,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+
+    /// `inject` could not process a document.
+    #[error(transparent)]
+    Inject(#[from] crate::inject::InjectError),
 
     /// A Kubernetes API call failed.
     #[error("kubernetes API call {op} failed: {source}")]

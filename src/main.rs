@@ -53,6 +53,13 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 })
             }
+            Command::Inject(args) => canary_guard::inject::run(&args).map(|()| ExitCode::SUCCESS),
+            Command::Webhook(args) => {
+                init_logs(LogFormat::Text, "info");
+                canary_guard::webhook::run(*args)
+                    .await
+                    .map(|()| ExitCode::SUCCESS)
+            }
         }
     });
     match result {
