@@ -41,6 +41,7 @@ pub struct Metrics {
     pub rollbacks_total: IntCounter,
     kube_errors: IntCounterVec,
     proxy_refusals: IntCounterVec,
+    member_summaries_rejected: IntCounterVec,
 }
 
 impl Metrics {
@@ -118,6 +119,14 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        let member_summaries_rejected = IntCounterVec::new(
+            Opts::new(
+                "canary_guard_member_summaries_rejected_total",
+                "Member summaries the leader ignored, by reason (too_large, malformed, unknown_version, implausible, missing).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
 
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -132,6 +141,7 @@ impl Metrics {
             Box::new(rollbacks_total.clone()),
             Box::new(kube_errors.clone()),
             Box::new(proxy_refusals.clone()),
+            Box::new(member_summaries_rejected.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -154,6 +164,7 @@ impl Metrics {
             rollbacks_total,
             kube_errors,
             proxy_refusals,
+            member_summaries_rejected,
         }
     }
 
@@ -196,6 +207,13 @@ impl Metrics {
     /// Counts a request the guard refused or answered itself.
     pub fn proxy_refusal(&self, reason: &str) {
         self.proxy_refusals.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts a member summary the leader ignored.
+    pub fn member_summary_rejected(&self, reason: &str) {
+        self.member_summaries_rejected
+            .with_label_values(&[reason])
+            .inc();
     }
 
     /// Renders the Prometheus text exposition format.
@@ -299,6 +317,7 @@ mod tests {
         m.observe_request(0.003, Outcome::Success);
         m.observe_request(0.2, Outcome::Error);
         m.kube_error("patch_virtualservice");
+        m.member_summary_rejected("unknown_version");
         let mut s = Summary::empty(30);
         s.requests = 2;
         s.errors = 1;
@@ -319,6 +338,7 @@ mod tests {
             "canary_guard_members 0",
             "canary_guard_rollbacks_total 0",
             "canary_guard_kube_errors_total{op=\"patch_virtualservice\"} 1",
+            "canary_guard_member_summaries_rejected_total{reason=\"unknown_version\"} 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

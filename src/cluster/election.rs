@@ -411,17 +411,18 @@ fn holder(lease: &Lease) -> Option<&str> {
 
 /// Small xorshift generator for retry jitter; quality does not matter, only that
 /// candidates started together spread out.
-struct Jitter(u64);
+pub(crate) struct Jitter(u64);
 
 impl Jitter {
-    fn new(identity: &str) -> Self {
+    /// A generator seeded from `identity` and the process's random hasher keys.
+    pub(crate) fn new(identity: &str) -> Self {
         let mut h = RandomState::new().build_hasher();
         h.write(identity.as_bytes());
         Self(h.finish() | 1)
     }
 
     /// A factor in [0, 1).
-    fn next_unit(&mut self) -> f64 {
+    pub(crate) fn next_unit(&mut self) -> f64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -446,6 +447,8 @@ pub struct Elector<S> {
     /// lease expire before this + lease duration, so we stop at this + renew deadline.
     renewed_at: Option<Instant>,
     jitter: Jitter,
+    /// Lease calls timed out in a row.
+    timeouts: u32,
 }
 
 impl<S: LeaseStore> Elector<S> {
@@ -462,6 +465,7 @@ impl<S: LeaseStore> Elector<S> {
             observed: None,
             renewed_at: None,
             jitter,
+            timeouts: 0,
         })
     }
 
@@ -523,6 +527,7 @@ impl<S: LeaseStore> Elector<S> {
             .unwrap_or(sent + self.config.renew_deadline);
         match tokio::time::timeout_at(limit, self.try_acquire_or_renew()).await {
             Ok(true) => {
+                self.timeouts = 0;
                 if self.renewed_at.is_none() {
                     tracing::info!(identity = %self.config.identity, "became leader");
                 }
@@ -537,7 +542,13 @@ impl<S: LeaseStore> Elector<S> {
             Ok(false) => {}
             Err(_elapsed) => {
                 (self.on_error)("lease_timeout");
-                tracing::warn!(identity = %self.config.identity, "lease call timed out");
+                self.timeouts += 1;
+                // Once per streak: a hung API would otherwise warn every retry period.
+                if self.timeouts == 1 {
+                    tracing::warn!(identity = %self.config.identity, "lease call timed out");
+                } else {
+                    tracing::debug!(identity = %self.config.identity, timeouts = self.timeouts, "lease call timed out");
+                }
             }
         }
         self.step_down_if_past_deadline();

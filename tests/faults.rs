@@ -1,0 +1,289 @@
+//! The fault matrix (docs/faults.md): the guard against a failing Kubernetes API,
+//! conflicting writers and bad peer data. Every test waits on conditions (API writes,
+//! the guard's checks), never on sleeps.
+
+mod support;
+
+use std::time::Duration;
+
+use canary_guard::embedded_api::{EmbeddedApi, FaultAction, FaultRule, Resource, Verb};
+use support::cluster::*;
+use support::*;
+
+/// Waits for `cond` on the API, re-checking after every write; fails after `secs`.
+async fn wait_api(
+    api: &EmbeddedApi,
+    secs: u64,
+    what: &str,
+    cond: impl FnMut(&EmbeddedApi) -> bool,
+) {
+    tokio::time::timeout(Duration::from_secs(secs), api.wait_for(cond))
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for: {what}"));
+}
+
+/// Waits until the guard has run `n` more checks.
+async fn checks(guard: &canary_guard::runtime::guard::Guard, n: usize) {
+    let mut checks = guard.checks.clone();
+    for _ in 0..n {
+        checks.changed().await.unwrap();
+    }
+}
+
+/// Sends `n` requests through the guard and asserts the app answered every one
+/// (its own status, never a 502/504 from the guard).
+async fn send_all_answered(guard: &canary_guard::runtime::guard::Guard, status: u16, n: usize) {
+    let c = http1();
+    for _ in 0..n {
+        let (got, body) = get(&c, &format!("http://{}/status/{status}", guard.proxy_addr)).await;
+        assert_eq!(
+            got.as_u16(),
+            status,
+            "a request was not answered by the app"
+        );
+        assert_eq!(&body[..], b"status\n");
+    }
+}
+
+/// Patches the VirtualService by anyone but the guard: `(attempted, succeeded)`.
+fn vs_patch_codes(api: &EmbeddedApi) -> Vec<u16> {
+    api.history()
+        .into_iter()
+        .filter(|w| {
+            w.resource == Resource::VirtualServices
+                && w.verb == Verb::Patch
+                && w.user_agent
+                    .as_deref()
+                    .is_some_and(|a| a.starts_with("canary-guard"))
+        })
+        .map(|w| w.code)
+        .collect()
+}
+
+fn problems(s: &serde_json::Value) -> Vec<String> {
+    s["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{}: {}",
+                p["reason"].as_str().unwrap(),
+                p["message"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+// Row 1: API server faults.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_gone_keeps_proxying_and_rolls_back_as_soon_as_it_returns() {
+    let app = start_app().await;
+    let (api, running) = start_api().await;
+    let guard = start_member(&running, app, "reviews-v2-aaa", "r1", &[]).await;
+    wait_api(&api, 10, "a leader", |api| holder(api).is_some()).await;
+    wait_state(&guard, |s| s["leader"] == true).await;
+
+    api.faults().set_refusing(true);
+    // The incident starts while the API is gone: every request is still served.
+    send_all_answered(&guard, 200, 20).await;
+    send_all_answered(&guard, 500, 20).await;
+    let s = wait_state(&guard, |s| !s["problems"].as_array().unwrap().is_empty()).await;
+    let shown = problems(&s).join("\n");
+    assert!(shown.contains("MemberLease"), "{shown}");
+    // The leader stepped down (it cannot renew) and nothing was written.
+    wait_state(&guard, |s| s["leader"] == false).await;
+    checks(&guard, 10).await;
+    send_all_answered(&guard, 500, 10).await;
+    let page = metrics(&guard).await;
+    assert!(
+        series(
+            &page,
+            "canary_guard_kube_errors_total{op=\"lease_publish\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{page}"
+    );
+    assert!(vs_patch_codes(&api).is_empty());
+
+    let back = tokio::time::Instant::now();
+    api.faults().set_refusing(false);
+    wait_api(&api, 10, "the pending rollback", |api| {
+        weights(api) == (100, 0)
+    })
+    .await;
+    // Re-acquire (one retry period), then the failure threshold (3 checks of 200 ms).
+    assert!(
+        back.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        back.elapsed()
+    );
+    assert_eq!(vs_patch_codes(&api), [200]);
+    wait_api(&api, 5, "the rollback Event", |api| {
+        events(api, "CanaryRollback").len() == 1
+    })
+    .await;
+    wait_state(&guard, |s| s["problems"].as_array().unwrap().is_empty()).await;
+    checks(&guard, 10).await;
+    assert_eq!(vs_patch_codes(&api), [200]);
+    assert_eq!(events(&api, "CanaryRollback").len(), 1);
+    // An API outage is no fault of the VirtualService: no Warning Event about it.
+    assert!(events(&api, "VirtualServiceInvalid").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_500s_on_the_patch_are_retried_with_capped_backoff_then_written_once() {
+    let app = start_app().await;
+    let (api, running) = start_api().await;
+    let failing = api.faults().add(
+        FaultRule::status(500)
+            .verb(Verb::Patch)
+            .resource(Resource::VirtualServices),
+    );
+    let guard = start_member(&running, app, "reviews-v2-aaa", "r1", &[]).await;
+    send_all_answered(&guard, 500, 30).await;
+    wait_api(&api, 10, "a first failed patch", |api| {
+        !vs_patch_codes(api).is_empty()
+    })
+    .await;
+    let first = tokio::time::Instant::now();
+    let s = wait_state(&guard, |s| {
+        problems(s)
+            .iter()
+            .any(|p| p.starts_with("KubernetesApiError"))
+    })
+    .await;
+    assert!(problems(&s)[0].contains("500"), "{s}");
+    // 6 s of failures: 200 ms doubling to a 5 s cap (jittered down to half) is at
+    // most 7 attempts; one per check (every 200 ms) would be 30.
+    wait_api(&api, 10, "more attempts", |api| {
+        vs_patch_codes(api).len() >= 4
+    })
+    .await;
+    // The canary keeps failing all along (the window is 10 s).
+    while first.elapsed() < Duration::from_secs(6) {
+        send_all_answered(&guard, 500, 5).await;
+        checks(&guard, 1).await;
+    }
+    let attempts = vs_patch_codes(&api).len();
+    assert!((4..=8).contains(&attempts), "{attempts} attempts in 6 s");
+    let page = metrics(&guard).await;
+    assert!(
+        series(
+            &page,
+            "canary_guard_kube_errors_total{op=\"virtualservice\"}"
+        )
+        .unwrap()
+            >= 4.0
+    );
+
+    api.faults().remove(failing);
+    let healed = tokio::time::Instant::now();
+    while weights(&api) != (100, 0) {
+        assert!(healed.elapsed() < Duration::from_secs(10), "no rollback");
+        send_all_answered(&guard, 500, 5).await;
+        checks(&guard, 1).await;
+    }
+    assert!(
+        healed.elapsed() <= Duration::from_millis(5_500),
+        "{:?}",
+        healed.elapsed()
+    );
+    let codes = vs_patch_codes(&api);
+    assert_eq!(codes.iter().filter(|c| **c == 200).count(), 1, "{codes:?}");
+    wait_state(&guard, |s| s["problems"].as_array().unwrap().is_empty()).await;
+    assert!(events(&api, "VirtualServiceInvalid").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_429_retry_after_is_honoured_not_hammered() {
+    let app = start_app().await;
+    let (api, running) = start_api().await;
+    api.faults().add(
+        FaultRule::new(FaultAction::Status {
+            code: 429,
+            retry_after: Some(2),
+        })
+        .verb(Verb::Patch)
+        .resource(Resource::VirtualServices)
+        .times(1),
+    );
+    let guard = start_member(&running, app, "reviews-v2-aaa", "r1", &[]).await;
+    send_all_answered(&guard, 500, 30).await;
+    wait_api(&api, 10, "the rollback", |api| weights(api) == (100, 0)).await;
+    let patches: Vec<_> = api
+        .history()
+        .into_iter()
+        .filter(|w| w.resource == Resource::VirtualServices && w.verb == Verb::Patch)
+        .collect();
+    assert_eq!(
+        patches.iter().map(|w| w.code).collect::<Vec<_>>(),
+        [429, 200]
+    );
+    // No retry inside the client, and ours waited for the Retry-After.
+    let gap = patches[1].at - patches[0].at;
+    assert!(gap >= Duration::from_secs(2), "retried after {gap:?}");
+    assert!(gap < Duration::from_secs(4), "retried after {gap:?}");
+    drop(guard);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_slow_answers_still_roll_back_once() {
+    let app = start_app().await;
+    let (api, running) = start_api().await;
+    // Every call takes 300 ms: slower than a check interval, within the call bound (1 s).
+    api.faults()
+        .add(FaultRule::new(FaultAction::Delay(Duration::from_millis(
+            300,
+        ))));
+    let guard = start_member(&running, app, "reviews-v2-aaa", "r1", &[]).await;
+    send_all_answered(&guard, 200, 10).await;
+    send_all_answered(&guard, 500, 30).await;
+    wait_api(&api, 20, "the rollback", |api| weights(api) == (100, 0)).await;
+    wait_api(&api, 5, "the Event", |api| {
+        events(api, "CanaryRollback").len() == 1
+    })
+    .await;
+    checks(&guard, 10).await;
+    assert_eq!(vs_writes(&api).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_that_never_answers_is_cut_off_and_a_late_write_is_not_repeated() {
+    let app = start_app().await;
+    let (api, running) = start_api().await;
+    let guard = start_member(&running, app, "reviews-v2-aaa", "r1", &[]).await;
+    wait_state(&guard, |s| s["leader"] == true).await;
+    // Reads of the VirtualService hang: the leader reports it and keeps judging.
+    let hang = api.faults().add(
+        FaultRule::new(FaultAction::Delay(Duration::from_secs(3600)))
+            .verb(Verb::Get)
+            .resource(Resource::VirtualServices),
+    );
+    let s = wait_state(&guard, |s| {
+        problems(s).iter().any(|p| p.contains("did not answer"))
+    })
+    .await;
+    assert_eq!(s["leader"], true);
+    api.faults().remove(hang);
+    wait_state(&guard, |s| s["problems"].as_array().unwrap().is_empty()).await;
+
+    // The rollback patch lands after the guard stopped waiting for its answer.
+    api.faults().add(
+        FaultRule::new(FaultAction::Delay(Duration::from_millis(1_500)))
+            .verb(Verb::Patch)
+            .resource(Resource::VirtualServices)
+            .times(1),
+    );
+    send_all_answered(&guard, 500, 30).await;
+    wait_api(&api, 10, "the rollback", |api| weights(api) == (100, 0)).await;
+    wait_api(&api, 10, "the Event", |api| {
+        events(api, "CanaryRollback").len() == 1
+    })
+    .await;
+    checks(&guard, 15).await;
+    assert_eq!(vs_writes(&api).len(), 1, "{:?}", vs_writes(&api));
+    assert_eq!(events(&api, "CanaryRollback").len(), 1);
+}
