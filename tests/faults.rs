@@ -25,6 +25,8 @@ async fn wait_api(
 /// Waits until the guard has run `n` more checks.
 async fn checks(guard: &canary_guard::runtime::guard::Guard, n: usize) {
     let mut checks = guard.checks.clone();
+    // A clone has not seen the current value; without this the first wait returns at once.
+    checks.borrow_and_update();
     for _ in 0..n {
         checks.changed().await.unwrap();
     }
@@ -286,4 +288,216 @@ async fn api_that_never_answers_is_cut_off_and_a_late_write_is_not_repeated() {
     checks(&guard, 15).await;
     assert_eq!(vs_writes(&api).len(), 1, "{:?}", vs_writes(&api));
     assert_eq!(events(&api, "CanaryRollback").len(), 1);
+}
+
+// Row 3: conflicts with other writers.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitops_fighting_back_is_reasserted_at_a_bounded_rate() {
+    let app = start_app().await;
+    let (api, running) = start_api().await;
+    let guard = start_member(&running, app, "reviews-v2-bad", "r1", &[]).await;
+    send_all_answered(&guard, 500, 30).await;
+    wait_api(&api, 10, "the rollback", |api| weights(api) == (100, 0)).await;
+
+    // GitOps puts 90/10 back every second (5 checks of 200 ms) for 8 seconds.
+    let start = tokio::time::Instant::now();
+    let before = vs_writes(&api).len();
+    let mut reverts = 0;
+    while start.elapsed() < Duration::from_secs(8) {
+        api.patch(
+            Resource::VirtualServices,
+            NS,
+            VS,
+            canary_guard::embedded_api::PatchType::Merge,
+            serde_json::json!({"spec": virtual_service()["spec"].clone()}),
+        )
+        .unwrap();
+        reverts += 1;
+        send_all_answered(&guard, 500, 3).await;
+        checks(&guard, 5).await;
+    }
+    let ours = vs_writes(&api).len() - before;
+    // One look every 2 s: at most 5 re-asserts in 8 s, whatever GitOps does.
+    assert!(reverts >= 7, "{reverts} reverts");
+    assert!(
+        (2..=5).contains(&ours),
+        "{ours} re-asserts for {reverts} reverts"
+    );
+    wait_api(&api, 5, "the last re-assert", |api| {
+        weights(api) == (100, 0)
+    })
+    .await;
+    let reasserted = events(&api, "CanaryRollbackReasserted").len();
+    assert!((2..=6).contains(&reasserted), "{reasserted} Events");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_service_deleted_then_recreated_is_reported_then_rolled_back() {
+    let app = start_app().await;
+    let (api, running) = start_api().await;
+    api.delete(Resource::VirtualServices, NS, VS).unwrap();
+    let guard = start_member(&running, app, "reviews-v2-aaa", "r1", &[]).await;
+    send_all_answered(&guard, 500, 30).await;
+    let s = wait_state(&guard, |s| {
+        problems(s)
+            .iter()
+            .any(|p| p.starts_with("VirtualServiceNotFound"))
+    })
+    .await;
+    assert!(problems(&s)[0].contains("reviews"), "{s}");
+    checks(&guard, 10).await;
+    assert_eq!(events(&api, "VirtualServiceInvalid").len(), 1);
+
+    api.seed(Resource::VirtualServices, virtual_service())
+        .unwrap();
+    while weights(&api) != (100, 0) {
+        send_all_answered(&guard, 500, 5).await;
+        checks(&guard, 1).await;
+    }
+    assert_eq!(vs_writes(&api).len(), 1);
+    wait_state(&guard, |s| s["problems"].as_array().unwrap().is_empty()).await;
+    assert_eq!(events(&api, "VirtualServiceInvalid").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_destination_renamed_is_a_clear_error_and_no_write() {
+    let app = start_app().await;
+    let api = EmbeddedApi::new();
+    let mut vs = virtual_service();
+    vs["spec"]["http"][0]["route"][1]["destination"]["subset"] = "v3".into();
+    api.seed(Resource::VirtualServices, vs.clone()).unwrap();
+    let running = api.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let guard = start_member(&running, app, "reviews-v2-aaa", "r1", &[]).await;
+    send_all_answered(&guard, 500, 30).await;
+    let s = wait_state(&guard, |s| {
+        problems(s)
+            .iter()
+            .any(|p| p.starts_with("VirtualServiceInvalid"))
+    })
+    .await;
+    let shown = problems(&s).join("\n");
+    assert!(
+        shown.contains("v2"),
+        "the message names the canary: {shown}"
+    );
+    wait_api(&api, 5, "the Warning Event", |api| {
+        events(api, "VirtualServiceInvalid").len() == 1
+    })
+    .await;
+    send_all_answered(&guard, 500, 10).await;
+    checks(&guard, 15).await;
+    assert!(vs_writes(&api).is_empty());
+    assert_eq!(
+        api.get(Resource::VirtualServices, NS, VS).unwrap()["spec"],
+        vs["spec"]
+    );
+    assert_eq!(events(&api, "VirtualServiceInvalid").len(), 1);
+}
+
+// Row 6: bad peer data.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_member_summaries_are_ignored_counted_and_never_roll_back() {
+    let app = start_app().await;
+    let (api, running) = start_api().await;
+    let guard = start_member(&running, app, "reviews-v2-aaa", "r1", &[]).await;
+    wait_state(&guard, |s| s["leader"] == true).await;
+    send_all_answered(&guard, 200, 30).await;
+    api.seed(
+        Resource::Leases,
+        serde_json::json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "canary-guard-reviews-evil", "namespace": NS,
+                         "labels": {"canary-guard.io/group": "reviews"}},
+            "spec": {"holderIdentity": "evil"}
+        }),
+    )
+    .unwrap();
+    let huge = format!(
+        r#"{{"v":1,"s":10,"n":1000,"e":1000,"pad":"{}"}}"#,
+        "x".repeat(70_000)
+    );
+    let bad = [
+        ("malformed", "{not json".to_string()),
+        ("too_large", huge),
+        // A newer guard's failing window must not be read as ours.
+        (
+            "unknown_version",
+            r#"{"v":2,"s":10,"n":1000,"e":1000,"h":[]}"#.into(),
+        ),
+        (
+            "implausible",
+            r#"{"v":1,"s":10,"n":100,"e":1000,"h":[]}"#.into(),
+        ),
+        (
+            "implausible",
+            r#"{"v":1,"s":10,"n":18446744073709551615,"e":18446744073709551615,"h":[]}"#.into(),
+        ),
+        (
+            "implausible",
+            r#"{"v":1,"s":10,"n":30,"e":0,"h":[[300,100000]]}"#.into(),
+        ),
+        (
+            "malformed",
+            r#"{"v":1,"s":10,"n":30,"e":0,"h":[[99999,1]]}"#.into(),
+        ),
+    ];
+    for (i, (_, summary)) in bad.iter().enumerate() {
+        api.patch(
+            Resource::Leases,
+            NS,
+            "canary-guard-reviews-evil",
+            canary_guard::embedded_api::PatchType::Merge,
+            serde_json::json!({"metadata": {"annotations": {"canary-guard.io/summary": summary}}}),
+        )
+        .unwrap();
+        let page_has = |page: &str| {
+            let total: f64 = ["malformed", "too_large", "unknown_version", "implausible"]
+                .iter()
+                .filter_map(|r| {
+                    series(
+                        page,
+                        &format!("canary_guard_member_summaries_rejected_total{{reason=\"{r}\"}}"),
+                    )
+                })
+                .sum();
+            total >= (i + 1) as f64
+        };
+        let mut seen = false;
+        for _ in 0..50 {
+            if page_has(&metrics(&guard).await) {
+                seen = true;
+                break;
+            }
+            checks(&guard, 1).await;
+        }
+        assert!(
+            seen,
+            "summary {i} was not rejected: {}\n{}",
+            api.list(Resource::Leases, Some(NS), None).unwrap(),
+            state(&guard).await
+        );
+    }
+    let page = metrics(&guard).await;
+    for (reason, want) in [
+        ("malformed", 2.0),
+        ("too_large", 1.0),
+        ("unknown_version", 1.0),
+        ("implausible", 3.0),
+    ] {
+        assert_eq!(
+            series(
+                &page,
+                &format!("canary_guard_member_summaries_rejected_total{{reason=\"{reason}\"}}")
+            ),
+            Some(want),
+            "{reason}"
+        );
+    }
+    checks(&guard, 10).await;
+    let s = state(&guard).await;
+    assert_eq!(s["verdict"], "healthy", "{s}");
+    assert_eq!(s["members"].as_array().unwrap().len(), 1, "{s}");
+    assert!(vs_writes(&api).is_empty());
 }
