@@ -501,3 +501,52 @@ async fn bad_member_summaries_are_ignored_counted_and_never_roll_back() {
     assert_eq!(s["members"].as_array().unwrap().len(), 1, "{s}");
     assert!(vs_writes(&api).is_empty());
 }
+
+// Row 4: bad configuration the cluster shows.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_rbac_is_shown_with_verb_and_resource() {
+    let app = start_app().await;
+    let (api, running) = start_api().await;
+    let no_patch = api.faults().add(
+        FaultRule::status(403)
+            .verb(Verb::Patch)
+            .resource(Resource::VirtualServices),
+    );
+    let guard = start_member(&running, app, "reviews-v2-aaa", "r1", &[]).await;
+    send_all_answered(&guard, 500, 30).await;
+    let s = wait_state(&guard, |s| {
+        problems(s).iter().any(|p| p.starts_with("Forbidden"))
+    })
+    .await;
+    let shown = problems(&s).join("\n");
+    assert!(
+        shown.contains("patch virtualservices.networking.istio.io reviews in default"),
+        "{shown}"
+    );
+    wait_api(&api, 5, "one Warning Event", |api| {
+        events(api, "VirtualServiceInvalid").len() == 1
+    })
+    .await;
+    checks(&guard, 10).await;
+    assert_eq!(events(&api, "VirtualServiceInvalid").len(), 1);
+    api.faults().remove(no_patch);
+
+    // Without update on leases, the member lease cannot be written: said so, with the verb.
+    api.faults().add(
+        FaultRule::status(403)
+            .verb(Verb::Update)
+            .resource(Resource::Leases),
+    );
+    let s = wait_state(&guard, |s| {
+        problems(s)
+            .iter()
+            .any(|p| p.starts_with("MemberLeaseNotWritten"))
+    })
+    .await;
+    let shown = problems(&s).join("\n");
+    assert!(
+        shown.contains("cannot update resource \"leases\""),
+        "{shown}"
+    );
+}

@@ -1210,6 +1210,69 @@ mod tests {
         assert!(writes.iter().all(|w| w.holder() == Some(old.as_str())));
     }
 
+    /// A peer whose wall clock is a year off writes `renewTime` values far in the past or
+    /// the future: expiry is still judged by our monotonic clock since the record changed.
+    #[tokio::test(start_paused = true)]
+    async fn peer_clocks_far_off_change_nothing_only_local_time_counts() {
+        let year = k8s_openapi::jiff::SignedDuration::from_hours(24 * 365);
+        for skew in [-year, year] {
+            let net = Net::default();
+            let peer = net.client("far-clock");
+            let skewed = || MicroTime(Timestamp::now().checked_add(skew).unwrap());
+            let mut lease = peer
+                .create(&Lease {
+                    metadata: ObjectMeta {
+                        name: Some(LEASE.into()),
+                        ..ObjectMeta::default()
+                    },
+                    spec: Some(LeaseSpec {
+                        holder_identity: Some("far-clock".into()),
+                        lease_duration_seconds: Some(15),
+                        acquire_time: Some(skewed()),
+                        renew_time: Some(skewed()),
+                        lease_transitions: Some(0),
+                        ..LeaseSpec::default()
+                    }),
+                })
+                .await
+                .unwrap();
+            let elector = Elector::new(
+                net.client("guard-0"),
+                ElectionConfig::new("reviews", "guard-0"),
+            )
+            .unwrap();
+            let mut leadership = elector.leadership();
+            let task = tokio::spawn(elector.run(std::future::pending()));
+            // The peer renews every retry period for a minute: never taken over.
+            for _ in 0..30 {
+                sleep(RETRY).await;
+                lease.spec.as_mut().unwrap().renew_time = Some(skewed());
+                lease = peer.replace(&lease).await.unwrap();
+                assert!(!leadership.is_leader(), "skew {skew:?}: took a live lease");
+            }
+            assert_eq!(leadership.leader().as_deref(), Some("far-clock"));
+            // The peer stops: taken over one lease duration later by our clock, not a
+            // year early or late.
+            let stopped = Instant::now();
+            // Seen at our next poll, then a lease duration, then our next poll.
+            timeout(
+                LEASE_DURATION + max_acquire_wait() * 2 + SLACK,
+                leadership.wait_until(true),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("skew {skew:?}: never took the abandoned lease"))
+            .unwrap();
+            assert!(
+                stopped.elapsed() >= LEASE_DURATION - RETRY,
+                "skew {skew:?}: took over after {:?}",
+                stopped.elapsed()
+            );
+            let writes = net.writes();
+            assert_no_overlapping_terms(&writes);
+            task.abort();
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_candidate_takes_a_released_lease_at_once() {
         let net = Net::default();
