@@ -116,7 +116,11 @@ async fn prometheus_scrapes_exactly_the_requests_sent() {
     let c = http1();
     for i in 0..37 {
         let code = if i % 5 == 0 { 503 } else { 200 };
-        let (status, _) = get(&c, &format!("http://{}/status/{code}", guard.proxy_addr.unwrap())).await;
+        let (status, _) = get(
+            &c,
+            &format!("http://{}/status/{code}", guard.proxy_addr.unwrap()),
+        )
+        .await;
         assert_eq!(status.as_u16(), code);
     }
     let prom = Prometheus::start(guard.admin_addr);

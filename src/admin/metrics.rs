@@ -42,6 +42,7 @@ pub struct Metrics {
     kube_errors: IntCounterVec,
     proxy_refusals: IntCounterVec,
     scrape_errors: IntCounterVec,
+    member_summaries_rejected: IntCounterVec,
 }
 
 impl Metrics {
@@ -119,6 +120,14 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        let member_summaries_rejected = IntCounterVec::new(
+            Opts::new(
+                "canary_guard_member_summaries_rejected_total",
+                "Member summaries the leader ignored, by reason (too_large, malformed, unknown_version, implausible, missing).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
 
         let scrape_errors = IntCounterVec::new(
             Opts::new(
@@ -143,6 +152,7 @@ impl Metrics {
             Box::new(kube_errors.clone()),
             Box::new(proxy_refusals.clone()),
             Box::new(scrape_errors.clone()),
+            Box::new(member_summaries_rejected.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -166,6 +176,7 @@ impl Metrics {
             kube_errors,
             proxy_refusals,
             scrape_errors,
+            member_summaries_rejected,
         }
     }
 
@@ -220,6 +231,13 @@ impl Metrics {
         for r in reasons {
             self.scrape_errors.with_label_values(&[r]);
         }
+    }
+
+    /// Counts a member summary the leader ignored.
+    pub fn member_summary_rejected(&self, reason: &str) {
+        self.member_summaries_rejected
+            .with_label_values(&[reason])
+            .inc();
     }
 
     /// Renders the Prometheus text exposition format.
@@ -325,6 +343,7 @@ mod tests {
         m.kube_error("patch_virtualservice");
         m.init_scrape_errors(&["timeout", "parse"]);
         m.scrape_error("parse");
+        m.member_summary_rejected("unknown_version");
         let mut s = Summary::empty(30);
         s.requests = 2;
         s.errors = 1;
@@ -347,6 +366,7 @@ mod tests {
             "canary_guard_kube_errors_total{op=\"patch_virtualservice\"} 1",
             "canary_guard_scrape_errors_total{reason=\"parse\"} 1",
             "canary_guard_scrape_errors_total{reason=\"timeout\"} 0",
+            "canary_guard_member_summaries_rejected_total{reason=\"unknown_version\"} 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

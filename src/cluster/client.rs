@@ -2,6 +2,7 @@
 //! or a plain-http URL (the embedded API).
 
 use std::path::Path;
+use std::time::Duration;
 
 use http::header::{HeaderValue, USER_AGENT};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -42,6 +43,7 @@ pub async fn config(kubeconfig: Option<&Path>) -> Result<kube::Config> {
         })?,
     };
     set_user_agent(&mut config);
+    bound_calls(&mut config);
     Ok(config)
 }
 
@@ -53,7 +55,29 @@ pub fn config_for_url(url: &str, namespace: &str) -> Result<kube::Config> {
     let mut config = kube::Config::new(uri);
     config.default_namespace = namespace.to_string();
     set_user_agent(&mut config);
+    bound_calls(&mut config);
     Ok(config)
+}
+
+/// Time allowed to open a connection to the API server.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time allowed for an answer on an open connection; the cluster loop bounds
+/// each call more tightly, this only keeps a dead connection from lingering.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Makes every call end in bounded time and leaves retrying to the guard.
+///
+/// kube's default retry answers 429/503/504 up to 15 times with backoff up to
+/// 1000 s (following `Retry-After`), so a single call could block the leader
+/// for minutes, and it has no read timeout, so a hung API server would block
+/// it forever. The cluster loop retries on its own schedule instead (capped
+/// exponential backoff with jitter, honouring `Retry-After`).
+pub fn bound_calls(config: &mut kube::Config) {
+    config.default_retry = false;
+    config.connect_timeout = Some(CONNECT_TIMEOUT);
+    config.read_timeout = Some(READ_TIMEOUT);
+    // Count from when the request is sent, not from when a pooled connection went idle.
+    config.reset_reader_on_write = true;
 }
 
 fn set_user_agent(config: &mut kube::Config) {

@@ -410,17 +410,18 @@ fn holder(lease: &Lease) -> Option<&str> {
 
 /// Small xorshift generator for retry jitter; quality does not matter, only that
 /// candidates started together spread out.
-struct Jitter(u64);
+pub(crate) struct Jitter(u64);
 
 impl Jitter {
-    fn new(identity: &str) -> Self {
+    /// A generator seeded from `identity` and the process's random hasher keys.
+    pub(crate) fn new(identity: &str) -> Self {
         let mut h = RandomState::new().build_hasher();
         h.write(identity.as_bytes());
         Self(h.finish() | 1)
     }
 
     /// A factor in [0, 1).
-    fn next_unit(&mut self) -> f64 {
+    pub(crate) fn next_unit(&mut self) -> f64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -445,6 +446,8 @@ pub struct Elector<S> {
     /// lease expire before this + lease duration, so we stop at this + renew deadline.
     renewed_at: Option<Instant>,
     jitter: Jitter,
+    /// Lease calls timed out in a row.
+    timeouts: u32,
 }
 
 impl<S: LeaseStore> Elector<S> {
@@ -461,6 +464,7 @@ impl<S: LeaseStore> Elector<S> {
             observed: None,
             renewed_at: None,
             jitter,
+            timeouts: 0,
         })
     }
 
@@ -522,6 +526,7 @@ impl<S: LeaseStore> Elector<S> {
             .unwrap_or(sent + self.config.renew_deadline);
         match tokio::time::timeout_at(limit, self.try_acquire_or_renew()).await {
             Ok(true) => {
+                self.timeouts = 0;
                 if self.renewed_at.is_none() {
                     tracing::info!(identity = %self.config.identity, "became leader");
                 }
@@ -536,7 +541,13 @@ impl<S: LeaseStore> Elector<S> {
             Ok(false) => {}
             Err(_elapsed) => {
                 (self.on_error)("lease_timeout");
-                tracing::warn!(identity = %self.config.identity, "lease call timed out");
+                self.timeouts += 1;
+                // Once per streak: a hung API would otherwise warn every retry period.
+                if self.timeouts == 1 {
+                    tracing::warn!(identity = %self.config.identity, "lease call timed out");
+                } else {
+                    tracing::debug!(identity = %self.config.identity, timeouts = self.timeouts, "lease call timed out");
+                }
             }
         }
         self.step_down_if_past_deadline();
@@ -1196,6 +1207,69 @@ mod tests {
         assert_eq!(after.acquire_time, before.acquire_time);
         let writes = cluster.finish();
         assert!(writes.iter().all(|w| w.holder() == Some(old.as_str())));
+    }
+
+    /// A peer whose wall clock is a year off writes `renewTime` values far in the past or
+    /// the future: expiry is still judged by our monotonic clock since the record changed.
+    #[tokio::test(start_paused = true)]
+    async fn peer_clocks_far_off_change_nothing_only_local_time_counts() {
+        let year = k8s_openapi::jiff::SignedDuration::from_hours(24 * 365);
+        for skew in [-year, year] {
+            let net = Net::default();
+            let peer = net.client("far-clock");
+            let skewed = || MicroTime(Timestamp::now().checked_add(skew).unwrap());
+            let mut lease = peer
+                .create(&Lease {
+                    metadata: ObjectMeta {
+                        name: Some(LEASE.into()),
+                        ..ObjectMeta::default()
+                    },
+                    spec: Some(LeaseSpec {
+                        holder_identity: Some("far-clock".into()),
+                        lease_duration_seconds: Some(15),
+                        acquire_time: Some(skewed()),
+                        renew_time: Some(skewed()),
+                        lease_transitions: Some(0),
+                        ..LeaseSpec::default()
+                    }),
+                })
+                .await
+                .unwrap();
+            let elector = Elector::new(
+                net.client("guard-0"),
+                ElectionConfig::new("reviews", "guard-0"),
+            )
+            .unwrap();
+            let mut leadership = elector.leadership();
+            let task = tokio::spawn(elector.run(std::future::pending()));
+            // The peer renews every retry period for a minute: never taken over.
+            for _ in 0..30 {
+                sleep(RETRY).await;
+                lease.spec.as_mut().unwrap().renew_time = Some(skewed());
+                lease = peer.replace(&lease).await.unwrap();
+                assert!(!leadership.is_leader(), "skew {skew:?}: took a live lease");
+            }
+            assert_eq!(leadership.leader().as_deref(), Some("far-clock"));
+            // The peer stops: taken over one lease duration later by our clock, not a
+            // year early or late.
+            let stopped = Instant::now();
+            // Seen at our next poll, then a lease duration, then our next poll.
+            timeout(
+                LEASE_DURATION + max_acquire_wait() * 2 + SLACK,
+                leadership.wait_until(true),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("skew {skew:?}: never took the abandoned lease"))
+            .unwrap();
+            assert!(
+                stopped.elapsed() >= LEASE_DURATION - RETRY,
+                "skew {skew:?}: took over after {:?}",
+                stopped.elapsed()
+            );
+            let writes = net.writes();
+            assert_no_overlapping_terms(&writes);
+            task.abort();
+        }
     }
 
     #[tokio::test(start_paused = true)]

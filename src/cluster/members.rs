@@ -15,6 +15,8 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::election::{micro_now, LeaseStore, StoreError};
+use crate::domain::histogram::LAYOUT_VERSION;
+use crate::domain::window::{Summary, MAX_WINDOW};
 
 /// Label that ties member leases to their group.
 pub const GROUP_LABEL: &str = "canary-guard.io/group";
@@ -171,19 +173,128 @@ pub struct MemberReport {
     pub pod: String,
     /// Its canary revision.
     pub revision: Option<String>,
-    /// Its summary, parsed JSON (validated by the caller).
-    pub summary: Value,
+    /// Its window, decoded and checked for plausibility.
+    pub summary: Summary,
     /// Local time since its lease last changed.
     pub age: Duration,
+}
+
+/// Why a member's summary was ignored; [`Rejection::as_str`] is the metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// No holder or no summary annotation.
+    Missing,
+    /// Larger than [`MAX_SUMMARY_BYTES`].
+    TooLarge,
+    /// Not JSON, or not the shape of a [`Summary`].
+    Malformed,
+    /// A summary format this guard does not know (a guard of another version).
+    UnknownVersion,
+    /// Numbers no real window can hold (more errors than requests, counts near `u64::MAX`...).
+    Implausible,
+}
+
+impl Rejection {
+    /// The `reason` label of `canary_guard_member_summaries_rejected_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::Missing => "missing",
+            Rejection::TooLarge => "too_large",
+            Rejection::Malformed => "malformed",
+            Rejection::UnknownVersion => "unknown_version",
+            Rejection::Implausible => "implausible",
+        }
+    }
+}
+
+/// More requests than any real window holds: 2^40 is 1.8 billion requests a second
+/// over the longest window, so anything above is garbage, not traffic.
+pub const MAX_PLAUSIBLE_REQUESTS: u64 = 1 << 40;
+
+/// Decodes a peer's summary annotation and checks that it could describe real traffic.
+///
+/// The version is read before the rest so that a guard of a newer version (whose
+/// summary may have another shape) is told apart from garbage. A rejected summary is
+/// never judged: a peer's bad data must not cause a rollback by itself.
+pub fn decode_summary(raw: &str) -> Result<Summary, (Rejection, String)> {
+    if raw.len() > MAX_SUMMARY_BYTES {
+        return Err((
+            Rejection::TooLarge,
+            format!("summary of {} bytes exceeds {MAX_SUMMARY_BYTES}", raw.len()),
+        ));
+    }
+    let value: Value = serde_json::from_str(raw)
+        .map_err(|e| (Rejection::Malformed, format!("summary is not JSON: {e}")))?;
+    match value.get("v").and_then(Value::as_u64) {
+        Some(v) if v == u64::from(LAYOUT_VERSION) => {}
+        Some(v) => {
+            return Err((
+                Rejection::UnknownVersion,
+                format!("summary format version {v}; this guard reads version {LAYOUT_VERSION}"),
+            ))
+        }
+        None => {
+            return Err((
+                Rejection::Malformed,
+                "summary has no numeric version \"v\"".to_owned(),
+            ))
+        }
+    }
+    let summary: Summary = serde_json::from_value(value).map_err(|e| {
+        (
+            Rejection::Malformed,
+            format!("summary does not decode: {e}"),
+        )
+    })?;
+    check_plausible(&summary).map_err(|why| (Rejection::Implausible, why))?;
+    Ok(summary)
+}
+
+fn check_plausible(s: &Summary) -> Result<(), String> {
+    if s.seconds == 0 || s.seconds > MAX_WINDOW.as_secs() {
+        return Err(format!(
+            "window of {}s is outside 1..={}s",
+            s.seconds,
+            MAX_WINDOW.as_secs()
+        ));
+    }
+    if s.requests > MAX_PLAUSIBLE_REQUESTS {
+        return Err(format!("{} requests in one window", s.requests));
+    }
+    if s.errors > s.requests {
+        return Err(format!(
+            "{} errors out of {} requests",
+            s.errors, s.requests
+        ));
+    }
+    // Every sample is one request (in both modes), so more samples than requests is made up;
+    // left in, they could drag the group's latency quantile over the limit on their own.
+    let samples = s.latency.total();
+    if samples > s.requests {
+        return Err(format!(
+            "{samples} latency samples for {} requests",
+            s.requests
+        ));
+    }
+    Ok(())
+}
+
+/// What the observer remembers about one member lease.
+struct Seen {
+    /// The lease's resourceVersion when last read.
+    version: String,
+    /// Local time it was first seen at that version.
+    since: Instant,
+    /// Its decoded content (decoded once per version).
+    parsed: Result<MemberReport, Rejection>,
 }
 
 /// Lists a group's member leases and keeps the live ones.
 pub struct Observer {
     group: String,
     stale_after: Duration,
-    /// Lease name → (resourceVersion, local time it was first seen at that version).
-    seen: HashMap<String, (String, Instant)>,
-    rejected: u64,
+    seen: HashMap<String, Seen>,
+    on_rejected: Box<dyn Fn(Rejection) + Send + Sync>,
 }
 
 impl Observer {
@@ -194,16 +305,19 @@ impl Observer {
             group: group.to_string(),
             stale_after: publish_interval * 3,
             seen: HashMap::new(),
-            rejected: 0,
+            on_rejected: Box::new(|_| {}),
         }
     }
 
-    /// Member annotations ignored so far (missing, oversized or not JSON).
-    pub fn rejected(&self) -> u64 {
-        self.rejected
+    /// Calls `hook` once for every member summary ignored (once per version of its lease).
+    pub fn on_rejected(mut self, hook: impl Fn(Rejection) + Send + Sync + 'static) -> Self {
+        self.on_rejected = Box::new(hook);
+        self
     }
 
-    /// The live members.
+    /// The live members whose summaries could be read. A rejected summary is
+    /// reported once per version of the lease (warned about when the reason is new
+    /// for that lease), so a bad peer republishing cannot flood the log.
     pub async fn list<S: LeaseStore>(
         &mut self,
         store: &S,
@@ -220,23 +334,40 @@ impl Observer {
                 continue;
             };
             names.push(name.clone());
-            let since = match self.seen.get(&name) {
-                Some((seen_rv, at)) if *seen_rv == rv => *at,
-                _ => {
-                    self.seen.insert(name.clone(), (rv, now));
-                    now
-                }
-            };
-            let age = now.saturating_duration_since(since);
+            let known = self.seen.get(&name).is_some_and(|s| s.version == rv);
+            if !known {
+                let previous = self
+                    .seen
+                    .get(&name)
+                    .and_then(|s| s.parsed.as_ref().err().copied());
+                let parsed = parse(&lease).map_err(|(reason, why)| {
+                    (self.on_rejected)(reason);
+                    if previous == Some(reason) {
+                        tracing::debug!(lease = %name, reason = reason.as_str(), %why, "ignoring a member summary");
+                    } else {
+                        tracing::warn!(lease = %name, reason = reason.as_str(), %why, "ignoring a member summary");
+                    }
+                    reason
+                });
+                self.seen.insert(
+                    name.clone(),
+                    Seen {
+                        version: rv,
+                        since: now,
+                        parsed,
+                    },
+                );
+            }
+            let seen = &self.seen[&name];
+            let age = now.saturating_duration_since(seen.since);
             if age > self.stale_after {
                 continue;
             }
-            match parse(&lease) {
-                Ok(report) => live.push(MemberReport { age, ..report }),
-                Err(why) => {
-                    self.rejected += 1;
-                    tracing::warn!(lease = %name, %why, "ignoring a member lease");
-                }
+            if let Ok(report) = &seen.parsed {
+                live.push(MemberReport {
+                    age,
+                    ..report.clone()
+                });
             }
         }
         // Forget leases that are gone, so memory follows the group's size.
@@ -245,33 +376,152 @@ impl Observer {
     }
 }
 
-fn parse(lease: &Lease) -> Result<MemberReport, String> {
+fn parse(lease: &Lease) -> Result<MemberReport, (Rejection, String)> {
+    let missing = |what: &str| (Rejection::Missing, format!("no {what}"));
     let pod = lease
         .spec
         .as_ref()
         .and_then(|s| s.holder_identity.clone())
         .filter(|h| !h.is_empty())
-        .ok_or("no holderIdentity")?;
+        .ok_or_else(|| missing("holderIdentity"))?;
     let annotations = lease
         .metadata
         .annotations
         .as_ref()
-        .ok_or("no annotations")?;
+        .ok_or_else(|| missing("annotations"))?;
     let raw = annotations
         .get(SUMMARY_ANNOTATION)
-        .ok_or("no summary annotation")?;
-    if raw.len() > MAX_SUMMARY_BYTES {
-        return Err(format!(
-            "summary of {} bytes exceeds {MAX_SUMMARY_BYTES}",
-            raw.len()
-        ));
-    }
-    let summary: Value =
-        serde_json::from_str(raw).map_err(|e| format!("summary is not JSON: {e}"))?;
+        .ok_or_else(|| missing("summary annotation"))?;
     Ok(MemberReport {
         pod,
         revision: annotations.get(REVISION_ANNOTATION).cloned(),
-        summary,
+        summary: decode_summary(raw)?,
         age: Duration::ZERO,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn reason(raw: &str) -> Option<&'static str> {
+        decode_summary(raw).err().map(|(r, _)| r.as_str())
+    }
+
+    #[test]
+    fn good_summaries_decode_and_bad_ones_say_why() {
+        let good = r#"{"v":1,"s":30,"n":200,"e":40,"h":[[300,200]]}"#;
+        let s = decode_summary(good).unwrap();
+        assert_eq!((s.requests, s.errors, s.latency.total()), (200, 40, 200));
+        assert_eq!(reason("{"), Some("malformed"));
+        assert_eq!(reason("[1,2]"), Some("malformed"));
+        assert_eq!(reason(r#"{"s":30,"n":1,"e":0,"h":[]}"#), Some("malformed"));
+        assert_eq!(
+            reason(r#"{"v":"1","s":30,"n":1,"e":0,"h":[]}"#),
+            Some("malformed")
+        );
+        assert_eq!(
+            reason(r#"{"v":1,"s":30,"n":-1,"e":0,"h":[]}"#),
+            Some("malformed")
+        );
+        assert_eq!(
+            reason(r#"{"v":2,"s":30,"n":1,"e":1,"h":[]}"#),
+            Some("unknown_version")
+        );
+        assert_eq!(
+            reason(r#"{"v":1,"s":30,"n":1,"e":2,"h":[]}"#),
+            Some("implausible")
+        );
+        assert_eq!(
+            reason(r#"{"v":1,"s":0,"n":1,"e":0,"h":[]}"#),
+            Some("implausible")
+        );
+        assert_eq!(
+            reason(r#"{"v":1,"s":86400,"n":1,"e":0,"h":[]}"#),
+            Some("implausible")
+        );
+        let max = u64::MAX;
+        assert_eq!(
+            reason(&format!(r#"{{"v":1,"s":30,"n":{max},"e":{max},"h":[]}}"#)),
+            Some("implausible")
+        );
+        assert_eq!(
+            reason(r#"{"v":1,"s":30,"n":1,"e":0,"h":[[3,5]]}"#),
+            Some("implausible")
+        );
+        let huge = format!(
+            r#"{{"v":1,"s":30,"n":1,"e":0,"h":[],"x":"{}"}}"#,
+            "a".repeat(MAX_SUMMARY_BYTES)
+        );
+        assert_eq!(reason(&huge), Some("too_large"));
+    }
+
+    fn summary() -> impl Strategy<Value = Summary> {
+        (
+            1u64..=600,
+            0u64..1_000_000,
+            proptest::collection::vec(
+                (0usize..crate::domain::histogram::bucket_count(), 0u64..1000),
+                0..20,
+            ),
+        )
+            .prop_flat_map(|(seconds, requests, buckets)| {
+                (Just(seconds), Just(requests), 0..=requests, Just(buckets))
+            })
+            .prop_map(|(seconds, requests, errors, buckets)| {
+                let mut s = Summary::empty(seconds);
+                s.requests = requests;
+                s.errors = errors;
+                let mut left = requests;
+                for (i, n) in buckets {
+                    let n = n.min(left);
+                    s.latency.add(i, n);
+                    left -= n;
+                }
+                s
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_never_panics_on_any_text(raw in ".{0,300}") {
+            let _ = decode_summary(&raw);
+        }
+
+        #[test]
+        fn decoding_never_panics_on_json_shaped_text(
+            v in 0u64..4, s in any::<u64>(), n in any::<u64>(), e in any::<u64>(),
+            h in proptest::collection::vec((any::<u16>(), any::<u64>()), 0..8),
+        ) {
+            let raw = serde_json::json!({"v": v, "s": s, "n": n, "e": e, "h": h}).to_string();
+            if let Ok(d) = decode_summary(&raw) {
+                prop_assert!(d.errors <= d.requests);
+                prop_assert!(d.latency.total() <= d.requests);
+                prop_assert!(d.requests <= MAX_PLAUSIBLE_REQUESTS);
+            }
+        }
+
+        #[test]
+        fn published_summaries_round_trip(s in summary()) {
+            let raw = serde_json::to_string(&s).unwrap();
+            prop_assert_eq!(decode_summary(&raw).unwrap(), s);
+        }
+
+        #[test]
+        fn merging_adds_up_in_any_order(a in summary(), b in summary(), c in summary()) {
+            let mut ab_c = a.clone();
+            ab_c.merge(&b);
+            ab_c.merge(&c);
+            let mut c_ba = c.clone();
+            c_ba.merge(&b);
+            c_ba.merge(&a);
+            prop_assert_eq!(&ab_c, &c_ba);
+            prop_assert_eq!(ab_c.requests, a.requests + b.requests + c.requests);
+            prop_assert_eq!(ab_c.errors, a.errors + b.errors + c.errors);
+            prop_assert_eq!(ab_c.latency.total(), a.latency.total() + b.latency.total() + c.latency.total());
+            prop_assert_eq!(ab_c.seconds, a.seconds.max(b.seconds).max(c.seconds));
+            prop_assert!(ab_c.error_ratio() <= 1.0);
+        }
+    }
 }

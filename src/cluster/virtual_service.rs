@@ -245,6 +245,17 @@ pub enum VirtualServiceError {
         last: String,
     },
 
+    /// The API did not answer in time (the caller bounds every call).
+    #[error("{RESOURCE} {name} in {namespace}: the API server did not answer within {after:?}")]
+    Timeout {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// The bound that was reached.
+        after: Duration,
+    },
+
     /// Any other API failure.
     #[error("{verb} {RESOURCE} {name} in {namespace}: {source}")]
     Kube {
@@ -269,7 +280,9 @@ impl VirtualServiceError {
             VirtualServiceError::Routes { .. } => "VirtualServiceInvalid",
             VirtualServiceError::BadRecord { .. } => "RollbackRecordUnreadable",
             VirtualServiceError::Conflict { .. } => "VirtualServiceConflict",
-            VirtualServiceError::Kube { .. } => "KubernetesApiError",
+            VirtualServiceError::Timeout { .. } | VirtualServiceError::Kube { .. } => {
+                "KubernetesApiError"
+            }
         }
     }
 }

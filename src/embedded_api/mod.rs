@@ -210,7 +210,8 @@ impl RunningApi {
     }
 
     /// A kube client for this server, with `namespace` as default namespace and `user_agent`
-    /// as User-Agent. kube's default retry of 429/503/504 is left on, as in production.
+    /// as User-Agent, bounded as the guard's own client is
+    /// ([`crate::cluster::client::bound_calls`]).
     pub fn client(&self, namespace: &str, user_agent: &str) -> crate::Result<kube::Client> {
         let kube_err = |e: kube::Error| crate::Error::Kube {
             op: "build embedded API client".to_owned(),
@@ -225,6 +226,7 @@ impl RunningApi {
         let agent = http::HeaderValue::from_str(user_agent)
             .map_err(|e| crate::Error::Config(format!("user agent {user_agent:?}: {e}")))?;
         config.headers.push((http::header::USER_AGENT, agent));
+        crate::cluster::client::bound_calls(&mut config);
         kube::Client::try_from(config).map_err(kube_err)
     }
 
@@ -706,23 +708,23 @@ mod tests {
             .message
             .contains("cannot get resource \"leases\" in API group \"coordination.k8s.io\""));
 
-        // kube retries a 429 on its own, honouring Retry-After.
+        // The guard's clients leave retrying to the guard: a 429 comes back with its
+        // Retry-After, and the next call goes through.
         api.faults().add(
             FaultRule::new(FaultAction::Status {
                 code: 429,
-                retry_after: Some(0),
+                retry_after: Some(3),
             })
             .verb(Verb::Patch)
             .times(1),
         );
-        leases
-            .patch(
-                "l",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
-            )
-            .await
-            .unwrap();
+        let params = PatchParams::default();
+        let labels = Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}}));
+        let patch = || leases.patch("l", &params, &labels);
+        let throttled = api_status(patch().await);
+        assert_eq!(throttled.code, 429);
+        assert_eq!(throttled.details.map(|d| d.retry_after_seconds), Some(3));
+        patch().await.unwrap();
         let patch_codes: Vec<u16> = api
             .history()
             .iter()
@@ -756,11 +758,12 @@ mod tests {
         )
         .unwrap();
         api.faults()
-            .add(FaultRule::new(FaultAction::Delay(std::time::Duration::from_secs(30))).times(1));
+            .add(FaultRule::new(FaultAction::Delay(std::time::Duration::from_secs(20))).times(1));
         let leases: Api<Lease> = Api::default_namespaced(client);
         let start = tokio::time::Instant::now();
+        // Within the client's read timeout, which cuts off anything slower.
         leases.get("l").await.unwrap();
-        assert!(start.elapsed() >= std::time::Duration::from_secs(30));
+        assert!(start.elapsed() >= std::time::Duration::from_secs(20));
     }
 
     #[tokio::test]

@@ -2,6 +2,7 @@
 //! rollback / re-assert / restore of the VirtualService.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::admin::metrics::Metrics;
 use crate::admin::state::{MemberView, Problem, SharedState, WindowView};
-use crate::cluster::election::{ElectionConfig, Elector, Leadership};
+use crate::cluster::election::{ElectionConfig, Elector, Jitter, Leadership};
 use crate::cluster::events::{self, EventSpec, EventType};
 use crate::cluster::members;
 use crate::cluster::virtual_service::{
@@ -27,13 +28,27 @@ use crate::config::{ClusterArgs, ClusterConfig, OnRollback};
 use crate::domain::judge::{decide, Action, Judge, MemberSample, Recorded};
 use crate::domain::policy::{Check, Thresholds, Verdict};
 use crate::domain::routes::{CanaryTarget, StableTarget};
-use crate::domain::window::{Summary, Window};
+use crate::domain::window::Window;
 use crate::{Error, Result};
 
 /// Shortest time between two looks at the VirtualService while a rollback is in force.
 const REASSERT_EVERY: Duration = Duration::from_secs(2);
 /// Longest wait between retries after the API or the VirtualService failed us.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest `Retry-After` we honour; a larger one is treated as this.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// While a failure lasts, it is logged again at most this often.
+const LOG_AGAIN_AFTER: Duration = Duration::from_secs(60);
+/// Longest time any one API call (or a whole rollback with its conflict retries) may take.
+const MAX_CALL_TIME: Duration = Duration::from_secs(10);
+
+/// `/v1/state` problem reasons of the member leases.
+mod lease_problems {
+    /// The leader could not list the group's member leases.
+    pub const LIST: &str = "MemberLeasesUnreadable";
+    /// This guard could not write its member lease.
+    pub const PUBLISH: &str = "MemberLeaseNotWritten";
+}
 
 /// Everything the cluster loop needs.
 pub struct Cluster {
@@ -58,6 +73,19 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Bound on every API call of the cluster loop.
+    ///
+    /// A leader acts until its renew deadline; peers take over no sooner than a lease
+    /// duration after its last renewal. A write started while leading and cut off after
+    /// `lease_duration - renew_deadline` has therefore ended (on our side) before any
+    /// peer can lead, which keeps two leaders' writes apart.
+    fn call_timeout(&self) -> Duration {
+        self.args
+            .lease_duration
+            .saturating_sub(self.args.renew_deadline)
+            .clamp(Duration::from_millis(100), MAX_CALL_TIME)
+    }
+
     fn targets(&self) -> Result<RouteTargets> {
         let canary = CanaryTarget::new(
             self.args.canary_host.clone(),
@@ -106,9 +134,11 @@ pub fn spawn(cluster: Cluster, shutdown: watch::Receiver<bool>) -> Result<JoinHa
             every: cluster.args.publish_interval,
             interval: cluster.interval,
             thresholds: cluster.thresholds.clone(),
+            call_timeout: cluster.call_timeout(),
         },
         cluster.window.clone(),
         cluster.metrics.clone(),
+        cluster.state.clone(),
         shutdown.clone(),
     ));
     Ok(tokio::spawn(async move {
@@ -118,14 +148,114 @@ pub fn spawn(cluster: Cluster, shutdown: watch::Receiver<bool>) -> Result<JoinHa
     }))
 }
 
+/// Runs `call` for at most `limit`; a call cut off is an error naming the limit.
+async fn bounded<T, E: std::fmt::Display>(
+    limit: Duration,
+    call: impl Future<Output = std::result::Result<T, E>>,
+) -> std::result::Result<T, String> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {limit:?}")),
+    }
+}
+
+/// Capped exponential backoff with jitter: each wait is between half and all of
+/// the current step, so guards that failed together do not retry together.
+struct Backoff {
+    first: Duration,
+    step: Duration,
+    jitter: Jitter,
+}
+
+impl Backoff {
+    fn new(first: Duration, seed: &str) -> Self {
+        Self {
+            first,
+            step: first,
+            jitter: Jitter::new(seed),
+        }
+    }
+
+    /// The wait after one more failure; at least `at_least` (the server's `Retry-After`).
+    fn next(&mut self, at_least: Option<Duration>) -> Duration {
+        let wait = self.step.mul_f64(0.5 + 0.5 * self.jitter.next_unit());
+        self.step = (self.step * 2).min(MAX_BACKOFF);
+        wait.max(at_least.unwrap_or_default().min(MAX_RETRY_AFTER))
+    }
+
+    fn reset(&mut self) {
+        self.step = self.first;
+    }
+}
+
+/// Logs a failure that may repeat every round without flooding the log: the first
+/// failure of a streak and a new kind of failure are warned about, then a reminder
+/// with the count at most every [`LOG_AGAIN_AFTER`]; the recovery is logged once.
+#[derive(Default)]
+struct Streak {
+    failures: u64,
+    last_logged: Option<(Instant, String)>,
+}
+
+impl Streak {
+    fn failed(&mut self, what: &str, error: &str) {
+        self.failures += 1;
+        let now = Instant::now();
+        let due = match &self.last_logged {
+            None => true,
+            Some((at, kind)) => kind != what || now >= *at + LOG_AGAIN_AFTER,
+        };
+        if due {
+            tracing::warn!(failures = self.failures, error, "{what}");
+            self.last_logged = Some((now, what.to_owned()));
+        } else {
+            tracing::debug!(failures = self.failures, error, "{what}");
+        }
+    }
+
+    /// Ends the streak; true when there was one.
+    fn recovered(&mut self, what: &str) -> bool {
+        let had = self.failures > 0;
+        if had {
+            tracing::info!(failures = self.failures, "{what}");
+        }
+        self.failures = 0;
+        self.last_logged = None;
+        had
+    }
+}
+
+/// Sets the `/v1/state` problem with this reason (one per reason).
+fn raise(state: &SharedState, reason: &str, message: &str) {
+    let mut s = state.write();
+    match s.problems.iter_mut().find(|p| p.reason == reason) {
+        Some(p) if p.message == message => {}
+        Some(p) => p.message = message.to_owned(),
+        None => s.problems.push(Problem {
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+        }),
+    }
+}
+
+/// Removes the `/v1/state` problem with this reason.
+fn settle(state: &SharedState, reason: &str) {
+    let mut s = state.write();
+    if s.problems.iter().any(|p| p.reason == reason) {
+        s.problems.retain(|p| p.reason != reason);
+    }
+}
+
 /// Writes this guard's window to its member lease every publish interval,
 /// and at once when the window starts or stops crossing a threshold, so the
 /// leader learns of a fault within one check instead of one publish interval.
+/// After a failed write it backs off instead of trying at every look.
 async fn publish_loop(
     leases: Api<Lease>,
     cluster: PublishSettings,
     window: Arc<Window>,
     metrics: Arc<Metrics>,
+    state: SharedState,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let config = &cluster.config;
@@ -142,12 +272,18 @@ async fn publish_loop(
     let mut tick = tokio::time::interval((cluster.interval / 4).min(cluster.every));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last: Option<(Instant, bool)> = None;
+    let mut backoff = Backoff::new(cluster.interval, &config.pod_name);
+    let mut retry_at: Option<Instant> = None;
+    let mut streak = Streak::default();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.wait_for(|s| *s) => break,
         }
         let now = Instant::now();
+        if retry_at.is_some_and(|at| now < at) {
+            continue;
+        }
         let summary = window.summary(now);
         let breach = matches!(eager.check(&summary), Check::Failing(_));
         let due = match last {
@@ -157,16 +293,32 @@ async fn publish_loop(
         if !due {
             continue;
         }
-        match member.publish(&leases, &summary).await {
-            Ok(()) => last = Some((now, breach)),
+        match bounded(cluster.call_timeout, member.publish(&leases, &summary)).await {
+            Ok(()) => {
+                last = Some((now, breach));
+                retry_at = None;
+                backoff.reset();
+                if streak.recovered("member lease written again") {
+                    settle(&state, lease_problems::PUBLISH);
+                }
+            }
             Err(e) => {
                 metrics.kube_error("lease_publish");
-                tracing::debug!(error = %e, "could not publish the member summary");
+                streak.failed("could not write the member lease", &e);
+                retry_at = Some(Instant::now() + backoff.next(None));
+                raise(
+                    &state,
+                    lease_problems::PUBLISH,
+                    &format!(
+                        "cannot write member lease {}: {e}",
+                        members::lease_name(&config.group, &config.pod_name)
+                    ),
+                );
             }
         }
     }
     // Leave at once so the leader stops counting us.
-    let _ = member.leave(&leases).await;
+    let _ = bounded(cluster.call_timeout, member.leave(&leases)).await;
 }
 
 /// What the publisher needs from the cluster settings.
@@ -175,15 +327,24 @@ struct PublishSettings {
     every: Duration,
     interval: Duration,
     thresholds: Thresholds,
+    call_timeout: Duration,
 }
 
 /// State the leader keeps between rounds.
 struct LeaderRound {
     judge: Judge,
     recorded: Option<Recorded>,
+    /// Next time to read the VirtualService's record.
     next_vs_look: Instant,
-    backoff: Duration,
-    last_problem: Option<String>,
+    /// After a failure: no VirtualService call before this.
+    retry_at: Option<Instant>,
+    backoff: Backoff,
+    /// The VirtualService problem on `/v1/state`, by reason, and whether an Event told of it.
+    vs_problem: Option<(&'static str, bool)>,
+    vs_streak: Streak,
+    list_streak: Streak,
+    /// A rollback patch was sent but its answer never came: it may have landed.
+    unconfirmed: bool,
     observer: members::Observer,
 }
 
@@ -214,7 +375,11 @@ async fn leader_loop(
             .leader
             .set(i64::from(leader_state.is_leader));
         if !leader_state.is_leader {
-            round = None;
+            if round.take().is_some() {
+                let mut s = cluster.state.write();
+                // Problems the leader raised are the new leader's to report.
+                s.problems.retain(|p| p.reason == lease_problems::PUBLISH);
+            }
             cluster.metrics.members.set(0);
             let mut s = cluster.state.write();
             s.leader = false;
@@ -223,13 +388,24 @@ async fn leader_loop(
             s.aggregate = None;
             continue;
         }
-        let r = round.get_or_insert_with(|| LeaderRound {
-            judge: Judge::new(cluster.thresholds.clone(), cluster.args.per_member),
-            recorded: None,
-            next_vs_look: Instant::now(),
-            backoff: cluster.interval,
-            last_problem: None,
-            observer: members::Observer::new(&cluster.config.group, cluster.args.publish_interval),
+        let r = round.get_or_insert_with(|| {
+            let metrics = cluster.metrics.clone();
+            LeaderRound {
+                judge: Judge::new(cluster.thresholds.clone(), cluster.args.per_member),
+                recorded: None,
+                next_vs_look: Instant::now(),
+                retry_at: None,
+                backoff: Backoff::new(cluster.interval, &cluster.config.pod_name),
+                vs_problem: None,
+                vs_streak: Streak::default(),
+                list_streak: Streak::default(),
+                unconfirmed: false,
+                observer: members::Observer::new(
+                    &cluster.config.group,
+                    cluster.args.publish_interval,
+                )
+                .on_rejected(move |why| metrics.member_summary_rejected(why.as_str())),
+            }
         });
         lead_once(
             &cluster,
@@ -238,9 +414,33 @@ async fn leader_loop(
             &vs_api,
             &recorder,
             r,
-            leader_state.leader,
+            &leadership,
         )
         .await;
+    }
+}
+
+/// Whether an error is the API failing (retry soon, no Event) rather than the
+/// VirtualService or the permissions being wrong (an operator must act).
+fn is_transient(e: &VirtualServiceError) -> bool {
+    matches!(
+        e,
+        VirtualServiceError::Kube { .. } | VirtualServiceError::Timeout { .. }
+    )
+}
+
+/// The server's `Retry-After` (429, 503), if it sent one.
+fn retry_after(e: &VirtualServiceError) -> Option<Duration> {
+    match e {
+        VirtualServiceError::Kube { source, .. } => match source.as_ref() {
+            kube::Error::Api(status) => status
+                .details
+                .as_ref()
+                .map(|d| Duration::from_secs(u64::from(d.retry_after_seconds)))
+                .filter(|d| !d.is_zero()),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -252,37 +452,44 @@ async fn lead_once(
     vs_api: &Api<kube::api::DynamicObject>,
     recorder: &events::Recorder,
     r: &mut LeaderRound,
-    identity: Option<String>,
+    leadership: &Leadership,
 ) {
     let now = Instant::now();
     let own = c.window.summary(now);
-    let listed = match r.observer.list(leases).await {
+    let timeout = c.call_timeout();
+    let listed = match bounded(timeout, r.observer.list(leases)).await {
         Ok(m) => m,
         Err(e) => {
             c.metrics.kube_error("lease_list");
-            tracing::warn!(error = %e, "could not list group members");
+            r.list_streak.failed("could not list group members", &e);
+            raise(
+                &c.state,
+                lease_problems::LIST,
+                &format!("cannot list the group's member leases: {e}"),
+            );
             return;
         }
     };
+    if r.list_streak.recovered("group members listed again") {
+        settle(&c.state, lease_problems::LIST);
+        // The API answers again: a rollback that waits on the API must not wait out its backoff.
+        if r.vs_problem.is_some_and(|(reason, _)| reason == API_REASON) {
+            r.retry_at = None;
+            r.next_vs_look = now;
+        }
+    }
     let mut samples: Vec<MemberSample> = Vec::new();
     let mut ages = Vec::new();
     for m in listed {
         if m.pod == c.config.pod_name {
             continue;
         }
-        match serde_json::from_value::<Summary>(m.summary.clone()) {
-            Ok(summary) => {
-                ages.push((m.pod.clone(), m.age));
-                samples.push(MemberSample {
-                    pod: m.pod,
-                    revision: m.revision,
-                    summary,
-                });
-            }
-            Err(e) => {
-                tracing::warn!(pod = %m.pod, error = %e, "ignoring a member's unreadable summary")
-            }
-        }
+        ages.push((m.pod.clone(), m.age));
+        samples.push(MemberSample {
+            pod: m.pod,
+            revision: m.revision,
+            summary: m.summary,
+        });
     }
     // Our own window is fresher than our lease.
     ages.push((c.config.pod_name.clone(), Duration::ZERO));
@@ -294,11 +501,22 @@ async fn lead_once(
     let judgement = r.judge.judge(&samples);
     let revisions: BTreeSet<Option<String>> = samples.iter().map(|s| s.revision.clone()).collect();
 
+    // After a failure, no VirtualService call until the backoff has passed.
+    let may_call = r.retry_at.is_none_or(|at| now >= at);
     // Look at the VirtualService's record every few seconds (sooner after our own writes).
-    let looked = now >= r.next_vs_look;
+    let looked = may_call && now >= r.next_vs_look;
+    // A problem is cleared only by a round in which every VirtualService call
+    // succeeded, so a read that works cannot reset the backoff of a patch that fails.
+    let mut vs_ok = true;
+    let mut vs_answered = false;
     if looked {
         r.next_vs_look = now + REASSERT_EVERY;
-        match virtual_service::read_record(vs_api, &c.config.virtual_service).await {
+        match bounded_vs(
+            c,
+            virtual_service::read_record(vs_api, &c.config.virtual_service),
+        )
+        .await
+        {
             Ok(record) => {
                 r.recorded = record.as_ref().map(|rec| Recorded {
                     revision: rec.canary_revision.clone(),
@@ -306,9 +524,12 @@ async fn lead_once(
                 });
                 c.state.write().last_rollback =
                     record.and_then(|rec| serde_json::to_value(rec).ok());
-                clear_problem(c, r);
+                vs_answered = true;
             }
-            Err(e) => report_problem(c, r, recorder, &e).await,
+            Err(e) => {
+                report_problem(c, r, recorder, &e).await;
+                vs_ok = false;
+            }
         }
     }
 
@@ -323,10 +544,13 @@ async fn lead_once(
     } else {
         judgement.verdict
     };
+    // A leader that lost its lease while this round ran must not write.
+    let may_write = may_call && vs_ok && leadership.is_leader();
     match action {
-        // Re-assert only on the rounds that looked at the VirtualService: rate-limited.
         Action::None => {}
+        // Re-assert only on the rounds that looked at the VirtualService: rate-limited.
         Action::Reassert if !looked => {}
+        Action::Rollback | Action::Reassert if !may_write => {}
         Action::Rollback | Action::Reassert => {
             let reason = match &judgement.breach {
                 Some((who, b)) => format!(
@@ -350,64 +574,48 @@ async fn lead_once(
                 group: c.config.group.clone(),
                 canary_revision: failed_revision.clone(),
             };
-            match virtual_service::rollback(
-                vs_api,
-                &c.config.virtual_service,
-                targets,
-                &why,
-                c.args.dry_run,
+            let outcome = bounded_vs(
+                c,
+                virtual_service::rollback(
+                    vs_api,
+                    &c.config.virtual_service,
+                    targets,
+                    &why,
+                    c.args.dry_run,
+                ),
             )
-            .await
-            {
+            .await;
+            match outcome {
                 Ok(RollbackOutcome::Applied {
                     summary,
                     reasserted,
                     regarding,
                     ..
                 }) => {
-                    c.metrics.rollbacks_total.inc();
-                    clear_problem(c, r);
+                    r.unconfirmed = false;
+                    vs_answered = true;
                     r.recorded = Some(Recorded {
                         revision: failed_revision,
                         restored: false,
                     });
                     r.next_vs_look = Instant::now();
-                    let (reason, verb) = if reasserted {
-                        (
-                            events::reasons::CANARY_ROLLBACK_REASSERTED,
-                            "re-asserted the rollback",
-                        )
-                    } else {
-                        (events::reasons::CANARY_ROLLBACK, "rolled back")
-                    };
-                    tracing::warn!(%summary, why = %why.reason, "{verb}");
-                    let note = format!("{verb}: {summary}; {}", why.reason);
-                    publish(
-                        recorder,
-                        EventType::Warning,
-                        reason,
-                        events::actions::ROLLBACK,
-                        &note,
-                        *regarding,
-                    )
-                    .await;
-                    if let Some(d) = deployment_ref(c) {
-                        publish(
+                    announce_rollback(c, recorder, &summary, &why.reason, reasserted, *regarding)
+                        .await;
+                }
+                Ok(RollbackOutcome::AlreadyRolledBack) => {
+                    vs_answered = true;
+                    if std::mem::take(&mut r.unconfirmed) {
+                        // Our earlier patch landed although its answer was lost: say so once.
+                        announce_rollback(
+                            c,
                             recorder,
-                            EventType::Warning,
-                            reason,
-                            events::actions::ROLLBACK,
-                            &note,
-                            d,
+                            "the canary receives no traffic (written by an earlier attempt whose answer was lost)",
+                            &why.reason,
+                            false,
+                            vs_ref(c),
                         )
                         .await;
                     }
-                    if c.args.on_rollback == OnRollback::Pause && !c.args.dry_run {
-                        set_paused(c, true).await;
-                    }
-                }
-                Ok(RollbackOutcome::AlreadyRolledBack) => {
-                    clear_problem(c, r);
                     if r.recorded.is_none() {
                         r.recorded = Some(Recorded {
                             revision: failed_revision,
@@ -421,23 +629,39 @@ async fn lead_once(
                 Ok(RollbackOutcome::Skipped { skipped }) => {
                     let list: Vec<String> = skipped.iter().map(ToString::to_string).collect();
                     let err = format!("the canary still has traffic only in routes that cannot be reverted: {}; set --stable-host/--stable-subset", list.join("; "));
-                    set_problem(c, r, recorder, "CanaryRollbackSkipped", &err).await;
+                    set_problem(c, r, recorder, "CanaryRollbackSkipped", &err, true, None).await;
+                    vs_ok = false;
                 }
-                Err(e) => report_problem(c, r, recorder, &e).await,
+                Err(e) => {
+                    // A patch whose answer never came may still have been applied.
+                    r.unconfirmed |= matches!(
+                        e,
+                        VirtualServiceError::Timeout { .. }
+                            | VirtualServiceError::Kube { verb: "patch", .. }
+                    );
+                    report_problem(c, r, recorder, &e).await;
+                    vs_ok = false;
+                }
             }
         }
+        Action::Restore if !may_write => {}
         Action::Restore => {
-            match virtual_service::restore(vs_api, &c.config.virtual_service, c.args.dry_run).await
-            {
+            let outcome = bounded_vs(
+                c,
+                virtual_service::restore(vs_api, &c.config.virtual_service, c.args.dry_run),
+            )
+            .await;
+            match outcome {
                 Ok(RestoreOutcome::Restored {
                     summary, regarding, ..
                 }) => {
                     r.recorded = None;
                     r.judge.reset();
-                    clear_problem(c, r);
+                    vs_answered = true;
                     let note = format!("a new canary revision runs: restored {summary}");
                     tracing::info!(%summary, "restored the recorded weights");
                     publish(
+                        c,
                         recorder,
                         EventType::Normal,
                         events::reasons::CANARY_RESTORED,
@@ -452,13 +676,20 @@ async fn lead_once(
                 }
                 Ok(RestoreOutcome::NothingRecorded | RestoreOutcome::AlreadyRestored { .. }) => {
                     r.recorded = None;
+                    vs_answered = true;
                 }
                 Ok(RestoreOutcome::DryRun { summary, .. }) => {
                     tracing::info!(%summary, "dry run: would restore");
                 }
-                Err(e) => report_problem(c, r, recorder, &e).await,
+                Err(e) => {
+                    report_problem(c, r, recorder, &e).await;
+                    vs_ok = false;
+                }
             }
         }
+    }
+    if vs_ok && vs_answered {
+        clear_problem(c, r);
     }
 
     c.metrics.set_check(
@@ -486,11 +717,73 @@ async fn lead_once(
         .collect();
     let mut s = c.state.write();
     s.leader = true;
-    s.leader_identity = identity;
+    s.leader_identity = leadership.leader();
     s.verdict = verdict;
     s.consecutive_failures = judgement.consecutive_failures;
     s.aggregate = Some(WindowView::from(&judgement.aggregate));
     s.members = members;
+}
+
+/// Runs a VirtualService operation within the call timeout.
+async fn bounded_vs<T>(
+    c: &Cluster,
+    call: impl Future<Output = std::result::Result<T, VirtualServiceError>>,
+) -> std::result::Result<T, VirtualServiceError> {
+    let limit = c.call_timeout();
+    tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+        Err(VirtualServiceError::Timeout {
+            namespace: c.namespace.clone(),
+            name: c.config.virtual_service.clone(),
+            after: limit,
+        })
+    })
+}
+
+/// Counts, logs and announces (Events on the VirtualService and the Deployment) a rollback.
+async fn announce_rollback(
+    c: &Cluster,
+    recorder: &events::Recorder,
+    summary: &str,
+    reason: &str,
+    reasserted: bool,
+    regarding: ObjectReference,
+) {
+    c.metrics.rollbacks_total.inc();
+    let (event_reason, verb) = if reasserted {
+        (
+            events::reasons::CANARY_ROLLBACK_REASSERTED,
+            "re-asserted the rollback",
+        )
+    } else {
+        (events::reasons::CANARY_ROLLBACK, "rolled back")
+    };
+    tracing::warn!(%summary, why = %reason, "{verb}");
+    let note = format!("{verb}: {summary}; {reason}");
+    publish(
+        c,
+        recorder,
+        EventType::Warning,
+        event_reason,
+        events::actions::ROLLBACK,
+        &note,
+        regarding,
+    )
+    .await;
+    if let Some(d) = deployment_ref(c) {
+        publish(
+            c,
+            recorder,
+            EventType::Warning,
+            event_reason,
+            events::actions::ROLLBACK,
+            &note,
+            d,
+        )
+        .await;
+    }
+    if c.args.on_rollback == OnRollback::Pause && !c.args.dry_run {
+        set_paused(c, true).await;
+    }
 }
 
 fn deployment_ref(c: &Cluster) -> Option<ObjectReference> {
@@ -503,6 +796,19 @@ fn deployment_ref(c: &Cluster) -> Option<ObjectReference> {
     })
 }
 
+fn vs_ref(c: &Cluster) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(format!(
+            "networking.istio.io/{}",
+            c.args.virtual_service_version
+        )),
+        kind: Some("VirtualService".into()),
+        name: Some(c.config.virtual_service.clone()),
+        namespace: Some(c.namespace.clone()),
+        ..ObjectReference::default()
+    }
+}
+
 /// Pauses or resumes the canary Deployment's rollout, as `kubectl rollout pause` does.
 async fn set_paused(c: &Cluster, paused: bool) {
     let Some(name) = c.args.deployment.as_deref() else {
@@ -513,14 +819,8 @@ async fn set_paused(c: &Cluster, paused: bool) {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PatchParams::default()
     };
-    match api
-        .patch(
-            name,
-            &params,
-            &Patch::Merge(json!({"spec": {"paused": paused}})),
-        )
-        .await
-    {
+    let patch = Patch::Merge(json!({"spec": {"paused": paused}}));
+    match bounded(c.call_timeout(), api.patch(name, &params, &patch)).await {
         Ok(_) => tracing::info!(
             deployment = name,
             paused,
@@ -533,7 +833,9 @@ async fn set_paused(c: &Cluster, paused: bool) {
     }
 }
 
+/// Publishes an Event, best effort and bounded: an API that hangs must not stall the leader.
 async fn publish(
+    c: &Cluster,
     recorder: &events::Recorder,
     type_: EventType,
     reason: &str,
@@ -541,16 +843,28 @@ async fn publish(
     note: &str,
     regarding: ObjectReference,
 ) {
-    recorder
-        .publish(EventSpec {
-            type_,
-            reason: reason.into(),
-            action: action.into(),
-            note: note.into(),
-            regarding,
-        })
-        .await;
+    let spec = EventSpec {
+        type_,
+        reason: reason.into(),
+        action: action.into(),
+        note: note.into(),
+        regarding,
+    };
+    if tokio::time::timeout(c.call_timeout(), recorder.publish(spec))
+        .await
+        .is_err()
+    {
+        c.metrics.kube_error("event_create");
+        tracing::debug!(
+            reason,
+            "event not published: the API did not answer in time"
+        );
+    }
 }
+
+/// The `/v1/state` reason of every API-level VirtualService failure (5xx, 429,
+/// timeouts, refused connections), so a flapping API shows as one problem.
+const API_REASON: &str = "KubernetesApiError";
 
 async fn report_problem(
     c: &Cluster,
@@ -561,58 +875,75 @@ async fn report_problem(
     if matches!(
         e,
         VirtualServiceError::Kube { .. }
+            | VirtualServiceError::Timeout { .. }
             | VirtualServiceError::Forbidden { .. }
             | VirtualServiceError::NotFound { .. }
     ) {
         c.metrics.kube_error("virtualservice");
     }
-    set_problem(c, r, recorder, e.reason(), &e.to_string()).await;
-}
-
-/// Records a problem on `/v1/state`, logs it and emits one Event per distinct
-/// message; the next look at the VirtualService backs off exponentially.
-async fn set_problem(
-    c: &Cluster,
-    r: &mut LeaderRound,
-    recorder: &events::Recorder,
-    reason: &str,
-    message: &str,
-) {
-    r.next_vs_look = Instant::now() + r.backoff;
-    r.backoff = (r.backoff * 2).min(MAX_BACKOFF);
-    if r.last_problem.as_deref() == Some(message) {
-        return;
-    }
-    tracing::warn!(reason, message, "VirtualService problem");
-    r.last_problem = Some(message.to_string());
-    c.state.write().problems = vec![Problem {
-        reason: reason.into(),
-        message: message.into(),
-    }];
-    let regarding = ObjectReference {
-        api_version: Some(format!(
-            "networking.istio.io/{}",
-            c.args.virtual_service_version
-        )),
-        kind: Some("VirtualService".into()),
-        name: Some(c.config.virtual_service.clone()),
-        namespace: Some(c.namespace.clone()),
-        ..ObjectReference::default()
-    };
-    publish(
+    let transient = is_transient(e);
+    let reason = if transient { API_REASON } else { e.reason() };
+    set_problem(
+        c,
+        r,
         recorder,
-        EventType::Warning,
-        events::reasons::VIRTUAL_SERVICE_INVALID,
-        events::actions::ROLLBACK,
-        message,
-        regarding,
+        reason,
+        &e.to_string(),
+        !transient,
+        retry_after(e),
     )
     .await;
 }
 
+/// Records a problem on `/v1/state` and backs off the next VirtualService call
+/// (capped exponential backoff with jitter, at least the server's `Retry-After`).
+/// Logs without flooding, and emits one Warning Event per reason while the
+/// problem lasts when `event` is set (an API outage gets none: it could not be
+/// delivered, and it is not the VirtualService's fault).
+#[allow(clippy::too_many_arguments)]
+async fn set_problem(
+    c: &Cluster,
+    r: &mut LeaderRound,
+    recorder: &events::Recorder,
+    reason: &'static str,
+    message: &str,
+    event: bool,
+    at_least: Option<Duration>,
+) {
+    let wait = r.backoff.next(at_least);
+    let now = Instant::now();
+    r.retry_at = Some(now + wait);
+    r.next_vs_look = now + wait;
+    r.vs_streak.failed("VirtualService problem", message);
+    let already_told = match r.vs_problem {
+        Some((old, told)) if old == reason => told,
+        Some((old, _)) => {
+            settle(&c.state, old);
+            false
+        }
+        None => false,
+    };
+    raise(&c.state, reason, message);
+    r.vs_problem = Some((reason, already_told || event));
+    if event && !already_told {
+        publish(
+            c,
+            recorder,
+            EventType::Warning,
+            events::reasons::VIRTUAL_SERVICE_INVALID,
+            events::actions::ROLLBACK,
+            message,
+            vs_ref(c),
+        )
+        .await;
+    }
+}
+
 fn clear_problem(c: &Cluster, r: &mut LeaderRound) {
-    r.backoff = c.interval;
-    if r.last_problem.take().is_some() {
-        c.state.write().problems.clear();
+    r.backoff.reset();
+    r.retry_at = None;
+    if let Some((reason, _)) = r.vs_problem.take() {
+        r.vs_streak.recovered("VirtualService problem resolved");
+        settle(&c.state, reason);
     }
 }

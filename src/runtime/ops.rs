@@ -132,9 +132,7 @@ pub async fn status(args: StatusArgs) -> Result<String> {
     let mut aggregate = Summary::empty(0);
     let mut members = Vec::new();
     for m in listed {
-        let Ok(summary) = serde_json::from_value::<Summary>(m.summary) else {
-            continue;
-        };
+        let summary = m.summary;
         aggregate.merge(&summary);
         members.push(MemberStatus {
             pod: m.pod,
