@@ -554,3 +554,57 @@ async fn missing_rbac_is_shown_with_verb_and_resource() {
         "{shown}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_never_carry_the_bearer_token() {
+    let app = start_app().await;
+    let (api, running) = start_api().await;
+    let dir = std::env::temp_dir().join(format!("cg-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kc = kubeconfig(&running, &dir);
+    const TOKEN: &str = "sekret-bearer-token-3f9a";
+    let text = std::fs::read_to_string(&kc)
+        .unwrap()
+        .replace("user: {}", &format!("user:\n    token: {TOKEN}"));
+    std::fs::write(&kc, text).unwrap();
+    // Every API call fails for a while: errors get logged at debug level and above.
+    api.faults().add(FaultRule::status(500).times(8));
+    let mut flags = guard_flags(app, "reviews-v2-tok", "r1");
+    flags.extend(["--kubeconfig".into(), kc.display().to_string()]);
+    let proxy = format!("127.0.0.1:{}", support::process::free_port());
+    let admin = format!("127.0.0.1:{}", support::process::free_port());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_canary-guard"))
+        .args(["run", "--listen", &proxy, "--admin-listen", &admin])
+        .args(&flags)
+        .env("CANARY_GUARD_LOG", "trace")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The token did reach the API server: it was sent, so it was in the process.
+    wait_api(
+        &api,
+        20,
+        "the guard to lead once the faults are spent",
+        |api| holder(api).as_deref() == Some("reviews-v2-tok"),
+    )
+    .await;
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        logs.lines().count() > 10,
+        "too few log lines to judge: {logs}"
+    );
+    assert!(
+        !logs.contains(TOKEN),
+        "the bearer token appears in the logs"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
