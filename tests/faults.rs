@@ -573,7 +573,7 @@ async fn logs_never_carry_the_bearer_token() {
     flags.extend(["--kubeconfig".into(), kc.display().to_string()]);
     let proxy = format!("127.0.0.1:{}", support::process::free_port());
     let admin = format!("127.0.0.1:{}", support::process::free_port());
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_canary-guard"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_canary-guard"))
         .args(["run", "--listen", &proxy, "--admin-listen", &admin])
         .args(&flags)
         .env("CANARY_GUARD_LOG", "trace")
