@@ -577,10 +577,13 @@ async fn logs_never_carry_the_bearer_token() {
         .args(["run", "--listen", &proxy, "--admin-listen", &admin])
         .args(&flags)
         .env("CANARY_GUARD_LOG", "trace")
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // The token did reach the API server: it was sent, so it was in the process.
+    let pid = child.id().to_string();
+    // Ends the child if the wait below fails, so no process outlives the test.
+    let reaper = scopeguard_kill(pid.clone());
     wait_api(
         &api,
         20,
@@ -588,7 +591,7 @@ async fn logs_never_carry_the_bearer_token() {
         |api| holder(api).as_deref() == Some("reviews-v2-tok"),
     )
     .await;
-    let pid = child.id().to_string();
+    std::mem::forget(reaper);
     assert!(std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
@@ -607,4 +610,19 @@ async fn logs_never_carry_the_bearer_token() {
         "the bearer token appears in the logs"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Kills process `pid` when dropped (unless forgotten).
+struct KillOnDrop(String);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &self.0])
+            .status();
+    }
+}
+
+fn scopeguard_kill(pid: String) -> KillOnDrop {
+    KillOnDrop(pid)
 }
