@@ -583,7 +583,7 @@ async fn logs_never_carry_the_bearer_token() {
         .unwrap();
     let pid = child.id().to_string();
     // Ends the child if the wait below fails, so no process outlives the test.
-    let reaper = scopeguard_kill(pid.clone());
+    let reaper = KillOnDrop(pid.clone());
     wait_api(
         &api,
         20,
@@ -621,8 +621,4 @@ impl Drop for KillOnDrop {
             .args(["-KILL", &self.0])
             .status();
     }
-}
-
-fn scopeguard_kill(pid: String) -> KillOnDrop {
-    KillOnDrop(pid)
 }
