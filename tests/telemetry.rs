@@ -103,3 +103,27 @@ fn bad_flags_exit_non_zero_naming_the_flag() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn a_port_in_use_exits_non_zero_naming_the_flag() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    for flag in ["--listen", "--admin-listen"] {
+        let free = format!("127.0.0.1:{}", support::process::free_port());
+        let other = if flag == "--listen" {
+            "--admin-listen"
+        } else {
+            "--listen"
+        };
+        let out = Command::new(env!("CARGO_BIN_EXE_canary-guard"))
+            .args(["run", "--standalone", flag, &addr, other, &free])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("{flag} {addr}: cannot listen")),
+            "{err}"
+        );
+    }
+}
