@@ -243,7 +243,7 @@ fn row(measurement: &str, result: String, target: &str, met: Option<bool>) {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let (reps, secs) = if quick { (1, 2) } else { (3, 5) };
+    let (reps, secs) = if quick { (1, 2) } else { (3, 4) };
     let scratch = Scratch::new();
     let script = scratch.0.join("bench.lua");
     fs::write(&script, WRK_SCRIPT).expect("wrk script");
