@@ -290,7 +290,7 @@ fn main() {
             row(
                 &format!("added latency, {rate} rps, {body} responses"),
                 format!(
-                    "p50 +{:.0} µs, p99 +{a99:.0} µs (direct p99 {:.0} µs; {:.0} rps achieved; {errors} errors)",
+                    "p50 {:+.0} µs, p99 {a99:+.0} µs (direct p99 {:.0} µs; {:.0} rps achieved; {errors} errors)",
                     median(added50),
                     direct99,
                     median(achieved)
