@@ -1,6 +1,6 @@
 //! `canary-guard demo`: the whole loop on one machine. An embedded Kubernetes
-//! API holds a VirtualService `reviews` split 90/10 between subsets v1 and v2;
-//! a stable app and a canary app run on loopback, three canary guards in proxy
+//! API holds a VirtualService `reviews` split 90/10 (`--canary-weight`) between
+//! subsets v1 and v2; a stable app and a canary app run on loopback, three canary guards in proxy
 //! mode front the canary, and a load generator splits its traffic by the
 //! VirtualService's current weights, as Envoy would. The canary turns bad on
 //! cue; the demo reports when the leader sent its traffic back to stable.
@@ -67,6 +67,18 @@ pub struct DemoArgs {
     /// Give up (exit 1) if no rollback happened this long after the fault started.
     #[arg(long, default_value = "30s", value_parser = crate::config::parse_duration)]
     pub timeout: Duration,
+
+    /// Traffic kept flowing after the rollback, to show where it goes.
+    #[arg(long, default_value = "3s", value_parser = crate::config::parse_duration)]
+    pub linger: Duration,
+
+    /// The canary's share of the VirtualService's weight, in percent.
+    #[arg(long, default_value = "10", value_parser = clap::value_parser!(u32).range(1..=99))]
+    pub canary_weight: u32,
+
+    /// The guards' `--max-error-ratio` (their default when not given).
+    #[arg(long)]
+    pub max_error_ratio: Option<f64>,
 
     /// Print one JSON object at the end instead of the timeline.
     #[arg(long)]
@@ -161,7 +173,7 @@ async fn serve_app(
     Ok(addr)
 }
 
-fn virtual_service() -> Value {
+fn virtual_service(canary_weight: u32) -> Value {
     json!({
         "apiVersion": "networking.istio.io/v1",
         "kind": "VirtualService",
@@ -171,8 +183,8 @@ fn virtual_service() -> Value {
             "http": [{
                 "name": "reviews-route",
                 "route": [
-                    {"destination": {"host": "reviews", "subset": "v1"}, "weight": 90},
-                    {"destination": {"host": "reviews", "subset": "v2"}, "weight": 10}
+                    {"destination": {"host": "reviews", "subset": "v1"}, "weight": 100 - canary_weight},
+                    {"destination": {"host": "reviews", "subset": "v2"}, "weight": canary_weight}
                 ]
             }]
         }
@@ -233,8 +245,11 @@ struct Second {
 /// Runs the demo; `Ok(true)` when the rollback happened.
 pub async fn run(args: DemoArgs) -> Result<bool> {
     let api = EmbeddedApi::new();
-    api.seed(Resource::VirtualServices, virtual_service())
-        .map_err(|s| Error::Config(format!("seeding the demo VirtualService: {}", s.message)))?;
+    api.seed(
+        Resource::VirtualServices,
+        virtual_service(args.canary_weight),
+    )
+    .map_err(|s| Error::Config(format!("seeding the demo VirtualService: {}", s.message)))?;
     let running: RunningApi = api
         .serve("127.0.0.1:0".parse().expect("valid address"))
         .await?;
@@ -261,7 +276,7 @@ pub async fn run(args: DemoArgs) -> Result<bool> {
     for i in 0..3 {
         let pod = format!("reviews-v2-{REVISION}-{}", ["x7k2p", "m4q9z", "b8n3w"][i]);
         let upstream = format!("http://{canary_addr}");
-        let argv = [
+        let mut argv = vec![
             "canary-guard",
             "run",
             "--listen",
@@ -285,6 +300,10 @@ pub async fn run(args: DemoArgs) -> Result<bool> {
             "--canary-subset",
             "v2",
         ];
+        let max_error_ratio = args.max_error_ratio.map(|r| r.to_string());
+        if let Some(r) = &max_error_ratio {
+            argv.extend(["--max-error-ratio", r]);
+        }
         let Command::Run(run_args) = Cli::try_parse_from(argv)
             .map_err(|e| Error::Config(e.to_string()))?
             .command
@@ -407,9 +426,9 @@ pub async fn run(args: DemoArgs) -> Result<bool> {
                 );
             }
             printed_seconds = printed_seconds.max(full);
-            // Show a few seconds of traffic after the rollback.
+            // Show `--linger` of traffic after the rollback.
             match (&rollback, fault_start) {
-                (Some((at, _)), _) => now >= *at + Duration::from_secs(3),
+                (Some((at, _)), _) => now >= *at + args.linger,
                 (None, Some(f)) => now >= f + args.timeout,
                 _ => false,
             }

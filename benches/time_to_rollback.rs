@@ -1,0 +1,141 @@
+//! Time to rollback through the real code path: runs `canary-guard demo --json`
+//! (embedded Kubernetes API, stable and canary apps, three guards electing a
+//! leader, load split by the VirtualService's weights) and reads
+//! `time_to_rollback_s`, from the fault's start to the VirtualService write.
+//!
+//! Rates are the canary's traffic, what the guards see: the demo runs with the
+//! canary at 50% of the weight and twice the rate. The healthy warm-up before
+//! the fault gives the window its `--min-requests` (20) and no more, so
+//! partial faults are diluted by as little healthy traffic as the rules allow.
+//! Successive runs start the fault at successive fifths of a second after it,
+//! so the fault meets the leader's once-a-second check at every phase.
+//!
+//! Prints Markdown table rows for `scripts/bench`; `--quick` runs one case once.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// `--min-requests`' default.
+const MIN_REQUESTS: f64 = 20.0;
+/// Median target at 50 rps and above; at lower rates the min-requests time is added.
+const TARGET_S: f64 = 3.0;
+
+struct Fault {
+    label: &'static str,
+    kind: &'static str,
+    ratio: f64,
+    max_error_ratio: Option<f64>,
+}
+
+const FAULTS: [Fault; 4] = [
+    Fault {
+        label: "100% 5xx",
+        kind: "errors",
+        ratio: 1.0,
+        max_error_ratio: None,
+    },
+    Fault {
+        label: "20% 5xx",
+        kind: "errors",
+        ratio: 0.2,
+        max_error_ratio: None,
+    },
+    Fault {
+        label: "5% 5xx, threshold 4%",
+        kind: "errors",
+        ratio: 0.05,
+        max_error_ratio: Some(0.04),
+    },
+    Fault {
+        label: "every request at 1 s (twice the limit)",
+        kind: "latency",
+        ratio: 1.0,
+        max_error_ratio: None,
+    },
+];
+
+/// One demo run: `Some(seconds)` when it rolled back.
+fn run(fault: &Fault, canary_rps: u32, warm_up: Duration) -> Option<f64> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_canary-guard"));
+    cmd.args([
+        "demo",
+        "--json",
+        "--canary-weight",
+        "50",
+        "--rate",
+        &(canary_rps * 2).to_string(),
+        "--fault",
+        fault.kind,
+        "--fault-ratio",
+        &fault.ratio.to_string(),
+        "--fault-after",
+        &format!("{}ms", warm_up.as_millis()),
+        "--linger",
+        "200ms",
+        "--timeout",
+        "45s",
+    ]);
+    if let Some(r) = fault.max_error_ratio {
+        cmd.args(["--max-error-ratio", &r.to_string()]);
+    }
+    let out = cmd.output().expect("canary-guard demo runs");
+    let report: Value = serde_json::from_slice(&out.stdout).ok()?;
+    report["time_to_rollback_s"].as_f64()
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (runs, rates, faults): (usize, &[u32], &[Fault]) = if quick {
+        (1, &[50], &FAULTS[..1])
+    } else {
+        (5, &[5, 50, 500], &FAULTS)
+    };
+    for &rate in rates {
+        // Time for the window to hold its min requests, plus a margin for
+        // the guards' start and the first lease writes.
+        let min_requests_s = MIN_REQUESTS / f64::from(rate);
+        let warm_up = Duration::from_secs_f64((min_requests_s + 0.5).max(2.0));
+        let target = if min_requests_s > 1.0 {
+            TARGET_S + min_requests_s
+        } else {
+            TARGET_S
+        };
+        for fault in faults {
+            // The leader checks once a second from its start: spread the
+            // fault's start over that second, or every run sees one phase.
+            let mut times: Vec<f64> = (0..runs)
+                .filter_map(|i| {
+                    let phase = Duration::from_secs_f64(i as f64 / runs as f64);
+                    run(fault, rate, warm_up + phase)
+                })
+                .collect();
+            times.sort_by(f64::total_cmp);
+            let (result, met) = if times.len() == runs {
+                let median = times[runs / 2];
+                let max = times[runs - 1];
+                (
+                    format!("median {median:.2} s, max {max:.2} s ({runs} runs)"),
+                    median <= target,
+                )
+            } else {
+                (
+                    format!(
+                        "{} of {runs} runs rolled back within 45 s {:?}",
+                        times.len(),
+                        times
+                    ),
+                    false,
+                )
+            };
+            println!(
+                "| time to rollback | {}, {rate} rps to the canary (warm-up {:.1}–{:.1} s) | {result} | median ≤ {target:.0} s | {} |",
+                fault.label,
+                warm_up.as_secs_f64(),
+                warm_up.as_secs_f64() + (runs - 1) as f64 / runs as f64,
+                if met { "met" } else { "**not met**" }
+            );
+        }
+    }
+}
