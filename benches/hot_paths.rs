@@ -280,7 +280,7 @@ fn main() {
     leader_rows(reps, rounds);
     row(
         "envoy mode: parse + diff of a 5,000-series page",
-        "not measured: envoy mode is not on main yet".into(),
+        "measured by `cargo bench --bench envoy_scrape`".into(),
         "—",
         None,
     );
