@@ -10,18 +10,6 @@ use canary_guard::embedded_api::{EmbeddedApi, FaultAction, FaultRule, Resource, 
 use support::cluster::*;
 use support::*;
 
-/// Waits for `cond` on the API, re-checking after every write; fails after `secs`.
-async fn wait_api(
-    api: &EmbeddedApi,
-    secs: u64,
-    what: &str,
-    cond: impl FnMut(&EmbeddedApi) -> bool,
-) {
-    tokio::time::timeout(Duration::from_secs(secs), api.wait_for(cond))
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for: {what}"));
-}
-
 /// Waits until the guard has run `n` more checks.
 async fn checks(guard: &canary_guard::runtime::guard::Guard, n: usize) {
     let mut checks = guard.checks.clone();

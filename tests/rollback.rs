@@ -11,18 +11,6 @@ use support::cluster::*;
 use support::process::free_port;
 use support::*;
 
-/// Waits for `cond` on the API, re-checking after every write; fails after `secs`.
-async fn wait_api(
-    api: &canary_guard::embedded_api::EmbeddedApi,
-    secs: u64,
-    what: &str,
-    cond: impl FnMut(&canary_guard::embedded_api::EmbeddedApi) -> bool,
-) {
-    tokio::time::timeout(Duration::from_secs(secs), api.wait_for(cond))
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for: {what}"));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_canary_is_never_touched() {
     let app = start_app().await;

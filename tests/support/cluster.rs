@@ -170,3 +170,15 @@ pub async fn send(guard: &Guard, path: &str, n: usize) {
         super::get(&c, &format!("http://{}{path}", guard.proxy_addr.unwrap())).await;
     }
 }
+
+/// Waits for `cond` on the API, re-checking after every write; fails after `secs`.
+pub async fn wait_api(
+    api: &EmbeddedApi,
+    secs: u64,
+    what: &str,
+    cond: impl FnMut(&EmbeddedApi) -> bool,
+) {
+    tokio::time::timeout(std::time::Duration::from_secs(secs), api.wait_for(cond))
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for: {what}"));
+}
