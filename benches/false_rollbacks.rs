@@ -123,6 +123,7 @@ fn simulate(sc: &Scenario, seed: u64) -> Vec<Rollback> {
     // Members judge their own window eagerly to decide when to publish early.
     let eager = Thresholds {
         min_requests: 1,
+        confidence: 0.5,
         ..thresholds.clone()
     };
     let mut published: Vec<Option<(Duration, bool, Summary)>> = vec![None; GUARDS];

@@ -126,6 +126,13 @@ pub struct RunArgs {
           default_value = "3", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub failure_threshold: u32,
 
+    /// How sure a check must be that a limit is crossed before it fails (0.5..=0.999999):
+    /// a canary within its limits fails a check by bad luck less than once in
+    /// 1/(1 - CONFIDENCE) checks. 0.5 judges the window's own ratio and quantile as they are.
+    #[arg(long, env = "CANARY_GUARD_CONFIDENCE", value_name = "C",
+          default_value = "0.99999", value_parser = parse_confidence)]
+    pub confidence: f64,
+
     /// Time allowed for the app's response headers before answering 504 (0s waits forever).
     #[arg(long, env = "CANARY_GUARD_UPSTREAM_TIMEOUT", value_name = "DURATION",
           default_value = "60s", value_parser = parse_upstream_timeout)]
@@ -523,6 +530,18 @@ fn parse_quantile(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
+fn parse_confidence(s: &str) -> Result<f64, String> {
+    const RANGE: &str = "between 0.5 and 0.999999, e.g. 0.99999";
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("must be a number {RANGE}"))?;
+    if !(0.5..=0.999_999).contains(&v) {
+        return Err(format!("must be {RANGE}"));
+    }
+    Ok(v)
+}
+
 /// Parses an `http://host:port` base URL (no path, query or userinfo).
 pub fn parse_upstream(s: &str) -> Result<Uri, String> {
     let uri: Uri = s
@@ -737,6 +756,7 @@ mod tests {
         assert_eq!(a.window, ms(30_000));
         assert_eq!(a.interval, ms(1_000));
         assert_eq!(a.failure_threshold, 3);
+        assert_eq!(a.confidence, crate::domain::policy::DEFAULT_CONFIDENCE);
         assert!(!a.standalone);
         a.validate().unwrap();
     }
@@ -770,6 +790,12 @@ mod tests {
                 "between 1ms and 1m",
             ),
             (&["--window", "2s"], "--window", "2s", "between 5s and 10m"),
+            (
+                &["--confidence", "0.3"],
+                "--confidence",
+                "0.3",
+                "between 0.5 and 0.999999",
+            ),
             (
                 &["--window", "7500ms"],
                 "--window",

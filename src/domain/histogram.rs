@@ -120,6 +120,18 @@ impl Histogram {
         &self.counts
     }
 
+    /// Samples at or above `limit`, counting whole buckets from the first
+    /// boundary at or above it (so at most 5% above `limit`): a bucket that
+    /// straddles the limit is not counted, since its samples may all be under it.
+    pub fn count_from(&self, limit: Duration) -> u64 {
+        let ns = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
+        let first = lower_bounds().partition_point(|&b| b < ns);
+        self.counts
+            .iter()
+            .skip(first)
+            .fold(0u64, |a, &c| a.saturating_add(c))
+    }
+
     /// The `q` quantile (0 < q ≤ 1), interpolated linearly inside its bucket, or
     /// `None` when the histogram is empty. Samples past [`MAX_TRACKED`] report it.
     pub fn quantile(&self, q: f64) -> Option<Duration> {
@@ -220,6 +232,23 @@ mod tests {
                 "{ms} ms is not a boundary"
             );
         }
+    }
+
+    #[test]
+    fn count_from_counts_whole_buckets_at_or_above_the_limit() {
+        let ms = Duration::from_millis;
+        let mut h = Histogram::default();
+        h.record(ms(400));
+        h.record(ms(499));
+        h.record(ms(500));
+        h.record(ms(2000));
+        h.record(MAX_TRACKED * 2);
+        // 500 ms is a boundary: its bucket and everything above count.
+        assert_eq!(h.count_from(ms(500)), 3);
+        // 510 ms falls inside [500, 525): that bucket may hold samples under it.
+        assert_eq!(h.count_from(ms(510)), 2);
+        assert_eq!(h.count_from(Duration::ZERO), 5);
+        assert_eq!(h.count_from(Duration::MAX), 0);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Pure domain logic: no I/O, no Kubernetes types.
 
+pub mod binomial;
 pub mod counters;
 pub mod histogram;
 pub mod judge;

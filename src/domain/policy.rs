@@ -5,7 +5,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::binomial::significantly_above;
 use super::window::Summary;
+
+/// The default [`Thresholds::confidence`]: one unlucky check in 100,000.
+pub const DEFAULT_CONFIDENCE: f64 = 0.99999;
 
 /// What a canary must stay within.
 #[derive(Clone, Debug, PartialEq)]
@@ -20,6 +24,11 @@ pub struct Thresholds {
     pub min_requests: u64,
     /// Consecutive failing checks before the verdict is `failing`.
     pub failure_threshold: u32,
+    /// How sure a check must be that a limit is crossed before it fails
+    /// (0.5 ≤ c < 1): the chance that a canary within its limits fails one
+    /// check by bad luck stays under `1 − confidence`. At 0.5 a check fails as
+    /// soon as the window's own ratio or quantile is over the limit.
+    pub confidence: f64,
 }
 
 impl Default for Thresholds {
@@ -30,6 +39,7 @@ impl Default for Thresholds {
             latency_quantile: 0.99,
             min_requests: 20,
             failure_threshold: 3,
+            confidence: DEFAULT_CONFIDENCE,
         }
     }
 }
@@ -53,6 +63,10 @@ pub struct Breach {
     pub max_latency_ms: f64,
     /// The quantile the latency was taken at.
     pub quantile: f64,
+    /// Latency samples in the judged window.
+    pub latency_samples: u64,
+    /// Of those, samples over the latency limit.
+    pub over_limit: u64,
 }
 
 impl fmt::Display for Breach {
@@ -66,10 +80,12 @@ impl fmt::Display for Breach {
         }
         if let Some(l) = self.latency_ms {
             parts.push(format!(
-                "p{} latency {:.1}ms > {}ms",
+                "p{} latency {:.1}ms > {}ms ({} of {} samples over)",
                 quantile_label(self.quantile),
                 l,
-                self.max_latency_ms
+                self.max_latency_ms,
+                self.over_limit,
+                self.latency_samples
             ));
         }
         f.write_str(&parts.join(", "))
@@ -95,14 +111,29 @@ pub enum Check {
 
 impl Thresholds {
     /// Judges one window summary.
+    ///
+    /// A limit counts as crossed only when the window shows it beyond
+    /// reasonable doubt for its size: the errors must be significantly more
+    /// than `max_error_ratio` of the requests, and the samples over
+    /// `max_latency` significantly more than `1 − latency_quantile` of the
+    /// samples (one-sided binomial tests at `confidence`). With few requests a
+    /// p99 is just the slowest one; counting how many are over the limit asks
+    /// what the p99 question means without needing a hundred samples.
     pub fn check(&self, s: &Summary) -> Check {
         if s.requests < self.min_requests.max(1) {
             return Check::Inconclusive;
         }
         let ratio = s.error_ratio();
-        let latency = s.latency_quantile(self.latency_quantile);
-        let ratio_breach = ratio > self.max_error_ratio;
-        let latency_breach = latency.is_some_and(|l| l > self.max_latency);
+        let ratio_breach =
+            significantly_above(s.errors, s.requests, self.max_error_ratio, self.confidence);
+        let samples = s.latency.total();
+        let over_limit = s.latency.count_from(self.max_latency);
+        let latency_breach = significantly_above(
+            over_limit,
+            samples,
+            1.0 - self.latency_quantile,
+            self.confidence,
+        );
         if !ratio_breach && !latency_breach {
             return Check::Healthy;
         }
@@ -111,11 +142,14 @@ impl Thresholds {
             errors: s.errors,
             error_ratio: ratio_breach.then_some(ratio),
             max_error_ratio: self.max_error_ratio,
-            latency_ms: latency
-                .filter(|_| latency_breach)
+            latency_ms: latency_breach
+                .then(|| s.latency_quantile(self.latency_quantile))
+                .flatten()
                 .map(|l| l.as_secs_f64() * 1000.0),
             max_latency_ms: self.max_latency.as_secs_f64() * 1000.0,
             quantile: self.latency_quantile,
+            latency_samples: samples,
+            over_limit,
         })
     }
 }
@@ -257,12 +291,41 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// The flat rules of a window's own ratio and quantile, with no significance asked.
+    fn flat() -> Thresholds {
+        Thresholds {
+            confidence: 0.5,
+            ..Thresholds::default()
+        }
+    }
+
     #[test]
     fn error_ratio_exactly_at_threshold_passes() {
-        let t = Thresholds::default();
+        let t = flat();
         assert_eq!(t.check(&summary(100, 5, ms(10))), Check::Healthy);
         assert!(matches!(
             t.check(&summary(100, 6, ms(10))),
+            Check::Failing(_)
+        ));
+    }
+
+    #[test]
+    fn errors_must_be_significantly_over_the_limit() {
+        let t = Thresholds::default();
+        // 6% of 100 could well come from a canary at 5%; 20% of 100 could not.
+        assert_eq!(t.check(&summary(100, 6, ms(10))), Check::Healthy);
+        match t.check(&summary(100, 20, ms(10))) {
+            Check::Failing(b) => {
+                assert_eq!(b.error_ratio, Some(0.2));
+                assert_eq!(b.latency_ms, None);
+            }
+            other => panic!("expected failing, got {other:?}"),
+        }
+        // Three unlucky errors among 50 requests at a 1% background.
+        assert_eq!(t.check(&summary(50, 3, ms(10))), Check::Healthy);
+        // The same ratio over a large window is beyond doubt.
+        assert!(matches!(
+            t.check(&summary(100_000, 6_000, ms(10))),
             Check::Failing(_)
         ));
     }
@@ -275,21 +338,40 @@ mod tests {
                 assert_eq!(b.error_ratio, None);
                 let l = b.latency_ms.unwrap();
                 assert!((855.0..=945.0).contains(&l), "{l}");
-                assert!(b.to_string().starts_with("p99 latency"));
+                assert_eq!((b.over_limit, b.latency_samples), (100, 100));
+                assert!(b.to_string().starts_with("p99 latency"), "{b}");
+                assert!(b.to_string().contains("100 of 100 samples over"), "{b}");
             }
             other => panic!("expected failing, got {other:?}"),
         }
-        // Right at the limit's bucket start passes: the interpolated p99 stays <= 500ms.
         assert_eq!(t.check(&summary(100, 0, ms(450))), Check::Healthy);
+    }
+
+    #[test]
+    fn one_slow_request_in_a_small_window_is_not_a_slow_canary() {
+        let mut s = summary(49, 0, ms(40));
+        s.requests = 50;
+        s.latency.record(ms(900));
+        // With 50 samples the p99 is the slowest request: the flat rule fails ...
+        assert!(matches!(flat().check(&s), Check::Failing(_)));
+        // ... but one request in 50 over the limit fits a p99 under it.
+        assert_eq!(Thresholds::default().check(&s), Check::Healthy);
+        // Ten in 50 do not.
+        s.latency.add(crate::domain::histogram::bucket_index(ms(900)), 9);
+        s.requests = 59;
+        assert!(matches!(
+            Thresholds::default().check(&s),
+            Check::Failing(b) if b.over_limit == 10
+        ));
     }
 
     #[test]
     fn zero_traffic_and_low_traffic_are_inconclusive() {
         let t = Thresholds::default();
         assert_eq!(t.check(&Summary::empty(30)), Check::Inconclusive);
-        // One error among 19 requests: 5% would be crossed, but 19 < min_requests.
-        assert_eq!(t.check(&summary(19, 1, ms(1))), Check::Inconclusive);
-        assert!(matches!(t.check(&summary(20, 2, ms(1))), Check::Failing(_)));
+        // Every one of 19 requests failing, but 19 < min_requests.
+        assert_eq!(t.check(&summary(19, 19, ms(1))), Check::Inconclusive);
+        assert!(matches!(t.check(&summary(20, 20, ms(1))), Check::Failing(_)));
         // A single error at low traffic never fails, even with min_requests 0.
         let t0 = Thresholds {
             min_requests: 0,

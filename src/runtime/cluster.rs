@@ -266,6 +266,7 @@ async fn publish_loop(
     // Judge every sample, however few: a member's share of traffic may be small.
     let eager = Thresholds {
         min_requests: 1,
+        confidence: 0.5,
         ..cluster.thresholds.clone()
     };
     // Looking is cheap (microseconds); publishing happens only when due.

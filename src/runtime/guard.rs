@@ -31,6 +31,7 @@ pub fn thresholds(args: &RunArgs) -> Thresholds {
         latency_quantile: args.latency_quantile,
         min_requests: args.min_requests,
         failure_threshold: args.failure_threshold,
+        confidence: args.confidence,
     }
 }
 
