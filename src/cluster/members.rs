@@ -276,6 +276,18 @@ fn check_plausible(s: &Summary) -> Result<(), String> {
             s.requests
         ));
     }
+    if let Some(r) = &s.recent {
+        if r.recent.is_some() || r.seconds > s.seconds {
+            return Err("recent part is not a part of the window".to_owned());
+        }
+        if r.requests > s.requests || r.errors > s.errors {
+            return Err(format!(
+                "recent part holds more than the window ({} requests, {} errors)",
+                r.requests, r.errors
+            ));
+        }
+        check_plausible(r).map_err(|why| format!("recent part: {why}"))?;
+    }
     Ok(())
 }
 

@@ -47,6 +47,8 @@ impl Default for Thresholds {
 /// Why a single check failed: the numbers that crossed a threshold.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Breach {
+    /// Length of the judged window (the whole window or its recent part), in seconds.
+    pub seconds: u64,
     /// Requests in the judged window.
     pub requests: u64,
     /// Errors in the judged window.
@@ -123,24 +125,37 @@ impl Thresholds {
         if s.requests < self.min_requests.max(1) {
             return Check::Inconclusive;
         }
-        let ratio = s.error_ratio();
+        // Two looks (the whole window and its recent part) share the false-positive budget.
+        let confidence = if self.confidence <= 0.5 {
+            self.confidence
+        } else {
+            1.0 - (1.0 - self.confidence) / 2.0
+        };
+        let recent = s
+            .recent
+            .as_deref()
+            .filter(|r| r.requests >= self.min_requests.max(1));
+        match self
+            .breach(s, confidence)
+            .or_else(|| recent.and_then(|r| self.breach(r, confidence)))
+        {
+            Some(b) => Check::Failing(b),
+            None => Check::Healthy,
+        }
+    }
+
+    fn breach(&self, s: &Summary, confidence: f64) -> Option<Breach> {
         let ratio_breach =
-            significantly_above(s.errors, s.requests, self.max_error_ratio, self.confidence);
+            significantly_above(s.errors, s.requests, self.max_error_ratio, confidence);
         let samples = s.latency.total();
         let over_limit = s.latency.count_from(self.max_latency);
-        let latency_breach = significantly_above(
-            over_limit,
-            samples,
-            1.0 - self.latency_quantile,
-            self.confidence,
-        );
-        if !ratio_breach && !latency_breach {
-            return Check::Healthy;
-        }
-        Check::Failing(Breach {
+        let latency_breach =
+            significantly_above(over_limit, samples, 1.0 - self.latency_quantile, confidence);
+        (ratio_breach || latency_breach).then(|| Breach {
+            seconds: s.seconds,
             requests: s.requests,
             errors: s.errors,
-            error_ratio: ratio_breach.then_some(ratio),
+            error_ratio: ratio_breach.then(|| s.error_ratio()),
             max_error_ratio: self.max_error_ratio,
             latency_ms: latency_breach
                 .then(|| s.latency_quantile(self.latency_quantile))
@@ -362,6 +377,48 @@ mod tests {
         assert!(matches!(
             Thresholds::default().check(&s),
             Check::Failing(b) if b.over_limit == 10
+        ));
+    }
+
+    #[test]
+    fn a_fault_after_a_long_healthy_stretch_fails_on_the_recent_part() {
+        let t0 = Instant::now();
+        let w = Window::new(Duration::from_secs(30), t0);
+        // 25 healthy seconds at 50 rps, then 5 s at 20% errors.
+        for sec in 0..30u64 {
+            for i in 0..50 {
+                let outcome = if sec >= 25 && i % 5 == 0 {
+                    Outcome::Error
+                } else {
+                    Outcome::Success
+                };
+                w.record(t0 + Duration::from_secs(sec), ms(5), outcome);
+            }
+        }
+        let s = w.summary(t0 + Duration::from_secs(29));
+        let t = Thresholds::default();
+        // The whole window is diluted to 3.3%; its last 5 s are at 20%.
+        let mut whole = s.clone();
+        whole.recent = None;
+        assert_eq!(t.check(&whole), Check::Healthy);
+        match t.check(&s) {
+            Check::Failing(b) => {
+                assert_eq!((b.seconds, b.requests, b.errors), (5, 250, 50));
+                assert!(b.to_string().contains("50 of 250"), "{b}");
+            }
+            other => panic!("expected failing, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_recent_part_under_min_requests_is_not_judged() {
+        let mut s = summary(100, 0, ms(10));
+        s.recent = Some(Box::new(summary(19, 19, ms(10))));
+        assert_eq!(Thresholds::default().check(&s), Check::Healthy);
+        s.recent = Some(Box::new(summary(20, 20, ms(10))));
+        assert!(matches!(
+            Thresholds::default().check(&s),
+            Check::Failing(b) if b.requests == 20
         ));
     }
 

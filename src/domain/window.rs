@@ -14,6 +14,11 @@ use tokio::time::Instant;
 
 use super::histogram::{self, Histogram, LAYOUT_VERSION};
 
+/// Length of the recent part judged beside the whole window, in seconds: a
+/// fault that starts after a long healthy stretch shows there at full
+/// strength instead of diluted by the healthy seconds before it.
+pub const RECENT_SECONDS: u64 = 5;
+
 /// Longest window we accept: bounds memory at `slots × buckets × 8` bytes.
 pub const MAX_WINDOW: Duration = Duration::from_secs(600);
 
@@ -126,25 +131,40 @@ impl Window {
         }
     }
 
-    /// The totals of the last `seconds()` seconds up to and including `now`'s second.
+    /// The totals of the last `seconds()` seconds up to and including `now`'s
+    /// second, with those of the last [`RECENT_SECONDS`] beside them when the
+    /// window is longer.
     pub fn summary(&self, now: Instant) -> Summary {
         let current = self.second_of(now);
         let oldest = current.saturating_sub(self.seconds() - 1);
+        let recent_from = current.saturating_sub(RECENT_SECONDS - 1);
         let mut summary = Summary::empty(self.seconds());
+        let mut recent =
+            (self.seconds() > RECENT_SECONDS).then(|| Box::new(Summary::empty(RECENT_SECONDS)));
         for slot in self.slots.iter() {
             let s = slot.second.load(Ordering::Acquire);
             if s == EMPTY || s < oldest || s > current {
                 continue;
             }
-            summary.requests += slot.requests.load(Ordering::Relaxed);
-            summary.errors += slot.errors.load(Ordering::Relaxed);
+            // Each counter is read once, so the recent part never exceeds the whole.
+            let mut recent = recent.as_deref_mut().filter(|_| s >= recent_from);
+            let requests = slot.requests.load(Ordering::Relaxed);
+            let errors = slot.errors.load(Ordering::Relaxed);
+            for t in std::iter::once(&mut summary).chain(recent.as_deref_mut()) {
+                t.requests += requests;
+                t.errors += errors;
+            }
             for (i, b) in slot.buckets.iter().enumerate() {
                 let c = b.load(Ordering::Relaxed);
                 if c > 0 {
                     summary.latency.add(i, c);
+                    if let Some(r) = recent.as_deref_mut() {
+                        r.latency.add(i, c);
+                    }
                 }
             }
         }
+        summary.recent = recent;
         summary
     }
 }
@@ -152,7 +172,8 @@ impl Window {
 /// Window totals: what a guard publishes and what the policy judges.
 ///
 /// Mergeable (the leader adds up members) and serialized compactly as
-/// `{"v":1,"s":30,"n":200,"e":40,"h":[[idx,count],...]}`.
+/// `{"v":1,"s":30,"n":200,"e":40,"h":[[idx,count],...],"r":{...}}`, where `r`
+/// is the recent part in the same form.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     /// Bucket layout version, so guards of two versions can tell each other apart.
@@ -170,6 +191,10 @@ pub struct Summary {
     /// Latency histogram (sparse on the wire).
     #[serde(rename = "h")]
     pub latency: Histogram,
+    /// The last [`RECENT_SECONDS`] of the window, when the window is longer
+    /// (absent from guards that predate it; they ignore it when reading).
+    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
+    pub recent: Option<Box<Summary>>,
 }
 
 impl Summary {
@@ -181,11 +206,22 @@ impl Summary {
             requests: 0,
             errors: 0,
             latency: Histogram::default(),
+            recent: None,
         }
     }
 
-    /// Adds another guard's totals to these.
+    /// Adds another guard's totals to these, recent part included (a guard
+    /// that sends none adds nothing to it).
     pub fn merge(&mut self, other: &Summary) {
+        self.add(other);
+        if let Some(theirs) = &other.recent {
+            self.recent
+                .get_or_insert_with(|| Box::new(Summary::empty(theirs.seconds)))
+                .add(theirs);
+        }
+    }
+
+    fn add(&mut self, other: &Summary) {
         self.requests = self.requests.saturating_add(other.requests);
         self.errors = self.errors.saturating_add(other.errors);
         self.seconds = self.seconds.max(other.seconds);
@@ -288,10 +324,58 @@ mod tests {
         let idx = histogram::bucket_index(ms(200));
         assert_eq!(
             json,
-            format!(r#"{{"v":1,"s":30,"n":2,"e":1,"h":[[{idx},2]]}}"#)
+            format!(
+                r#"{{"v":1,"s":30,"n":2,"e":1,"h":[[{idx},2]],"r":{{"v":1,"s":5,"n":2,"e":1,"h":[[{idx},2]]}}}}"#
+            )
         );
         let back: Summary = serde_json::from_str(&json).unwrap();
         assert_eq!(back, s);
+        // A guard that predates the recent part sends none; that still reads.
+        let old: Summary =
+            serde_json::from_str(&format!(r#"{{"v":1,"s":30,"n":2,"e":1,"h":[[{idx},2]]}}"#))
+                .unwrap();
+        assert_eq!((old.requests, old.recent), (2, None));
+    }
+
+    #[test]
+    fn the_recent_part_holds_the_last_five_seconds() {
+        let t0 = Instant::now();
+        let w = Window::new(Duration::from_secs(30), t0);
+        for sec in 0..40u64 {
+            let outcome = if sec % 2 == 0 {
+                Outcome::Error
+            } else {
+                Outcome::Success
+            };
+            w.record(t0 + Duration::from_secs(sec), ms(1), outcome);
+        }
+        let s = w.summary(t0 + Duration::from_millis(39_500));
+        assert_eq!((s.requests, s.errors), (30, 15));
+        let r = s.recent.as_deref().expect("a recent part");
+        // Seconds 35..=39: errors at 36 and 38.
+        assert_eq!((r.seconds, r.requests, r.errors, r.latency.total()), (5, 5, 2, 5));
+        // A window no longer than the recent part has none.
+        let short = Window::new(Duration::from_secs(RECENT_SECONDS), t0);
+        short.record(t0, ms(1), Outcome::Success);
+        assert_eq!(short.summary(t0).recent, None);
+    }
+
+    #[test]
+    fn merging_adds_recent_parts_too() {
+        let t0 = Instant::now();
+        let (a, b) = (
+            Window::new(Duration::from_secs(30), t0),
+            Window::new(Duration::from_secs(30), t0),
+        );
+        a.record(t0, ms(1), Outcome::Error);
+        b.record(t0 + Duration::from_secs(20), ms(1), Outcome::Success);
+        let now = t0 + Duration::from_secs(20);
+        let mut agg = Summary::empty(0);
+        agg.merge(&a.summary(now));
+        agg.merge(&b.summary(now));
+        assert_eq!((agg.requests, agg.errors), (2, 1));
+        let r = agg.recent.as_deref().expect("a recent part");
+        assert_eq!((r.requests, r.errors), (1, 0));
     }
 
     #[test]

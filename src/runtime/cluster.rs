@@ -561,7 +561,7 @@ async fn lead_once(
                     } else {
                         format!("member {who}")
                     },
-                    judgement.aggregate.seconds,
+                    b.seconds,
                     c.thresholds.failure_threshold
                 ),
                 None => "rollback re-asserted: the failed revision still runs".to_string(),
