@@ -1,9 +1,16 @@
 //! The accept loop shared by the proxy and the admin server: HTTP/1.1 and
 //! HTTP/2 (prior knowledge) on one port, upgrades, a connection cap, a
 //! header-read timeout for slow clients and a graceful drain on shutdown.
+//! Clients hyper turns away itself, before the service sees a request, are
+//! reported to the caller as [`Refusal`]s.
 
+use std::error::Error as StdError;
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -12,10 +19,11 @@ use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// Limits applied to every inbound connection.
 #[derive(Clone, Debug)]
@@ -41,13 +49,126 @@ impl Default for Limits {
     }
 }
 
+/// A client hyper answered or cut off itself (HTTP/1), before the service saw
+/// a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The request head outgrew `max_header_bytes`: 431 (414 for a URI over
+    /// hyper's own limit), then close.
+    HeaderTooLarge,
+    /// Part of a request head came, the rest not within `header_read_timeout`:
+    /// the connection is closed.
+    HeaderTimeout,
+    /// The request head did not parse as HTTP/1: 400, then close.
+    MalformedRequest,
+}
+
+impl Refusal {
+    /// The `reason` label it is counted under.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::HeaderTooLarge => "header_too_large",
+            Refusal::HeaderTimeout => "header_timeout",
+            Refusal::MalformedRequest => "malformed_request",
+        }
+    }
+}
+
+/// Classifies the error a connection ended with: `Some` if hyper refused the
+/// client. `unanswered` says whether the client had sent bytes since the last
+/// bytes written to it; hyper's header-read timer also closes idle keep-alive
+/// connections, and those are no refusal.
+///
+/// Clients that leave (EOF or reset, also mid-head), graceful shutdown and
+/// HTTP/2 errors are not refusals.
+pub fn classify(error: &(dyn StdError + 'static), unanswered: bool) -> Option<Refusal> {
+    // hyper-util's auto connection boxes hyper's error; look through the chain.
+    let hyper = std::iter::successors(Some(error), |e| (*e).source())
+        .find_map(|e| e.downcast_ref::<hyper::Error>())?;
+    if hyper.is_parse_too_large() {
+        Some(Refusal::HeaderTooLarge)
+    } else if hyper.is_parse() {
+        Some(Refusal::MalformedRequest)
+    } else if hyper.is_timeout() && unanswered {
+        Some(Refusal::HeaderTimeout)
+    } else {
+        None
+    }
+}
+
+/// A client socket that notes whether bytes came in since the last write: when
+/// hyper's header-read timer fires, that tells a slow client from an idle one.
+struct Tracked<T> {
+    io: T,
+    unanswered: Arc<AtomicBool>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.unanswered.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.answered(&polled);
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.answered(&polled);
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl<T> Tracked<T> {
+    fn answered(&self, polled: &Poll<io::Result<usize>>) {
+        if matches!(polled, Poll::Ready(Ok(n)) if *n > 0) {
+            self.unanswered.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Serves `service` on `listener` until `shutdown` resolves, then stops
 /// accepting and gives open connections `limits.drain_timeout` to finish.
+/// Every client hyper refuses itself is passed to `on_refusal`.
 /// Returns the number of connections still open when the drain gave up.
 pub async fn serve<S, B>(
     listener: TcpListener,
     service: S,
     limits: Limits,
+    on_refusal: impl Fn(Refusal) + Send + Sync + 'static,
     shutdown: impl Future<Output = ()>,
 ) -> usize
 where
@@ -72,6 +193,7 @@ where
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let on_refusal = Arc::new(on_refusal);
     tokio::pin!(shutdown);
 
     loop {
@@ -94,11 +216,20 @@ where
             },
         };
         let _ = stream.set_nodelay(true);
+        let unanswered = Arc::new(AtomicBool::new(false));
+        let stream = Tracked {
+            io: stream,
+            unanswered: unanswered.clone(),
+        };
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service.clone());
         let conn = graceful.watch(conn.into_owned());
+        let on_refusal = on_refusal.clone();
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
+                if let Some(refusal) = classify(&*e, unanswered.load(Ordering::Relaxed)) {
+                    on_refusal(refusal);
+                }
             }
             drop(permit);
         });
@@ -111,5 +242,216 @@ where
             tracing::warn!(still_open, "drain timeout reached; closing remaining connections");
             still_open
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::Empty;
+    use std::convert::Infallible;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use tokio::net::TcpStream;
+
+    const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nhost: a\r\n\r\n";
+
+    fn ok_service() -> impl Service<
+        Request<Incoming>,
+        Response = Response<Empty<Bytes>>,
+        Error = Infallible,
+        Future = impl Future + Send,
+    > + Clone
+           + Send
+           + 'static {
+        hyper::service::service_fn(|_| async { Ok(Response::new(Empty::new())) })
+    }
+
+    /// Serves one HTTP/1 connection over an in-memory pipe the way `serve`
+    /// does, with `client` at the other end. Returns how the connection ended,
+    /// whether it ended unanswered and what the client read.
+    async fn one_connection<F, Fut>(client: F) -> (hyper::Result<()>, bool, String)
+    where
+        F: FnOnce(DuplexStream) -> Fut,
+        Fut: Future<Output = Vec<u8>> + Send + 'static,
+    {
+        let (near, far) = tokio::io::duplex(64 * 1024);
+        let unanswered = Arc::new(AtomicBool::new(false));
+        let io = TokioIo::new(Tracked {
+            io: far,
+            unanswered: unanswered.clone(),
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(10))
+            .max_buf_size(8192)
+            .serve_connection(io, ok_service());
+        let client = tokio::spawn(client(near));
+        let ended = conn.await;
+        let read = client.await.unwrap();
+        (
+            ended,
+            unanswered.load(Ordering::Relaxed),
+            String::from_utf8_lossy(&read).into_owned(),
+        )
+    }
+
+    /// Sends `bytes`, then reads until the server closes.
+    async fn send_and_read(mut near: DuplexStream, bytes: Vec<u8>) -> Vec<u8> {
+        near.write_all(&bytes).await.unwrap();
+        let mut read = Vec::new();
+        near.read_to_end(&mut read).await.unwrap();
+        read
+    }
+
+    /// Reads one response head (the test service's bodies are empty).
+    async fn read_head(io: &mut (impl AsyncRead + Unpin)) -> Vec<u8> {
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(io.read_u8().await.unwrap());
+        }
+        head
+    }
+
+    fn refused(ended: &hyper::Result<()>, unanswered: bool) -> Option<Refusal> {
+        classify(ended.as_ref().unwrap_err(), unanswered)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hypers_own_answers_are_refusals() {
+        let mut big = b"GET / HTTP/1.1\r\nx-big: ".to_vec();
+        big.resize(8192, b'x');
+        let (ended, unanswered, read) = one_connection(|c| send_and_read(c, big)).await;
+        assert!(read.starts_with("HTTP/1.1 431"), "{read}");
+        assert_eq!(refused(&ended, unanswered), Some(Refusal::HeaderTooLarge));
+
+        let garbage = b"NOT HTTP AT ALL\r\n\r\n".to_vec();
+        let (ended, unanswered, read) = one_connection(|c| send_and_read(c, garbage)).await;
+        assert!(read.starts_with("HTTP/1.1 400"), "{read}");
+        assert_eq!(refused(&ended, unanswered), Some(Refusal::MalformedRequest));
+
+        // Half a head, then nothing: cut off at the header-read timeout.
+        let half = b"GET / HTTP/1.1\r\nhost: a\r\n".to_vec();
+        let (ended, unanswered, read) = one_connection(|c| send_and_read(c, half)).await;
+        assert_eq!(read, "");
+        assert_eq!(refused(&ended, unanswered), Some(Refusal::HeaderTimeout));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clients_that_leave_or_idle_are_not_refusals() {
+        // A keep-alive connection left idle: hyper's header-read timer closes
+        // it with the same error as a slow client's, but nothing was pending.
+        let (ended, unanswered, read) =
+            one_connection(|c| send_and_read(c, REQUEST.to_vec())).await;
+        assert!(read.starts_with("HTTP/1.1 200"), "{read}");
+        assert!(ended.as_ref().unwrap_err().is_timeout());
+        assert_eq!(refused(&ended, unanswered), None);
+
+        // The client closes its idle keep-alive connection: no error at all.
+        let (ended, _, read) = one_connection(|mut c| async move {
+            c.write_all(REQUEST).await.unwrap();
+            read_head(&mut c).await
+        })
+        .await;
+        assert!(read.starts_with("HTTP/1.1 200"), "{read}");
+        assert!(ended.is_ok(), "{ended:?}");
+
+        // Connects and leaves without a byte: no error either.
+        let (ended, _, _) = one_connection(|_| async { Vec::new() }).await;
+        assert!(ended.is_ok(), "{ended:?}");
+
+        // Leaves in the middle of a head: nothing was refused.
+        let (ended, unanswered, read) = one_connection(|mut c| async move {
+            c.write_all(b"GET / HTTP/1.1\r\nhost:").await.unwrap();
+            Vec::new()
+        })
+        .await;
+        assert_eq!(read, "");
+        assert!(ended.as_ref().unwrap_err().is_incomplete_message());
+        assert_eq!(refused(&ended, unanswered), None);
+    }
+
+    #[derive(Debug)]
+    struct Outer(BoxError);
+
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("outer")
+        }
+    }
+
+    impl StdError for Outer {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            Some(&*self.0)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hypers_error_is_found_inside_boxes_and_sources() {
+        let garbage = b"NOT HTTP\r\n\r\n".to_vec();
+        let (ended, _, _) = one_connection(|c| send_and_read(c, garbage)).await;
+        let boxed: BoxError = ended.unwrap_err().into();
+        assert_eq!(classify(&*boxed, true), Some(Refusal::MalformedRequest));
+        let outer = Outer(boxed);
+        assert_eq!(classify(&outer, true), Some(Refusal::MalformedRequest));
+        // Not hyper's: graceful shutdown cancelling a connection that never
+        // sent a byte, resets.
+        let cancelled = io::Error::new(io::ErrorKind::Interrupted, "Cancelled");
+        assert_eq!(classify(&cancelled, false), None);
+        assert_eq!(classify(&Outer(cancelled.into()), true), None);
+    }
+
+    #[test]
+    fn reasons_are_the_documented_labels() {
+        assert_eq!(Refusal::HeaderTooLarge.reason(), "header_too_large");
+        assert_eq!(Refusal::HeaderTimeout.reason(), "header_timeout");
+        assert_eq!(Refusal::MalformedRequest.reason(), "malformed_request");
+    }
+
+    #[tokio::test]
+    async fn serve_reports_refusals_but_not_idle_clients_or_a_graceful_shutdown() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (refusals, mut refused) = tokio::sync::mpsc::unbounded_channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let limits = Limits {
+            max_header_bytes: 8192,
+            ..Limits::default()
+        };
+        let server = tokio::spawn(serve(
+            listener,
+            ok_service(),
+            limits,
+            move |r| refusals.send(r).unwrap(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        // Connected first, so accepted before the keep-alive client's request
+        // is answered; it never sends a byte.
+        let silent = TcpStream::connect(addr).await.unwrap();
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        idle.write_all(REQUEST).await.unwrap();
+        assert!(read_head(&mut idle).await.starts_with(b"HTTP/1.1 200"));
+        let mut leaves = TcpStream::connect(addr).await.unwrap();
+        leaves.write_all(REQUEST).await.unwrap();
+        read_head(&mut leaves).await;
+        drop(leaves);
+        // Exactly the buffer's size, so no unread byte turns the close into a reset.
+        let mut big = TcpStream::connect(addr).await.unwrap();
+        let mut head = b"GET / HTTP/1.1\r\nx-big: ".to_vec();
+        head.resize(8192, b'x');
+        big.write_all(&head).await.unwrap();
+        let mut answer = Vec::new();
+        big.read_to_end(&mut answer).await.unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 431"));
+        let first = tokio::time::timeout(Duration::from_secs(10), refused.recv()).await;
+        assert_eq!(first, Ok(Some(Refusal::HeaderTooLarge)));
+
+        stop.send(()).unwrap();
+        assert_eq!(server.await.unwrap(), 0, "a connection outlived the drain");
+        // The channel closes once every connection task has dropped the hook.
+        assert_eq!(refused.recv().await, None);
+        drop((silent, idle));
     }
 }

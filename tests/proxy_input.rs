@@ -19,6 +19,22 @@ async fn counts(guard: &canary_guard::runtime::guard::Guard) -> (f64, f64) {
     )
 }
 
+/// `canary_guard_proxy_refusals_total{reason}` in a metrics page (absent: 0).
+fn refusals(page: &str, reason: &str) -> f64 {
+    series(
+        page,
+        &format!("canary_guard_proxy_refusals_total{{reason=\"{reason}\"}}"),
+    )
+    .unwrap_or(0.0)
+}
+
+/// Waits until hyper's refusals for `reason` reach `n`; returns all three counts
+/// (header_too_large, header_timeout, malformed_request).
+async fn refused(guard: &canary_guard::runtime::guard::Guard, reason: &str, n: f64) -> [f64; 3] {
+    let page = wait_metrics(guard, |p| refusals(p, reason) >= n).await;
+    ["header_too_large", "header_timeout", "malformed_request"].map(|r| refusals(&page, r))
+}
+
 /// Reads until the peer closes or `limit` passes; returns what came.
 async fn read_all(conn: &mut TcpStream, limit: Duration) -> Vec<u8> {
     let mut out = Vec::new();
@@ -48,6 +64,11 @@ async fn oversized_headers_get_431_and_are_not_the_canarys_fault() {
     .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(counts(&guard).await, (1.0, 0.0));
+    // Counted as a refusal by hyper, apart from the canary's requests.
+    assert_eq!(
+        refused(&guard, "header_too_large", 1.0).await,
+        [1.0, 0.0, 0.0]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,12 +92,27 @@ async fn malformed_http_gets_400_and_nothing_reaches_the_app() {
         );
     }
     assert_eq!(counts(&guard).await, (0.0, 0.0));
+    assert_eq!(
+        refused(&guard, "malformed_request", 3.0).await,
+        [0.0, 0.0, 3.0]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_clients_are_cut_off_after_the_header_timeout() {
     let app = start_app().await;
     let guard = start_guard(app, &["--header-read-timeout", "1s"]).await;
+    // hyper closes an idle keep-alive connection on the same timer; that is no refusal.
+    let mut idle = TcpStream::connect(guard.proxy_addr.unwrap()).await.unwrap();
+    idle.write_all(b"GET /status/200 HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut answer))
+        .await
+        .expect("the idle connection was never closed")
+        .unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
     let mut slow = TcpStream::connect(guard.proxy_addr.unwrap()).await.unwrap();
     slow.write_all(b"GET /status/200 HTTP/1.1\r\nhost: a\r\nx-one: 1\r\n")
         .await
@@ -98,7 +134,12 @@ async fn slowloris_clients_are_cut_off_after_the_header_timeout() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(counts(&guard).await, (1.0, 0.0));
+    assert_eq!(counts(&guard).await, (2.0, 0.0));
+    // Only the slow client is a refusal (the idle one ended a second earlier).
+    assert_eq!(
+        refused(&guard, "header_timeout", 1.0).await,
+        [0.0, 1.0, 0.0]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -156,6 +156,8 @@ pub async fn start_with_client(args: &RunArgs, client: Option<kube::Client>) -> 
         admin_listener,
         admin.service(),
         Limits::default(),
+        // The metric counts refusals on the proxy port only.
+        |_| {},
         signalled(admin_stop.1),
     ));
     let cluster_task = match cluster {
@@ -199,6 +201,7 @@ pub async fn start_with_client(args: &RunArgs, client: Option<kube::Client>) -> 
     }
 
     let proxy_ready = ready.clone();
+    let refusal_metrics = metrics.clone();
     let mut drain_rx = shutdown_rx.clone();
     let task = tokio::spawn(async move {
         let draining = async move {
@@ -209,7 +212,9 @@ pub async fn start_with_client(args: &RunArgs, client: Option<kube::Client>) -> 
         };
         match observer {
             Observer::Proxy(proxy, listener) => {
-                let left = server::serve(listener, proxy.service(), limits, draining).await;
+                let refused = move |r: server::Refusal| refusal_metrics.proxy_refusal(r.reason());
+                let left =
+                    server::serve(listener, proxy.service(), limits, refused, draining).await;
                 if left > 0 {
                     tracing::warn!(left, "connections still open after the drain timeout");
                 }

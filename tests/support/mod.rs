@@ -227,6 +227,25 @@ pub fn series(page: &str, name: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Waits until `/metrics` satisfies `pred`, looking again after each of the guard's checks.
+pub async fn wait_metrics(guard: &Guard, pred: impl Fn(&str) -> bool) -> String {
+    let mut checks = guard.checks.clone();
+    let waited = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let page = metrics(guard).await;
+            if pred(&page) {
+                return page;
+            }
+            checks.changed().await.unwrap();
+        }
+    })
+    .await;
+    match waited {
+        Ok(page) => page,
+        Err(_) => panic!("metrics never matched:\n{}", metrics(guard).await),
+    }
+}
+
 /// Waits until `/v1/state` satisfies `pred`, looking again after each of the guard's checks.
 pub async fn wait_state(
     guard: &Guard,
