@@ -6,7 +6,11 @@ mod support;
 
 use std::time::Duration;
 
-use canary_guard::embedded_api::{EmbeddedApi, FaultAction, FaultRule, Resource, Verb};
+use canary_guard::cluster::members;
+use canary_guard::embedded_api::{
+    EmbeddedApi, FaultAction, FaultRule, Gate, Resource, Verb, WriteRecord,
+};
+use serde_json::json;
 use support::cluster::*;
 use support::*;
 
@@ -280,6 +284,182 @@ async fn api_that_never_answers_is_cut_off_and_a_late_write_is_not_repeated() {
     checks(&guard, 15).await;
     assert_eq!(vs_writes(&api).len(), 1, "{:?}", vs_writes(&api));
     assert_eq!(events(&api, "CanaryRollback").len(), 1);
+}
+
+// Row 2: leadership.
+
+/// `--lease-duration` of the guards (`guard_flags`).
+const LEASE_DURATION: Duration = Duration::from_secs(3);
+
+/// Holds every VirtualService patch `pod` sends at a gate, until the test opens it.
+fn hold_vs_patches(api: &EmbeddedApi, pod: &str) -> Gate {
+    let gate = Gate::new();
+    api.faults().add(
+        FaultRule::new(FaultAction::Hold(gate.clone()))
+            .verb(Verb::Patch)
+            .resource(Resource::VirtualServices)
+            .user_agent(&user_agent(pod)),
+    );
+    gate
+}
+
+/// Cuts `pod` off from the API: its requests from now on are dropped (those already
+/// held at a gate stay held).
+fn partition(api: &EmbeddedApi, pod: &str) {
+    api.faults()
+        .add(FaultRule::new(FaultAction::Drop).user_agent(&user_agent(pod)));
+}
+
+/// The VirtualService patches `pod` sent that reached the store, answered or failed.
+fn vs_patches_by(api: &EmbeddedApi, pod: &str) -> Vec<WriteRecord> {
+    let agent = user_agent(pod);
+    api.history()
+        .into_iter()
+        .filter(|w| {
+            w.resource == Resource::VirtualServices
+                && w.verb == Verb::Patch
+                && w.user_agent.as_deref() == Some(agent.as_str())
+        })
+        .collect()
+}
+
+/// The rollback record on the VirtualService.
+fn record(api: &EmbeddedApi) -> serde_json::Value {
+    let vs = api.get(Resource::VirtualServices, NS, VS).unwrap();
+    serde_json::from_str(
+        vs["metadata"]["annotations"]["canary-guard.io/rollback"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// Leads as `old` until it has sent a VirtualService patch (held by `gate`), then cuts
+/// it off from the API so its lease runs out while the patch is in flight.
+async fn stall_the_leader_mid_write(api: &EmbeddedApi, gate: &Gate, old: &str) {
+    tokio::time::timeout(Duration::from_secs(15), gate.arrived(1))
+        .await
+        .expect("the leader never sent its patch");
+    // Sent after the leader checked its lease, and it still holds it.
+    assert_eq!(holder(api).as_deref(), Some(old));
+    partition(api, old);
+}
+
+/// Lets the held patches of `old` reach the store and checks that each one landed in
+/// `new`'s term and failed (a `test` op no longer held), so none overwrote `new`'s write.
+async fn release_late_patches(api: &EmbeddedApi, gate: &Gate, old: &str, new: &str) {
+    gate.open();
+    let held = gate.arrivals();
+    wait_api(api, 10, "the old leader's late patches", |api| {
+        vs_patches_by(api, old).len() == held
+    })
+    .await;
+    let began = term_began(api, new).expect("the new leader's term");
+    for w in vs_patches_by(api, old) {
+        assert!(w.at > began, "landed before the new term: {w:?}");
+        assert_eq!(
+            w.code, 422,
+            "the old leader's late patch was not refused by its test ops: {w:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stalled_mid_rollback_cannot_overwrite_its_successor() {
+    let app = start_app().await;
+    let (api, running) = start_api().await;
+    let (old, new) = ("reviews-v2-old", "reviews-v2-new");
+    let gate = hold_vs_patches(&api, old);
+    let a = start_member(&running, app, old, "r1", &[]).await;
+    wait_api(&api, 10, "the first leader", |api| {
+        holder(api).as_deref() == Some(old)
+    })
+    .await;
+    let b = start_member(&running, app, new, "r1", &[]).await;
+
+    // The incident: the leader checks its lease, reads 90/10 and sends its rollback,
+    // which hangs at the API; meanwhile it is cut off and its lease runs out.
+    send_all_answered(&a, 500, 30).await;
+    stall_the_leader_mid_write(&api, &gate, old).await;
+    wait_api(&api, 15, "a new leader", |api| {
+        holder(api).as_deref() == Some(new)
+    })
+    .await;
+    send_all_answered(&b, 500, 30).await;
+    wait_api(&api, 10, "the new leader's rollback", |api| {
+        weights(api) == (100, 0)
+    })
+    .await;
+
+    release_late_patches(&api, &gate, old, new).await;
+    // Rolled back exactly once, by the new leader, and announced once.
+    let writes = vs_writes(&api);
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert_eq!(
+        writes[0].user_agent.as_deref(),
+        Some(user_agent(new).as_str())
+    );
+    assert_eq!(weights(&api), (100, 0));
+    wait_api(&api, 5, "the rollback Event", |api| {
+        events(api, "CanaryRollback").len() == 1
+    })
+    .await;
+    assert_terms_never_overlap(&api, LEASE_DURATION);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_reassert_from_a_deposed_leader_cannot_undo_its_successors_restore() {
+    let app = start_app().await;
+    let (api, running) = start_api().await;
+    // GitOps put 90/10 back over a rollback of r1 whose record is still in force.
+    let previous = json!([{
+        "kind": "http", "index": 0, "name": "reviews-route",
+        "weights": [
+            {"destination": {"host": "reviews", "subset": "v1"}, "weight": 90},
+            {"destination": {"host": "reviews", "subset": "v2"}, "weight": 10}
+        ]
+    }]);
+    let earlier = json!({
+        "time": "2025-01-01T00:00:00Z", "reason": "error ratio 0.5 > 0.05",
+        "group": "reviews", "canaryRevision": "r1", "previous": previous
+    });
+    let mut vs = virtual_service();
+    vs["metadata"]["annotations"] = json!({"canary-guard.io/rollback": earlier.to_string()});
+    api.seed(Resource::VirtualServices, vs).unwrap();
+    let (old, new) = ("reviews-v2-old", "reviews-v2-new");
+    let gate = hold_vs_patches(&api, old);
+    let member_lease = members::lease_name("reviews", old);
+
+    // r1 still runs, so the leader re-asserts the rollback at its first look.
+    let _a = start_member(&running, app, old, "r1", &[]).await;
+    wait_api(&api, 10, "the old member's lease", |api| {
+        api.get(Resource::Leases, NS, &member_lease).is_ok()
+    })
+    .await;
+    stall_the_leader_mid_write(&api, &gate, old).await;
+    // r2 rolls out: the old pod goes, and its member lease with it (owner reference).
+    // A publish in flight is an update, which now finds nothing; its create is dropped.
+    api.delete(Resource::Leases, NS, &member_lease).unwrap();
+    let _b = start_member(&running, app, new, "r2", &[]).await;
+    // Only r2 runs: the new leader gives it its trial and restores the weights.
+    wait_api(&api, 15, "the new leader's restore", |api| {
+        record(api)["restoredAt"].is_string()
+    })
+    .await;
+    assert_eq!(holder(&api).as_deref(), Some(new));
+
+    // The old leader's re-assert was planned on the same 90/10 it now finds; only the
+    // changed record gives it away.
+    release_late_patches(&api, &gate, old, new).await;
+    assert_eq!(weights(&api), (90, 10));
+    assert!(record(&api)["restoredAt"].is_string(), "{}", record(&api));
+    let writes = vs_writes(&api);
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert_eq!(
+        writes[0].user_agent.as_deref(),
+        Some(user_agent(new).as_str())
+    );
+    assert_terms_never_overlap(&api, LEASE_DURATION);
 }
 
 // Row 3: conflicts with other writers.

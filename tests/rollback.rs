@@ -247,31 +247,7 @@ async fn a_killed_leader_is_replaced_and_the_rollback_completes() {
     assert!(new_leader == "reviews-v2-second" || new_leader == "reviews-v2-third");
     assert_eq!(vs_writes(&api).len(), 1);
     // From the lease's write history: holders only change after the old term lapsed.
-    let lease_writes: Vec<_> = api
-        .history()
-        .into_iter()
-        .filter(|w| {
-            w.resource == Resource::Leases && w.name == "canary-guard-reviews" && w.succeeded()
-        })
-        .collect();
-    let mut last: Option<(String, tokio::time::Instant)> = None;
-    for w in &lease_writes {
-        let h = w
-            .object
-            .as_ref()
-            .and_then(|o| o["spec"]["holderIdentity"].as_str())
-            .unwrap_or("")
-            .to_string();
-        if let Some((prev, at)) = &last {
-            if !prev.is_empty() && !h.is_empty() && *prev != h {
-                assert!(
-                    w.at.duration_since(*at) >= Duration::from_secs(3),
-                    "{h} took over from {prev} early"
-                );
-            }
-        }
-        last = Some((h, w.at));
-    }
+    assert_terms_never_overlap(&api, Duration::from_secs(3));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

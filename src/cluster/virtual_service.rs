@@ -7,11 +7,14 @@
 //! - Concurrency: each patch carries `test` operations on the routes it touches, so a
 //!   concurrent edit of those routes fails it with 422 (a stale write with 409); we then
 //!   read again, re-plan on the new object (keeping the other writer's edit) and retry a
-//!   few times with capped backoff. We do not `test` `/metadata/resourceVersion` in
-//!   general: any unrelated write (a label, a status update) would cost a retry. The one
-//!   exception is when the object has no annotations at all: the patch then adds the whole
-//!   `/metadata/annotations` map, which would wipe annotations added concurrently, so that
-//!   patch is pinned to the resourceVersion we read.
+//!   few times with capped backoff. Every patch also `test`s the rollback record as read,
+//!   and every guard write changes it, so a patch that lands late (its leader's lease ran
+//!   out while it was in flight) fails instead of overwriting a newer leader's rollback or
+//!   restore. We do not `test` `/metadata/resourceVersion` in general: any unrelated
+//!   write (a label, a status update) would cost a retry. The exception is an object with
+//!   no record yet, whose absence JSON patch cannot test: that patch is pinned to the
+//!   resourceVersion we read (which also keeps annotations added concurrently from being
+//!   wiped when the patch adds the whole `/metadata/annotations` map).
 //! - Record: the rollback stores a [`RollbackRecord`] as JSON in the annotation
 //!   [`ROLLBACK_ANNOTATION`]. A restore does not delete it but sets `restoredAt`, which
 //!   keeps the audit trail visible in `kubectl get -o yaml` and tells the next rollback
@@ -386,29 +389,42 @@ fn changed_under_us(err: &kube::Error) -> bool {
     matches!(err, kube::Error::Api(s) if s.is_conflict() || s.is_invalid())
 }
 
-/// Operations that set our annotation to `value`.
+/// Operations that set our annotation to `value`, conditional on the record as read.
+///
+/// Every guard write changes the record (a rollback stamps a new `time`, a restore sets
+/// `restoredAt`), so testing the record we read makes this patch fail (422) if any guard
+/// wrote since: a patch from a leader whose lease ran out while it was in flight cannot
+/// overwrite its successor's rollback or restore. JSON patch cannot test that a member is
+/// absent, so without a record the patch is pinned to the resourceVersion we read instead
+/// (which also keeps annotations added since from being wiped when we add the whole map).
 fn annotation_ops(obj: &DynamicObject, value: String) -> Vec<PatchOp> {
-    if obj.metadata.annotations.is_some() {
-        // `add` on an object member creates or replaces it.
-        return vec![PatchOp::Add {
-            path: format!(
-                "/metadata/annotations/{}",
-                escape_pointer_token(ROLLBACK_ANNOTATION)
-            ),
-            value: Value::String(value),
-        }];
-    }
+    let pointer = format!(
+        "/metadata/annotations/{}",
+        escape_pointer_token(ROLLBACK_ANNOTATION)
+    );
     let mut ops = Vec::with_capacity(2);
-    if let Some(rv) = &obj.metadata.resource_version {
-        // Adding the whole map would erase annotations someone added since our read.
-        ops.push(PatchOp::Test {
+    match (annotation(obj), &obj.metadata.resource_version) {
+        (Some(raw), _) => ops.push(PatchOp::Test {
+            path: pointer.clone(),
+            value: Value::String(raw.to_owned()),
+        }),
+        (None, Some(rv)) => ops.push(PatchOp::Test {
             path: "/metadata/resourceVersion".to_owned(),
             value: Value::String(rv.clone()),
-        });
+        }),
+        (None, None) => {}
     }
-    ops.push(PatchOp::Add {
-        path: "/metadata/annotations".to_owned(),
-        value: serde_json::json!({ ROLLBACK_ANNOTATION: value }),
+    ops.push(if obj.metadata.annotations.is_some() {
+        // `add` on an object member creates or replaces it.
+        PatchOp::Add {
+            path: pointer,
+            value: Value::String(value),
+        }
+    } else {
+        PatchOp::Add {
+            path: "/metadata/annotations".to_owned(),
+            value: serde_json::json!({ ROLLBACK_ANNOTATION: value }),
+        }
     });
     ops
 }
@@ -656,7 +672,7 @@ mod tests {
     }
 
     #[test]
-    fn annotation_ops_add_the_whole_map_only_when_there_is_none() {
+    fn annotation_ops_test_the_record_as_read_or_else_the_resource_version() {
         let mut obj = DynamicObject::new("reviews", &resource(DEFAULT_VERSION));
         obj.metadata.resource_version = Some("42".into());
         let ops = annotation_ops(&obj, "{}".into());
@@ -672,6 +688,21 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&ops).unwrap(),
             serde_json::json!([
+                { "op": "test", "path": "/metadata/resourceVersion", "value": "42" },
+                { "op": "add", "path": "/metadata/annotations/canary-guard.io~1rollback", "value": "{}" }
+            ])
+        );
+        // With a record, the record is tested instead: unrelated writes cost no retry.
+        obj.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(ROLLBACK_ANNOTATION.into(), "old".into());
+        let ops = annotation_ops(&obj, "{}".into());
+        assert_eq!(
+            serde_json::to_value(&ops).unwrap(),
+            serde_json::json!([
+                { "op": "test", "path": "/metadata/annotations/canary-guard.io~1rollback", "value": "old" },
                 { "op": "add", "path": "/metadata/annotations/canary-guard.io~1rollback", "value": "{}" }
             ])
         );

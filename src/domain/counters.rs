@@ -411,6 +411,7 @@ fn bucket_for_lower(bound: f64, unit: LatencyUnit) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     const ENVOY_LE: [&str; 20] = [
         "0.5", "1", "5", "10", "25", "50", "100", "250", "500", "1000", "2500", "5000", "10000",
@@ -845,5 +846,212 @@ mod tests {
         d.apply(t0, Page::new(1));
         assert_eq!(d.apply(t0 + secs(1), p).latency, vec![]);
         assert_eq!(d.requests.len() + d.histograms.len(), 0);
+    }
+
+    /// Where a sample in Envoy's bucket `j` (of [`ENVOY_LE`]) lands in our layout.
+    fn our_bucket(j: usize) -> usize {
+        match ENVOY_LE[j].parse::<f64>() {
+            Ok(le) if le.is_finite() => bucket_for_upper(le, LatencyUnit::Milliseconds),
+            _ => bucket_for_lower(3_600_000.0, LatencyUnit::Milliseconds),
+        }
+    }
+
+    /// What happened to one series between two scrapes.
+    #[derive(Clone, Debug)]
+    struct Step {
+        /// Requests it counted (after the reset, if any).
+        events: u64,
+        /// The exporter restarted first: the counter went back to zero.
+        reset: bool,
+        /// The series is on the page (it may be missing, e.g. expired for a while).
+        present: bool,
+    }
+
+    fn steps(len: usize) -> impl Strategy<Value = Vec<Step>> {
+        proptest::collection::vec(
+            (
+                0u64..300,
+                proptest::bool::weighted(0.2),
+                proptest::bool::weighted(0.8),
+            )
+                .prop_map(|(events, reset, present)| Step {
+                    events,
+                    reset,
+                    present,
+                }),
+            len,
+        )
+    }
+
+    /// One exporter series as the tests drive it, and what the guard last saw of it.
+    struct Series {
+        code: &'static str,
+        value: u64,
+        /// Value on the last page it was on.
+        seen: u64,
+        /// Requests since that page, and whether it was reset since.
+        pending: u64,
+        reset_since: bool,
+    }
+
+    impl Series {
+        fn new(code: &'static str, history: u64) -> Self {
+            Series {
+                code,
+                value: history,
+                seen: history,
+                pending: 0,
+                reset_since: false,
+            }
+        }
+
+        fn live(&mut self, step: &Step) {
+            if step.reset {
+                self.value = 0;
+                self.pending = 0;
+                self.reset_since = true;
+            }
+            self.value += step.events;
+            self.pending += step.events;
+        }
+
+        /// What the diff must count for this series on a page it is on: `(at most,
+        /// exactly if known)`. A reset is invisible when the counter is back at or
+        /// above the value last seen; then only the growth since can be counted.
+        fn expected(&self) -> (u64, Option<u64>) {
+            let exact = if !self.reset_since || self.value < self.seen {
+                Some(self.pending)
+            } else {
+                None
+            };
+            (self.pending, exact)
+        }
+
+        fn scraped(&mut self) {
+            self.seen = self.value;
+            self.pending = 0;
+            self.reset_since = false;
+        }
+    }
+
+    proptest! {
+        /// Any sequence of scrapes with resets and missing pages: a delta never counts more
+        /// than happened (so a reset is never a spike beyond the post-reset value), and it
+        /// counts exactly what happened unless a reset was hidden by new growth.
+        #[test]
+        fn request_deltas_never_exceed_what_happened(
+            history in (0u64..1_000_000, 0u64..1_000_000),
+            ok_steps in steps(12),
+            err_steps in steps(12),
+        ) {
+            let t0 = Instant::now();
+            let mut d = diff();
+            let mut series = [Series::new("200", history.0), Series::new("503", history.1)];
+            let baseline = d.apply(t0, page(&[("200", "", history.0 as f64), ("503", "", history.1 as f64)]));
+            prop_assert_eq!((baseline.requests, baseline.counted), (0, false));
+            for (i, (ok, err)) in ok_steps.iter().zip(&err_steps).enumerate() {
+                let mut on_page = Vec::new();
+                let (mut most, mut exact, mut err_exact) = (0, Some(0), Some(0));
+                for (s, step) in series.iter_mut().zip([ok, err]) {
+                    s.live(step);
+                    if step.present {
+                        let (m, e) = s.expected();
+                        most += m;
+                        exact = exact.zip(e).map(|(a, b)| a + b);
+                        if s.code == "503" {
+                            err_exact = e;
+                        }
+                        on_page.push((s.code, "", s.value as f64));
+                        s.scraped();
+                    } else if s.code == "503" {
+                        err_exact = Some(0);
+                    }
+                }
+                let got = d.apply(t0 + secs(i as u64 + 1), page(&on_page));
+                prop_assert!(got.counted);
+                let on_page_now: u64 = on_page.iter().map(|(_, _, v)| *v as u64).sum();
+                prop_assert!(got.requests <= most, "counted {} of {} at step {}", got.requests, most, i);
+                prop_assert!(got.requests <= on_page_now);
+                prop_assert!(got.errors <= got.requests);
+                if let Some(e) = exact {
+                    prop_assert_eq!(got.requests, e, "step {}", i);
+                }
+                if let Some(e) = err_exact {
+                    prop_assert_eq!(got.errors, e, "errors at step {}", i);
+                }
+            }
+        }
+
+        /// Without resets (series may still miss pages), the deltas add up to last − first.
+        #[test]
+        fn without_resets_deltas_add_up_to_last_minus_first(
+            history in 0u64..1_000_000,
+            steps in steps(15),
+        ) {
+            let t0 = Instant::now();
+            let mut d = diff();
+            d.apply(t0, page(&[("200", "", history as f64)]));
+            let (mut value, mut last_seen, mut total) = (history, history, 0);
+            for (i, step) in steps.iter().enumerate() {
+                value += step.events;
+                let on_page = if step.present { vec![("200", "", value as f64)] } else { vec![] };
+                if step.present {
+                    last_seen = value;
+                }
+                total += d.apply(t0 + secs(i as u64 + 1), page(&on_page)).requests;
+            }
+            prop_assert_eq!(total, last_seen - history);
+        }
+
+        /// Histogram deltas: per bucket exactly the samples that fell into it (mapped onto
+        /// our buckets) and in all as many as the count grew, unless the exporter was reset;
+        /// after a reset, never more samples than happened.
+        #[test]
+        fn histogram_deltas_are_per_bucket_growth_and_never_a_spike(
+            history in proptest::collection::vec(0u64..10_000, 20),
+            scrapes in proptest::collection::vec(
+                (proptest::collection::vec(prop_oneof![3 => Just(0u64), 1 => 0u64..50], 20),
+                 proptest::bool::weighted(0.2)),
+                1..10,
+            ),
+        ) {
+            let as_page = |own: &[u64]| {
+                let own: Vec<(usize, f64)> = own.iter().map(|&n| n as f64).enumerate().collect();
+                hist("200", &cumulative(&own))
+            };
+            let t0 = Instant::now();
+            let mut d = diff();
+            let mut own = history.clone();
+            d.apply(t0, as_page(&own));
+            for (i, (events, reset)) in scrapes.iter().enumerate() {
+                let before: u64 = own.iter().sum();
+                let before_cum = cumulative(&own.iter().map(|&n| n as f64).enumerate().collect::<Vec<_>>());
+                if *reset {
+                    own = vec![0; 20];
+                }
+                for (o, e) in own.iter_mut().zip(events) {
+                    *o += e;
+                }
+                let after_cum = cumulative(&own.iter().map(|&n| n as f64).enumerate().collect::<Vec<_>>());
+                let got = d.apply(t0 + secs(i as u64 + 1), as_page(&own));
+                let total: u64 = got.latency.iter().map(|&(_, n)| n).sum();
+                let happened: u64 = events.iter().sum();
+                prop_assert!(got.latency.iter().all(|&(_, n)| n > 0));
+                prop_assert!(total <= happened, "counted {} of {} samples", total, happened);
+                prop_assert!(total <= own.iter().sum::<u64>());
+                let visible = before_cum.iter().zip(&after_cum).any(|(b, a)| a < b);
+                if !*reset || visible {
+                    let mut want = std::collections::BTreeMap::new();
+                    for (j, &e) in events.iter().enumerate().filter(|(_, &e)| e > 0) {
+                        *want.entry(our_bucket(j)).or_insert(0) += e;
+                    }
+                    prop_assert_eq!(&got.latency, &want.into_iter().collect::<Vec<_>>());
+                }
+                if !*reset {
+                    // The +Inf bucket is the count: the per-bucket deltas add up to its growth.
+                    prop_assert_eq!(total, own.iter().sum::<u64>() - before);
+                }
+            }
+        }
     }
 }

@@ -1,10 +1,13 @@
-//! Faults injected into HTTP answers on demand: error statuses, latency, dropped connections,
-//! and a switch that makes the API unreachable.
+//! Faults injected into HTTP answers on demand: error statuses, latency, requests held
+//! until a test lets them go, dropped connections, and a switch that makes the API
+//! unreachable.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use tokio::sync::watch;
 
 use super::call::Verb;
 use super::resource::Resource;
@@ -22,9 +25,63 @@ pub enum FaultAction {
     },
     /// Wait this long, then handle the request normally (or apply the next matching rule).
     Delay(Duration),
+    /// Read the request, hold it until the gate opens, then handle it normally, even if
+    /// the client has stopped waiting: a write in flight for exactly as long as a test
+    /// needs, with no delay to guess.
+    Hold(Gate),
     /// Close the connection without answering.
     Drop,
 }
+
+/// Where [`FaultAction::Hold`] keeps requests. Clones share the gate.
+#[derive(Debug, Clone, Default)]
+pub struct Gate(Arc<GateState>);
+
+#[derive(Debug, Default)]
+struct GateState {
+    open: watch::Sender<bool>,
+    arrived: watch::Sender<usize>,
+}
+
+impl Gate {
+    /// A closed gate.
+    pub fn new() -> Gate {
+        Gate::default()
+    }
+
+    /// Lets the held requests, and every later one, through.
+    pub fn open(&self) {
+        self.0.open.send_replace(true);
+    }
+
+    /// How many requests have reached the gate so far (held or let through).
+    pub fn arrivals(&self) -> usize {
+        *self.0.arrived.borrow()
+    }
+
+    /// Waits until `n` requests have reached the gate (held or let through).
+    pub async fn arrived(&self, n: usize) {
+        let mut arrived = self.0.arrived.subscribe();
+        // The sender lives in `self`, so the channel cannot close while we wait.
+        let _ = arrived.wait_for(|a| *a >= n).await;
+    }
+
+    /// Counts a (fully received) request in and waits until the gate is open.
+    pub(crate) async fn pass(&self) {
+        let mut open = self.0.open.subscribe();
+        self.0.arrived.send_modify(|a| *a += 1);
+        let _ = open.wait_for(|o| *o).await;
+    }
+}
+
+/// Gates are equal when they are the same gate.
+impl PartialEq for Gate {
+    fn eq(&self, other: &Gate) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Gate {}
 
 /// A fault rule: which requests it matches and what it does to them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +89,7 @@ pub struct FaultRule {
     verb: Option<Verb>,
     resource: Option<Resource>,
     name: Option<String>,
+    user_agent: Option<String>,
     action: FaultAction,
     remaining: Option<u32>,
 }
@@ -43,6 +101,7 @@ impl FaultRule {
             verb: None,
             resource: None,
             name: None,
+            user_agent: None,
             action,
             remaining: None,
         }
@@ -74,17 +133,36 @@ impl FaultRule {
         self
     }
 
+    /// Only requests whose `User-Agent` is exactly this: one client among several.
+    pub fn user_agent(mut self, agent: &str) -> FaultRule {
+        self.user_agent = Some(agent.to_owned());
+        self
+    }
+
     /// Applies to the next `n` matching requests only.
     pub fn times(mut self, n: u32) -> FaultRule {
         self.remaining = Some(n);
         self
     }
 
-    fn matches(&self, verb: Verb, resource: Resource, name: Option<&str>) -> bool {
-        self.verb.is_none_or(|v| v == verb)
-            && self.resource.is_none_or(|r| r == resource)
-            && self.name.as_deref().is_none_or(|n| Some(n) == name)
+    fn matches(&self, req: &Request<'_>) -> bool {
+        self.verb.is_none_or(|v| v == req.verb)
+            && self.resource.is_none_or(|r| r == req.resource)
+            && self.name.as_deref().is_none_or(|n| Some(n) == req.name)
+            && self
+                .user_agent
+                .as_deref()
+                .is_none_or(|a| Some(a) == req.user_agent)
     }
+}
+
+/// What fault rules match a request on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Request<'a> {
+    pub verb: Verb,
+    pub resource: Resource,
+    pub name: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
 }
 
 /// Identifies an installed rule, to remove it.
@@ -137,12 +215,13 @@ impl Faults {
         self.refusing.load(Ordering::SeqCst)
     }
 
-    /// Consumes the rules matching a request: delays add up, the first status or drop wins.
-    pub(crate) fn take(&self, verb: Verb, resource: Resource, name: Option<&str>) -> Verdict {
+    /// Consumes the rules matching a request: delays add up, the first hold, status or
+    /// drop wins.
+    pub(crate) fn take(&self, req: Request<'_>) -> Verdict {
         let mut verdict = Verdict::default();
         let mut rules = self.rules.lock();
         for (_, rule) in rules.iter_mut() {
-            if !rule.matches(verb, resource, name) || rule.remaining == Some(0) {
+            if !rule.matches(&req) || rule.remaining == Some(0) {
                 continue;
             }
             if let Some(n) = rule.remaining.as_mut() {
@@ -165,6 +244,15 @@ impl Faults {
 mod tests {
     use super::*;
 
+    fn req(verb: Verb, resource: Resource, name: Option<&str>) -> Request<'_> {
+        Request {
+            verb,
+            resource,
+            name,
+            user_agent: None,
+        }
+    }
+
     #[test]
     fn rules_match_count_down_and_stack_delays() {
         let faults = Faults::default();
@@ -175,7 +263,7 @@ mod tests {
                 .resource(Resource::VirtualServices)
                 .times(2),
         );
-        let other = faults.take(Verb::Get, Resource::VirtualServices, Some("reviews"));
+        let other = faults.take(req(Verb::Get, Resource::VirtualServices, Some("reviews")));
         assert_eq!(
             other,
             Verdict {
@@ -185,7 +273,7 @@ mod tests {
         );
         let hit = |name| {
             faults
-                .take(Verb::Patch, Resource::VirtualServices, name)
+                .take(req(Verb::Patch, Resource::VirtualServices, name))
                 .action
         };
         let five_hundred = Some(FaultAction::Status {
@@ -197,17 +285,55 @@ mod tests {
         assert_eq!(hit(Some("reviews")), None);
         let id = faults.add(FaultRule::new(FaultAction::Drop).name("x"));
         assert_eq!(
-            faults.take(Verb::Get, Resource::Leases, Some("y")).action,
+            faults
+                .take(req(Verb::Get, Resource::Leases, Some("y")))
+                .action,
             None
         );
         assert_eq!(
-            faults.take(Verb::Get, Resource::Leases, Some("x")).action,
+            faults
+                .take(req(Verb::Get, Resource::Leases, Some("x")))
+                .action,
             Some(FaultAction::Drop)
         );
         faults.remove(id);
         assert_eq!(
-            faults.take(Verb::Get, Resource::Leases, Some("x")).action,
+            faults
+                .take(req(Verb::Get, Resource::Leases, Some("x")))
+                .action,
             None
         );
+    }
+
+    #[tokio::test]
+    async fn holds_only_the_named_client_until_the_gate_opens() {
+        let faults = Faults::default();
+        let gate = Gate::new();
+        faults.add(FaultRule::new(FaultAction::Hold(gate.clone())).user_agent("a"));
+        let from = |agent| {
+            faults
+                .take(Request {
+                    user_agent: agent,
+                    ..req(Verb::Patch, Resource::VirtualServices, Some("reviews"))
+                })
+                .action
+        };
+        assert_eq!(from(Some("b")), None);
+        assert_eq!(from(None), None);
+        let Some(FaultAction::Hold(held)) = from(Some("a")) else {
+            panic!("client a is not held");
+        };
+        assert_eq!(held, gate);
+        assert_ne!(held, Gate::new());
+
+        let request = tokio::spawn(async move { held.pass().await });
+        gate.arrived(1).await;
+        tokio::task::yield_now().await;
+        assert!(!request.is_finished(), "passed a closed gate");
+        gate.open();
+        request.await.unwrap();
+        // An open gate lets later requests through at once.
+        gate.pass().await;
+        assert_eq!(gate.arrivals(), 2);
     }
 }

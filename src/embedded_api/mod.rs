@@ -29,7 +29,7 @@ use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 
 pub use call::{Call, PatchType, Verb};
-pub use faults::{FaultAction, FaultId, FaultRule, Faults};
+pub use faults::{FaultAction, FaultId, FaultRule, Faults, Gate};
 pub use resource::Resource;
 pub use server::MAX_BODY_BYTES;
 pub use status::{Status, StatusCause, StatusDetails};

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use super::call::{Call, PatchType, Verb};
-use super::faults::{FaultAction, Verdict};
+use super::faults::{self, FaultAction, Verdict};
 use super::resource::Resource;
 use super::status::Status;
 use super::EmbeddedApi;
@@ -237,10 +237,16 @@ async fn handle(api: EmbeddedApi, req: Request<Incoming>) -> Result<Reply, Dropp
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
 
-    let Verdict { delay, action } = api.faults().take(verb, call.resource, call.name.as_deref());
+    let Verdict { delay, action } = api.faults().take(faults::Request {
+        verb,
+        resource: call.resource,
+        name: call.name.as_deref(),
+        user_agent: call.user_agent.as_deref(),
+    });
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
+    let mut hold = None;
     match action {
         Some(FaultAction::Drop) => {
             if verb.is_write() {
@@ -259,6 +265,7 @@ async fn handle(api: EmbeddedApi, req: Request<Incoming>) -> Result<Reply, Dropp
             }
             return Ok(status_reply(&status));
         }
+        Some(FaultAction::Hold(gate)) => hold = Some(gate),
         Some(FaultAction::Delay(_)) | None => {}
     }
 
@@ -291,7 +298,20 @@ async fn handle(api: EmbeddedApi, req: Request<Incoming>) -> Result<Reply, Dropp
             call.dry_run = true;
         }
     }
-    let answer = api.store().call(call);
+    let answer = match hold {
+        // The request is in: like a real server, finish it even if the client gives up
+        // waiting (hyper drops this future when the connection closes; the task lives on).
+        Some(gate) => {
+            let api = api.clone();
+            tokio::spawn(async move {
+                gate.pass().await;
+                api.store().call(call)
+            })
+            .await
+            .map_err(|_| Dropped)?
+        }
+        None => api.store().call(call),
+    };
     Ok(match answer.result {
         Ok(body) => json_reply(answer.code, &body),
         Err(status) => status_reply(&status),

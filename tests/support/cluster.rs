@@ -78,6 +78,12 @@ pub fn guard_flags(app: SocketAddr, pod: &str, revision: &str) -> Vec<String> {
     .collect()
 }
 
+/// The `User-Agent` of the guard `pod` started by [`start_member`], so the write history
+/// and fault rules can tell the members apart.
+pub fn user_agent(pod: &str) -> String {
+    format!("canary-guard/test ({pod})")
+}
+
 /// A guard in this process, talking to the embedded API.
 pub async fn start_member(
     running: &RunningApi,
@@ -104,7 +110,7 @@ pub async fn start_member(
         canary_guard::config::Command::Run(a) => *a,
         _ => unreachable!(),
     };
-    let client = running.client(NS, "canary-guard/test").unwrap();
+    let client = running.client(NS, &user_agent(pod)).unwrap();
     guard::start_with_client(&args, Some(client)).await.unwrap()
 }
 
@@ -132,6 +138,49 @@ pub fn vs_writes(api: &EmbeddedApi) -> Vec<WriteRecord> {
                     .is_some_and(|a| a.starts_with("canary-guard"))
         })
         .collect()
+}
+
+/// Successful writes of the group's leader lease, oldest first.
+pub fn leader_lease_writes(api: &EmbeddedApi) -> Vec<WriteRecord> {
+    api.history()
+        .into_iter()
+        .filter(|w| {
+            w.resource == Resource::Leases && w.name == "canary-guard-reviews" && w.succeeded()
+        })
+        .collect()
+}
+
+/// The holder named by a lease write (`""` when released).
+pub fn lease_holder(w: &WriteRecord) -> &str {
+    w.object
+        .as_ref()
+        .and_then(|o| o["spec"]["holderIdentity"].as_str())
+        .unwrap_or("")
+}
+
+/// Asserts from the leader lease's write history that terms never overlap: the holder
+/// changes only once the previous holder's last write is `lease_duration` old (a release
+/// by the holder ends its term at once).
+pub fn assert_terms_never_overlap(api: &EmbeddedApi, lease_duration: std::time::Duration) {
+    let writes = leader_lease_writes(api);
+    for pair in writes.windows(2) {
+        let (prev, next) = (lease_holder(&pair[0]), lease_holder(&pair[1]));
+        if !prev.is_empty() && !next.is_empty() && prev != next {
+            let gap = pair[1].at.duration_since(pair[0].at);
+            assert!(
+                gap >= lease_duration,
+                "{next} took over from {prev} after {gap:?}, before the lease lapsed"
+            );
+        }
+    }
+}
+
+/// When `pod`'s first term as leader began: its first successful write of the leader lease.
+pub fn term_began(api: &EmbeddedApi, pod: &str) -> Option<tokio::time::Instant> {
+    leader_lease_writes(api)
+        .iter()
+        .find(|w| lease_holder(w) == pod)
+        .map(|w| w.at)
 }
 
 /// Events created with this reason.
