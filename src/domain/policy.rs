@@ -131,13 +131,10 @@ impl Thresholds {
         } else {
             1.0 - (1.0 - self.confidence) / 2.0
         };
-        let recent = s
-            .recent
-            .as_deref()
-            .filter(|r| r.requests >= self.min_requests.max(1));
+        // The recent part needs no minimum of its own: the test asks more of fewer requests.
         match self
             .breach(s, confidence)
-            .or_else(|| recent.and_then(|r| self.breach(r, confidence)))
+            .or_else(|| s.recent.as_deref().and_then(|r| self.breach(r, confidence)))
         {
             Some(b) => Check::Failing(b),
             None => Check::Healthy,
@@ -372,7 +369,8 @@ mod tests {
         // ... but one request in 50 over the limit fits a p99 under it.
         assert_eq!(Thresholds::default().check(&s), Check::Healthy);
         // Ten in 50 do not.
-        s.latency.add(crate::domain::histogram::bucket_index(ms(900)), 9);
+        s.latency
+            .add(crate::domain::histogram::bucket_index(ms(900)), 9);
         s.requests = 59;
         assert!(matches!(
             Thresholds::default().check(&s),
@@ -411,15 +409,26 @@ mod tests {
     }
 
     #[test]
-    fn a_recent_part_under_min_requests_is_not_judged() {
-        let mut s = summary(100, 0, ms(10));
-        s.recent = Some(Box::new(summary(19, 19, ms(10))));
+    fn a_small_recent_part_fails_only_on_strong_evidence() {
+        let recent = |n, e| {
+            let mut r = summary(n, e, ms(10));
+            r.seconds = 5;
+            Some(Box::new(r))
+        };
+        let mut s = summary(100, 5, ms(10));
+        // 3 of 3 recent requests failing could be bad luck at 5% (1 in 8,000) ...
+        s.recent = recent(3, 3);
         assert_eq!(Thresholds::default().check(&s), Check::Healthy);
-        s.recent = Some(Box::new(summary(20, 20, ms(10))));
+        // ... 8 of 8 could not (1 in 25 billion).
+        s.recent = recent(8, 8);
         assert!(matches!(
             Thresholds::default().check(&s),
-            Check::Failing(b) if b.requests == 20
+            Check::Failing(b) if b.requests == 8 && b.seconds == 5
         ));
+        // Below min_requests in the whole window nothing is judged.
+        let mut few = summary(19, 8, ms(10));
+        few.recent = recent(8, 8);
+        assert_eq!(Thresholds::default().check(&few), Check::Inconclusive);
     }
 
     #[test]
@@ -428,7 +437,10 @@ mod tests {
         assert_eq!(t.check(&Summary::empty(30)), Check::Inconclusive);
         // Every one of 19 requests failing, but 19 < min_requests.
         assert_eq!(t.check(&summary(19, 19, ms(1))), Check::Inconclusive);
-        assert!(matches!(t.check(&summary(20, 20, ms(1))), Check::Failing(_)));
+        assert!(matches!(
+            t.check(&summary(20, 20, ms(1))),
+            Check::Failing(_)
+        ));
         // A single error at low traffic never fails, even with min_requests 0.
         let t0 = Thresholds {
             min_requests: 0,

@@ -353,7 +353,10 @@ mod tests {
         assert_eq!((s.requests, s.errors), (30, 15));
         let r = s.recent.as_deref().expect("a recent part");
         // Seconds 35..=39: errors at 36 and 38.
-        assert_eq!((r.seconds, r.requests, r.errors, r.latency.total()), (5, 5, 2, 5));
+        assert_eq!(
+            (r.seconds, r.requests, r.errors, r.latency.total()),
+            (5, 5, 2, 5)
+        );
         // A window no longer than the recent part has none.
         let short = Window::new(Duration::from_secs(RECENT_SECONDS), t0);
         short.record(t0, ms(1), Outcome::Success);
