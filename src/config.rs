@@ -143,7 +143,8 @@ pub struct RunArgs {
           default_value = "5s", value_parser = parse_connect_timeout)]
     pub connect_timeout: Duration,
 
-    /// Time a client has to send its request headers (1s..=5m).
+    /// Time a client has to send its request headers, and a new connection its
+    /// first request (1s..=5m).
     #[arg(long, env = "CANARY_GUARD_HEADER_READ_TIMEOUT", value_name = "DURATION",
           default_value = "10s", value_parser = parse_header_timeout)]
     pub header_read_timeout: Duration,

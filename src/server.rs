@@ -1,8 +1,8 @@
 //! The accept loop shared by the proxy and the admin server: HTTP/1.1 and
 //! HTTP/2 (prior knowledge) on one port, upgrades, a connection cap, a
 //! header-read timeout for slow clients and a graceful drain on shutdown.
-//! Clients hyper turns away itself, before the service sees a request, are
-//! reported to the caller as [`Refusal`]s.
+//! Clients turned away before the service sees a request, by hyper or by the
+//! header-read timeout, are reported to the caller as [`Refusal`]s.
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -30,7 +30,8 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 pub struct Limits {
     /// Open connections at most; further clients wait in the kernel's backlog.
     pub max_connections: usize,
-    /// Time a client has to send complete request headers (HTTP/1).
+    /// Time a client has to send complete request headers (HTTP/1), and a new
+    /// connection to deliver its first request (HTTP/1 and HTTP/2).
     pub header_read_timeout: Duration,
     /// Largest request head accepted; beyond it HTTP/1 clients get 431.
     pub max_header_bytes: usize,
@@ -49,15 +50,15 @@ impl Default for Limits {
     }
 }
 
-/// A client hyper answered or cut off itself (HTTP/1), before the service saw
-/// a request.
+/// A client answered or cut off before the service saw a request: by hyper
+/// (HTTP/1) or by the accept loop's first-request deadline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
     /// The request head outgrew `max_header_bytes`: 431 (414 for a URI over
     /// hyper's own limit), then close.
     HeaderTooLarge,
-    /// Part of a request head came, the rest not within `header_read_timeout`:
-    /// the connection is closed.
+    /// A request head, or a new connection's first request, did not come
+    /// complete within `header_read_timeout`: the connection is closed.
     HeaderTimeout,
     /// The request head did not parse as HTTP/1: 400, then close.
     MalformedRequest,
@@ -152,6 +153,23 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
     }
 }
 
+/// The service, noting that its connection delivered a request.
+struct FirstRequest<S> {
+    inner: S,
+    requested: Arc<AtomicBool>,
+}
+
+impl<S: Service<R>, R> Service<R> for FirstRequest<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, req: R) -> Self::Future {
+        self.requested.store(true, Ordering::Relaxed);
+        self.inner.call(req)
+    }
+}
+
 impl<T> Tracked<T> {
     fn answered(&self, polled: &Poll<io::Result<usize>>) {
         if matches!(polled, Poll::Ready(Ok(n)) if *n > 0) {
@@ -221,17 +239,38 @@ where
             io: stream,
             unanswered: unanswered.clone(),
         };
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service.clone());
+        let requested = Arc::new(AtomicBool::new(false));
+        let service = FirstRequest {
+            inner: service.clone(),
+            requested: requested.clone(),
+        };
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let conn = graceful.watch(conn.into_owned());
         let on_refusal = on_refusal.clone();
+        let first_request_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let _permit = permit;
+            tokio::pin!(conn);
+            // hyper's HTTP/1 header timer starts only once hyper-util has told
+            // HTTP/1 from the HTTP/2 preface, and HTTP/2 has none: without this
+            // deadline a silent client holds its permit forever. Connections
+            // that served a request are left to hyper's own timers.
+            let ended = match tokio::time::timeout(first_request_timeout, &mut conn).await {
+                Ok(ended) => ended,
+                Err(_) if requested.load(Ordering::Relaxed) => conn.await,
+                // Dropped rather than shut down gracefully: an HTTP/2 goodbye
+                // would wait for a ping the silent client never answers.
+                Err(_) => {
+                    on_refusal(Refusal::HeaderTimeout);
+                    return;
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, "connection ended with an error");
                 if let Some(refusal) = classify(&*e, unanswered.load(Ordering::Relaxed)) {
                     on_refusal(refusal);
                 }
             }
-            drop(permit);
         });
     }
     drop(listener);
@@ -406,6 +445,79 @@ mod tests {
         assert_eq!(Refusal::HeaderTooLarge.reason(), "header_too_large");
         assert_eq!(Refusal::HeaderTimeout.reason(), "header_timeout");
         assert_eq!(Refusal::MalformedRequest.reason(), "malformed_request");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silent_clients_are_cut_off_at_the_header_timeout_but_served_ones_are_kept() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (refusals, mut refused) = tokio::sync::mpsc::unbounded_channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let timeout = Duration::from_secs(10);
+        let limits = Limits {
+            max_connections: 4,
+            header_read_timeout: timeout,
+            ..Limits::default()
+        };
+        let server = tokio::spawn(serve(
+            listener,
+            ok_service(),
+            limits,
+            move |r| refusals.send(r).unwrap(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let started = tokio::time::Instant::now();
+        // First slot: an HTTP/2 client that asks at once and keeps its connection.
+        let io = TokioIo::new(TcpStream::connect(addr).await.unwrap());
+        let (mut h2, h2_conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .unwrap();
+        tokio::spawn(h2_conn);
+        let get = || {
+            Request::get("http://a/")
+                .body(Empty::<Bytes>::new())
+                .unwrap()
+        };
+        assert_eq!(h2.send_request(get()).await.unwrap().status(), 200);
+        // The other slots: a client that sends nothing, one that stops inside
+        // the HTTP/2 preface, one that sends the preface and SETTINGS only.
+        let mut silent = Vec::new();
+        for sent in [
+            &b""[..],
+            b"PRI * HTTP/2.0\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0",
+        ] {
+            let mut conn = TcpStream::connect(addr).await.unwrap();
+            conn.write_all(sent).await.unwrap();
+            silent.push(conn);
+        }
+        // Waits in the backlog until the silent clients are cut off.
+        let mut late = TcpStream::connect(addr).await.unwrap();
+        late.write_all(REQUEST).await.unwrap();
+        let head = tokio::time::timeout(timeout * 6, read_head(&mut late))
+            .await
+            .expect("the silent clients held every slot");
+        assert!(head.starts_with(b"HTTP/1.1 200"));
+        assert!(started.elapsed() >= timeout, "{:?}", started.elapsed());
+        for mut conn in silent {
+            let mut rest = Vec::new();
+            // EOF or a reset: either way the guard closed it.
+            let closed = tokio::time::timeout(timeout, conn.read_to_end(&mut rest)).await;
+            assert!(closed.is_ok(), "a silent client is still connected");
+        }
+        // Accepted before the silent ones, so past the same deadline, but it had
+        // asked in time: its connection still serves.
+        assert_eq!(h2.send_request(get()).await.unwrap().status(), 200);
+
+        stop.send(()).unwrap();
+        assert_eq!(server.await.unwrap(), 0, "a connection outlived the drain");
+        let mut reported = Vec::new();
+        while let Some(refusal) = refused.recv().await {
+            reported.push(refusal);
+        }
+        assert_eq!(reported, [Refusal::HeaderTimeout; 3]);
     }
 
     #[tokio::test]

@@ -115,7 +115,7 @@ impl Metrics {
         let proxy_refusals = IntCounterVec::new(
             Opts::new(
                 "canary_guard_proxy_refusals_total",
-                "Requests the guard answered itself, by reason (upstream_connect, upstream_timeout, upstream_error, bad_request, client_error; header_too_large, header_timeout, malformed_request from hyper before the proxy saw a request); not blamed on the canary when the client was at fault.",
+                "Requests the guard answered itself, by reason (upstream_connect, upstream_timeout, upstream_error, bad_request, client_error; header_too_large, header_timeout, malformed_request: clients refused before the proxy saw a request); not blamed on the canary when the client was at fault.",
             ),
             &["reason"],
         )
@@ -216,7 +216,7 @@ impl Metrics {
         self.kube_errors.with_label_values(&[op]).inc();
     }
 
-    /// Counts a request the guard refused or answered itself, or a client hyper refused
+    /// Counts a request the guard refused or answered itself, or a client refused
     /// before the proxy saw a request.
     pub fn proxy_refusal(&self, reason: &str) {
         self.proxy_refusals.with_label_values(&[reason]).inc();
