@@ -151,9 +151,22 @@ async fn a_client_vanishing_mid_upload_is_not_the_canarys_fault() {
         .await
         .unwrap();
     conn.write_all(&[b'x'; 300_000]).await.unwrap();
+    // The app answers while the upload goes on (it streams the echo back); leave once
+    // its answer has begun. Leaving earlier races hyper's read of the request head.
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+            .await
+            .expect("the app's answer began")
+            .unwrap();
+        assert!(n > 0, "the guard closed before answering");
+        head.extend_from_slice(&buf[..n]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
     drop(conn);
-    // The app had answered (it streams the echo back), so the request counts as
-    // served; the broken upload is the client's doing, never a canary error.
+    // The app had answered, so the request counts as served; the broken upload is
+    // the client's doing, never a canary error.
     let mut checks = guard.checks.clone();
     checks.borrow_and_update();
     let seen = tokio::time::timeout(Duration::from_secs(10), async {
