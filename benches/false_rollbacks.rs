@@ -186,7 +186,11 @@ fn simulate(sc: &Scenario, seed: u64) -> Vec<Rollback> {
             let breach = matches!(eager.check(&summary), Check::Failing(_));
             let due = match &published[g] {
                 None => true,
-                Some((when, was, _)) => *was != breach || now >= *when + PUBLISH_EVERY,
+                Some((when, was, _)) => {
+                    *was != breach
+                        || now >= *when + PUBLISH_EVERY
+                        || (breach && now >= *when + INTERVAL)
+                }
             };
             if due {
                 published[g] = Some((now, breach, summary));

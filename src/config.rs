@@ -123,7 +123,7 @@ pub struct RunArgs {
 
     /// Consecutive failing checks before the verdict is failing (1..=1000).
     #[arg(long, env = "CANARY_GUARD_FAILURE_THRESHOLD", value_name = "N",
-          default_value = "3", value_parser = clap::value_parser!(u32).range(1..=1000))]
+          default_value = "2", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub failure_threshold: u32,
 
     /// How sure a check must be that a limit is crossed before it fails (0.5..=0.999999):
@@ -756,7 +756,7 @@ mod tests {
         assert_eq!(a.min_requests, 20);
         assert_eq!(a.window, ms(30_000));
         assert_eq!(a.interval, ms(1_000));
-        assert_eq!(a.failure_threshold, 3);
+        assert_eq!(a.failure_threshold, 2);
         assert_eq!(a.confidence, crate::domain::policy::DEFAULT_CONFIDENCE);
         assert!(!a.standalone);
         a.validate().unwrap();

@@ -163,7 +163,11 @@ async fn a_client_vanishing_mid_upload_is_not_the_canarys_fault() {
         assert!(n > 0, "the guard closed before answering");
         head.extend_from_slice(&buf[..n]);
     }
-    assert!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
     drop(conn);
     // The app had answered, so the request counts as served; the broken upload is
     // the client's doing, never a canary error.

@@ -38,7 +38,7 @@ impl Default for Thresholds {
             max_latency: Duration::from_millis(500),
             latency_quantile: 0.99,
             min_requests: 20,
-            failure_threshold: 3,
+            failure_threshold: 2,
             confidence: DEFAULT_CONFIDENCE,
         }
     }
@@ -451,7 +451,10 @@ mod tests {
 
     #[test]
     fn failing_needs_consecutive_failures_and_recovery_resets() {
-        let mut p = Policy::new(Thresholds::default());
+        let mut p = Policy::new(Thresholds {
+            failure_threshold: 3,
+            ..Thresholds::default()
+        });
         let bad = summary(100, 50, ms(10));
         let good = summary(100, 0, ms(10));
         assert_eq!(p.observe(&bad), Verdict::Healthy);

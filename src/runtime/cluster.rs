@@ -287,9 +287,15 @@ async fn publish_loop(
         }
         let summary = window.summary(now);
         let breach = matches!(eager.check(&summary), Check::Failing(_));
+        // While the window crosses a limit, the leader's evidence grows by the check:
+        // publish every check interval, not every publish interval.
         let due = match last {
             None => true,
-            Some((at, was)) => was != breach || now >= at + cluster.every,
+            Some((at, was)) => {
+                was != breach
+                    || now >= at + cluster.every
+                    || (breach && now >= at + cluster.interval)
+            }
         };
         if !due {
             continue;

@@ -49,7 +49,7 @@ pub enum FaultKind {
 #[derive(Clone, Debug, Args)]
 pub struct DemoArgs {
     /// Requests per second sent to the service (both versions together).
-    #[arg(long, default_value = "50", value_parser = clap::value_parser!(u32).range(1..=2000))]
+    #[arg(long, default_value = "200", value_parser = clap::value_parser!(u32).range(1..=2000))]
     pub rate: u32,
 
     /// What goes wrong with the canary.
