@@ -53,6 +53,12 @@ async fn forty_errors_in_two_hundred_fail_the_canary() {
     assert_eq!(s["window"]["error_ratio"], 0.2);
     // The default --failure-threshold.
     assert!(s["consecutive_failures"].as_u64().unwrap() >= 2);
+    // Why, in numbers: the whole window failed on errors, not on latency.
+    assert_eq!(s["breach"]["seconds"], s["window"]["seconds"]);
+    assert_eq!(s["breach"]["errors"], 40);
+    assert_eq!(s["breach"]["error_ratio"], 0.2);
+    assert!(s["breach"].get("latency_ms").is_none(), "{}", s["breach"]);
+    assert_eq!(s["window"]["recent"]["seconds"], 5);
     assert_eq!(s["leader"], false);
     assert_eq!(s["members"], serde_json::json!([]));
     let page = admin_get(&g, "/metrics").await;
@@ -78,6 +84,7 @@ async fn a_healthy_canary_is_healthy() {
     .await;
     assert_eq!(s["verdict"], "healthy");
     assert_eq!(s["consecutive_failures"], 0);
+    assert_eq!(s["breach"], serde_json::Value::Null);
     let page = admin_get(&g, "/metrics").await;
     assert_eq!(
         series(&page, "canary_guard_verdict{state=\"healthy\"}"),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use serde::Serialize;
 
-use crate::domain::policy::Verdict;
+use crate::domain::policy::{Breach, Verdict};
 use crate::domain::window::Summary;
 
 /// Window totals as `/v1/state` shows them.
@@ -25,6 +25,9 @@ pub struct WindowView {
     pub p90_ms: Option<f64>,
     /// 99th percentile latency in ms.
     pub p99_ms: Option<f64>,
+    /// The same for the window's last seconds, judged beside the whole window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recent: Option<Box<WindowView>>,
 }
 
 impl From<&Summary> for WindowView {
@@ -41,6 +44,7 @@ impl From<&Summary> for WindowView {
             p50_ms: ms(0.5),
             p90_ms: ms(0.9),
             p99_ms: ms(0.99),
+            recent: s.recent.as_deref().map(|r| Box::new(WindowView::from(r))),
         }
     }
 }
@@ -120,6 +124,9 @@ pub struct GuardState {
     pub window: WindowView,
     /// Failing checks in a row.
     pub consecutive_failures: u32,
+    /// The numbers of this guard's latest failing check while the failure run lasts:
+    /// which window, how many requests, errors and samples over the latency limit.
+    pub breach: Option<Breach>,
     /// The group's live members (leader only; empty elsewhere).
     pub members: Vec<MemberView>,
     /// The aggregate window over all members (leader only).
@@ -145,6 +152,7 @@ impl GuardState {
             verdict: Verdict::Inconclusive,
             window: WindowView::default(),
             consecutive_failures: 0,
+            breach: None,
             members: Vec::new(),
             aggregate: None,
             last_rollback: None,

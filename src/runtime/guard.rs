@@ -298,6 +298,7 @@ async fn check_loop(
         s.window = WindowView::from(&summary);
         s.verdict = verdict;
         s.consecutive_failures = policy.consecutive_failures();
+        s.breach = policy.last_breach().cloned();
         drop(s);
         checks.send_modify(|n| *n += 1);
     }
