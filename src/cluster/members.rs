@@ -467,6 +467,20 @@ mod tests {
             "a".repeat(MAX_SUMMARY_BYTES)
         );
         assert_eq!(reason(&huge), Some("too_large"));
+        // The recent part must be a part of the window.
+        let with_recent = |r: &str| format!(r#"{{"v":1,"s":30,"n":200,"e":40,"h":[],"r":{r}}}"#);
+        let s = decode_summary(&with_recent(r#"{"v":1,"s":5,"n":50,"e":40,"h":[]}"#)).unwrap();
+        assert_eq!(s.recent.map(|r| (r.requests, r.errors)), Some((50, 40)));
+        for bad in [
+            r#"{"v":1,"s":5,"n":201,"e":0,"h":[]}"#,
+            r#"{"v":1,"s":5,"n":50,"e":41,"h":[]}"#,
+            r#"{"v":1,"s":60,"n":1,"e":0,"h":[]}"#,
+            r#"{"v":1,"s":5,"n":1,"e":0,"h":[[3,5]]}"#,
+            r#"{"v":1,"s":5,"n":1,"e":0,"h":[],"r":{"v":1,"s":5,"n":1,"e":0,"h":[]}}"#,
+        ] {
+            assert_eq!(reason(&with_recent(bad)), Some("implausible"), "{bad}");
+        }
+        assert_eq!(reason(&with_recent("[1]")), Some("malformed"));
     }
 
     fn summary() -> impl Strategy<Value = Summary> {
