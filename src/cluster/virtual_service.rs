@@ -780,7 +780,8 @@ mod tests {
 mod against_the_api {
     use super::*;
     use crate::embedded_api::{
-        EmbeddedApi, FaultAction, FaultRule, PatchType, Resource, RunningApi, Verb, WriteRecord,
+        EmbeddedApi, FaultAction, FaultRule, Gate, PatchType, Resource, RunningApi, Verb,
+        WriteRecord,
     };
     use serde_json::json;
 
@@ -921,37 +922,39 @@ mod against_the_api {
         assert_eq!(record_of(&vs).group, "reviews");
     }
 
-    /// Holds our first patch for 1 s at the server; the other writer edits 300 ms in, well
-    /// after our read (margins sized for a loaded machine).
+    /// Holds our first patch at the server until the other writer's `edit` has landed:
+    /// after our read, before our write.
     async fn edit_while_our_patch_is_held(
         running: &RunningApi,
         api: &Api<DynamicObject>,
         edit: Value,
     ) -> RollbackOutcome {
+        let gate = Gate::new();
         running.api().faults().add(
-            FaultRule::new(FaultAction::Delay(Duration::from_millis(1000)))
+            FaultRule::new(FaultAction::Hold(gate.clone()))
                 .verb(Verb::Patch)
                 .resource(Resource::VirtualServices)
                 .times(1),
         );
-        let embedded = running.api().clone();
-        let other = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            embedded
-                .patch(
-                    Resource::VirtualServices,
-                    NS,
-                    "reviews",
-                    PatchType::Merge,
-                    edit,
-                )
-                .unwrap();
-        });
-        let outcome = rollback(api, "reviews", &targets(), &reason(), false)
-            .await
+        let (targets, reason) = (targets(), reason());
+        let rollback = rollback(api, "reviews", &targets, &reason, false);
+        tokio::pin!(rollback);
+        tokio::select! {
+            () = gate.arrived(1) => {}
+            outcome = &mut rollback => panic!("finished without sending a patch: {outcome:?}"),
+        }
+        running
+            .api()
+            .patch(
+                Resource::VirtualServices,
+                NS,
+                "reviews",
+                PatchType::Merge,
+                edit,
+            )
             .unwrap();
-        other.await.unwrap();
-        outcome
+        gate.open();
+        rollback.await.unwrap()
     }
 
     #[tokio::test]
