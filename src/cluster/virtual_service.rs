@@ -460,6 +460,49 @@ fn merge_previous(earlier: Option<&RollbackRecord>, now: &[RecordedRoute]) -> Ve
     merged
 }
 
+/// What one attempt makes of the object it read.
+enum Attempt<T, F> {
+    /// Finished without a write (nothing to change, or a dry run).
+    Done(T),
+    /// Send these operations; if they land, `F` makes the outcome from the patched object.
+    Patch(Vec<PatchOp>, F),
+}
+
+/// Reads the object, lets `plan` decide on it, and sends the patch it asks for. When the
+/// object changed between our read and our write, reads and plans again, up to
+/// [`MAX_ATTEMPTS`] times with doubling backoff capped at [`MAX_BACKOFF`], so every
+/// attempt keeps the other writer's edit.
+async fn patch_with_retries<T, F>(
+    target: &Target<'_>,
+    mut plan: impl FnMut(&DynamicObject, &Value) -> Result<Attempt<T, F>, VirtualServiceError>,
+) -> Result<T, VirtualServiceError>
+where
+    F: FnOnce(DynamicObject) -> T,
+{
+    let mut backoff = FIRST_BACKOFF;
+    let mut attempt = 1;
+    loop {
+        let (obj, value) = target.get().await?;
+        let (ops, applied) = match plan(&obj, &value)? {
+            Attempt::Done(outcome) => return Ok(outcome),
+            Attempt::Patch(ops, applied) => (ops, applied),
+        };
+        match target.patch(&ops).await {
+            Ok(patched) => return Ok(applied(patched)),
+            Err(e) if changed_under_us(&e) => {
+                if attempt == MAX_ATTEMPTS {
+                    return Err(target.conflict(attempt, &e));
+                }
+                tracing::debug!(virtual_service = target.name, attempt, error = %e, "changed under us; reading again");
+            }
+            Err(e) => return Err(target.kube_error("patch", e)),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+        attempt += 1;
+    }
+}
+
 /// Sends the canary's traffic back to stable in every route of VirtualService `name` that
 /// holds it, in one guarded JSON patch that also records the previous weights in
 /// [`ROLLBACK_ANNOTATION`]. Writes nothing when the canary already receives no traffic or
@@ -473,37 +516,34 @@ pub async fn rollback(
     dry_run: bool,
 ) -> Result<RollbackOutcome, VirtualServiceError> {
     let target = Target::new(api, name);
-    let mut backoff = FIRST_BACKOFF;
-    let mut attempt = 1;
-    loop {
-        let (obj, value) = target.get().await?;
+    patch_with_retries(&target, |obj, value| {
         let plan = routes::plan_rollback(
-            &value,
+            value,
             &targets.canary,
             targets.stable.as_ref(),
             targets.route.as_deref(),
         )
         .map_err(|e| target.routes_error(e))?;
         if plan.is_noop() {
-            return Ok(if plan.skipped.is_empty() {
+            return Ok(Attempt::Done(if plan.skipped.is_empty() {
                 RollbackOutcome::AlreadyRolledBack
             } else {
                 tracing::warn!(virtual_service = name, summary = %plan.summary(), "canary still receives traffic in routes that cannot be rolled back");
                 RollbackOutcome::Skipped {
                     skipped: plan.skipped,
                 }
-            });
+            }));
         }
         let summary = plan.summary();
         if dry_run {
             tracing::info!(virtual_service = name, %summary, "dry run: rollback not written");
-            return Ok(RollbackOutcome::DryRun {
+            return Ok(Attempt::Done(RollbackOutcome::DryRun {
                 summary,
                 ops: plan.ops,
-            });
+            }));
         }
 
-        let earlier = RollbackRecord::from_object(&obj).unwrap_or_else(|e| {
+        let earlier = RollbackRecord::from_object(obj).unwrap_or_else(|e| {
             tracing::warn!(virtual_service = name, error = %e, "replacing an unreadable rollback record");
             None
         });
@@ -520,33 +560,22 @@ pub async fn rollback(
         };
         let record_json = serde_json::to_string(&record)
             .map_err(|e| target.kube_error("patch", kube::Error::SerdeError(e)))?;
-        let mut ops = plan.ops.clone();
-        ops.extend(annotation_ops(&obj, record_json));
+        let mut ops = plan.ops;
+        ops.extend(annotation_ops(obj, record_json));
 
-        match target.patch(&ops).await {
-            Ok(patched) => {
-                tracing::info!(virtual_service = name, %summary, reasserted, "rolled back to stable");
-                return Ok(RollbackOutcome::Applied {
-                    summary,
-                    previous: plan.previous,
-                    skipped: plan.skipped,
-                    resource_version: patched.metadata.resource_version.clone(),
-                    reasserted,
-                    regarding: Box::new(object_reference(&patched)),
-                });
+        Ok(Attempt::Patch(ops, move |patched: DynamicObject| {
+            tracing::info!(virtual_service = name, %summary, reasserted, "rolled back to stable");
+            RollbackOutcome::Applied {
+                summary,
+                previous: plan.previous,
+                skipped: plan.skipped,
+                resource_version: patched.metadata.resource_version.clone(),
+                reasserted,
+                regarding: Box::new(object_reference(&patched)),
             }
-            Err(e) if changed_under_us(&e) => {
-                if attempt == MAX_ATTEMPTS {
-                    return Err(target.conflict(attempt, &e));
-                }
-                tracing::debug!(virtual_service = name, attempt, error = %e, "changed under us; reading again");
-            }
-            Err(e) => return Err(target.kube_error("patch", e)),
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-        attempt += 1;
-    }
+        }))
+    })
+    .await
 }
 
 /// Puts back the weights recorded by the last rollback of VirtualService `name`, in routes
@@ -559,12 +588,9 @@ pub async fn restore(
     dry_run: bool,
 ) -> Result<RestoreOutcome, VirtualServiceError> {
     let target = Target::new(api, name);
-    let mut backoff = FIRST_BACKOFF;
-    let mut attempt = 1;
-    loop {
-        let (obj, value) = target.get().await?;
-        let Some(raw) = annotation(&obj) else {
-            return Ok(RestoreOutcome::NothingRecorded);
+    patch_with_retries(&target, |obj, value| {
+        let Some(raw) = annotation(obj) else {
+            return Ok(Attempt::Done(RestoreOutcome::NothingRecorded));
         };
         let mut record: RollbackRecord =
             serde_json::from_str(raw).map_err(|source| VirtualServiceError::BadRecord {
@@ -573,24 +599,26 @@ pub async fn restore(
                 source,
             })?;
         if let Some(restored_at) = record.restored_at {
-            return Ok(RestoreOutcome::AlreadyRestored { restored_at });
+            return Ok(Attempt::Done(RestoreOutcome::AlreadyRestored {
+                restored_at,
+            }));
         }
         let plan =
-            routes::plan_restore(&value, &record.previous).map_err(|e| target.routes_error(e))?;
+            routes::plan_restore(value, &record.previous).map_err(|e| target.routes_error(e))?;
         let summary = plan.summary();
         if dry_run {
             tracing::info!(virtual_service = name, %summary, "dry run: restore not written");
-            return Ok(RestoreOutcome::DryRun {
+            return Ok(Attempt::Done(RestoreOutcome::DryRun {
                 summary,
                 ops: plan.ops,
-            });
+            }));
         }
 
         let pointer = format!(
             "/metadata/annotations/{}",
             escape_pointer_token(ROLLBACK_ANNOTATION)
         );
-        let mut ops = plan.ops.clone();
+        let mut ops = plan.ops;
         ops.push(PatchOp::Test {
             path: pointer.clone(),
             value: Value::String(raw.to_owned()),
@@ -603,28 +631,17 @@ pub async fn restore(
             value: Value::String(record_json),
         });
 
-        match target.patch(&ops).await {
-            Ok(patched) => {
-                tracing::info!(virtual_service = name, %summary, "restored recorded weights");
-                return Ok(RestoreOutcome::Restored {
-                    summary,
-                    skipped: plan.skipped,
-                    resource_version: patched.metadata.resource_version.clone(),
-                    regarding: Box::new(object_reference(&patched)),
-                });
+        Ok(Attempt::Patch(ops, move |patched: DynamicObject| {
+            tracing::info!(virtual_service = name, %summary, "restored recorded weights");
+            RestoreOutcome::Restored {
+                summary,
+                skipped: plan.skipped,
+                resource_version: patched.metadata.resource_version.clone(),
+                regarding: Box::new(object_reference(&patched)),
             }
-            Err(e) if changed_under_us(&e) => {
-                if attempt == MAX_ATTEMPTS {
-                    return Err(target.conflict(attempt, &e));
-                }
-                tracing::debug!(virtual_service = name, attempt, error = %e, "changed under us; reading again");
-            }
-            Err(e) => return Err(target.kube_error("patch", e)),
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-        attempt += 1;
-    }
+        }))
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -763,7 +780,8 @@ mod tests {
 mod against_the_api {
     use super::*;
     use crate::embedded_api::{
-        EmbeddedApi, FaultAction, FaultRule, PatchType, Resource, RunningApi, Verb, WriteRecord,
+        EmbeddedApi, FaultAction, FaultRule, Gate, PatchType, Resource, RunningApi, Verb,
+        WriteRecord,
     };
     use serde_json::json;
 
@@ -904,37 +922,39 @@ mod against_the_api {
         assert_eq!(record_of(&vs).group, "reviews");
     }
 
-    /// Holds our first patch for 1 s at the server; the other writer edits 300 ms in, well
-    /// after our read (margins sized for a loaded machine).
+    /// Holds our first patch at the server until the other writer's `edit` has landed:
+    /// after our read, before our write.
     async fn edit_while_our_patch_is_held(
         running: &RunningApi,
         api: &Api<DynamicObject>,
         edit: Value,
     ) -> RollbackOutcome {
+        let gate = Gate::new();
         running.api().faults().add(
-            FaultRule::new(FaultAction::Delay(Duration::from_millis(1000)))
+            FaultRule::new(FaultAction::Hold(gate.clone()))
                 .verb(Verb::Patch)
                 .resource(Resource::VirtualServices)
                 .times(1),
         );
-        let embedded = running.api().clone();
-        let other = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            embedded
-                .patch(
-                    Resource::VirtualServices,
-                    NS,
-                    "reviews",
-                    PatchType::Merge,
-                    edit,
-                )
-                .unwrap();
-        });
-        let outcome = rollback(api, "reviews", &targets(), &reason(), false)
-            .await
+        let (targets, reason) = (targets(), reason());
+        let rollback = rollback(api, "reviews", &targets, &reason, false);
+        tokio::pin!(rollback);
+        tokio::select! {
+            () = gate.arrived(1) => {}
+            outcome = &mut rollback => panic!("finished without sending a patch: {outcome:?}"),
+        }
+        running
+            .api()
+            .patch(
+                Resource::VirtualServices,
+                NS,
+                "reviews",
+                PatchType::Merge,
+                edit,
+            )
             .unwrap();
-        other.await.unwrap();
-        outcome
+        gate.open();
+        rollback.await.unwrap()
     }
 
     #[tokio::test]
