@@ -2,21 +2,17 @@
 
 use http::header::{self, HeaderMap, HeaderName};
 
-/// Headers that describe one connection, never forwarded.
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
+/// Headers that describe one connection, never forwarded, in the order they
+/// are removed.
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "trailer",
+    "transfer-encoding",
 ];
-
-/// Whether `strip_hop_by_hop` may remove or rewrite a header of this name.
-fn touched_by_strip(name: &HeaderName) -> bool {
-    name == header::TE || name == header::UPGRADE || HOP_BY_HOP.contains(name)
-}
 
 /// Whether the message asks to switch protocols (`Connection: upgrade` + `Upgrade`).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -33,37 +29,53 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 /// `keep_upgrade`, `Connection: upgrade` and `Upgrade` stay, so the switch
 /// reaches the other side. `TE: trailers` stays: gRPC needs it end to end.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Most requests carry none of these: one pass over the names and done.
-    if !keep_upgrade && !headers.keys().any(touched_by_strip) {
+    // This runs twice per request, so names are found by comparing the few
+    // the message has (names are lowercase) rather than by hashed look-ups,
+    // and only names present are removed: the same removals, in the same
+    // order, as removing every candidate.
+    let mut hop = [false; HOP_BY_HOP.len()];
+    let (mut has_upgrade, mut has_te) = (false, false);
+    for name in headers.keys() {
+        let name = name.as_str();
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name) {
+            hop[i] = true;
+        }
+        has_upgrade |= name == "upgrade";
+        has_te |= name == "te";
+    }
+    if !keep_upgrade && !has_upgrade && !has_te && !hop.contains(&true) {
         return;
     }
-    // Same removals, in the same order, as removing every candidate name; but
-    // only names present are removed, each found by comparing the few names
-    // the message has rather than by hashing every candidate.
-    let has = |n: &HeaderName| headers.keys().any(|k| k == n);
-    let mut doomed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| !(keep_upgrade && t.eq_ignore_ascii_case(header::UPGRADE.as_str())))
-        .filter_map(|t| headers.keys().find(|k| k.as_str().eq_ignore_ascii_case(t)))
-        .cloned()
-        .collect();
-    doomed.extend(HOP_BY_HOP.into_iter().filter(has));
-    for n in &doomed {
-        headers.remove(n);
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',').map(str::trim) {
+            if keep_upgrade && token.eq_ignore_ascii_case("upgrade") {
+                continue;
+            }
+            if let Some(name) = headers
+                .keys()
+                .find(|n| n.as_str().eq_ignore_ascii_case(token))
+            {
+                doomed.push(name.clone());
+            }
+        }
+    }
+    for name in &doomed {
+        headers.remove(name);
+    }
+    for (name, _) in HOP_BY_HOP.iter().zip(hop).filter(|(_, present)| *present) {
+        headers.remove(*name);
     }
     if keep_upgrade {
         headers.insert(
             header::CONNECTION,
             header::HeaderValue::from_static("upgrade"),
         );
-    } else if headers.keys().any(|k| k == header::UPGRADE) {
+    } else if has_upgrade {
         headers.remove(header::UPGRADE);
     }
-    if !headers.keys().any(|k| k == header::TE) {
+    if !has_te {
         return;
     }
     let te_trailers = headers
