@@ -1,18 +1,19 @@
 //! The Prometheus metrics the guard exports, on its own registry.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::domain::histogram;
 use crate::domain::policy::Verdict;
-use crate::domain::window::{Outcome, Summary};
+use crate::domain::window::{Summary, Totals, Window};
 
 /// Bucket bounds (seconds) of `canary_guard_request_duration_seconds`: Envoy's.
 const DURATION_BUCKETS: [f64; 15] = [
@@ -25,9 +26,7 @@ pub const WINDOW_QUANTILES: [f64; 3] = [0.5, 0.9, 0.99];
 /// Every metric canary-guard exports.
 pub struct Metrics {
     registry: Registry,
-    requests_success: IntCounter,
-    requests_error: IntCounter,
-    request_duration: Histogram,
+    requests: RequestTotals,
     window_requests: IntGauge,
     window_error_ratio: Gauge,
     window_latency: WindowLatency,
@@ -49,22 +48,7 @@ impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
         let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "canary_guard_requests_total",
-                "Requests observed for the canary, by outcome.",
-            ),
-            &["outcome"],
-        )
-        .expect("valid metric");
-        let request_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "canary_guard_request_duration_seconds",
-                "Time from request to response headers.",
-            )
-            .buckets(DURATION_BUCKETS.to_vec()),
-        )
-        .expect("valid metric");
+        let requests = RequestTotals::new();
         let window_requests = IntGauge::new(
             "canary_guard_window_requests",
             "Requests in the sliding window.",
@@ -140,7 +124,6 @@ impl Metrics {
 
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(request_duration.clone()),
             Box::new(window_requests.clone()),
             Box::new(window_error_ratio.clone()),
             Box::new(window_latency.clone()),
@@ -161,10 +144,8 @@ impl Metrics {
             verdict.with_label_values(&[v.as_str()]);
         }
         Self {
-            requests_success: requests.with_label_values(&["success"]),
-            requests_error: requests.with_label_values(&["error"]),
             registry,
-            request_duration,
+            requests,
             window_requests,
             window_error_ratio,
             window_latency,
@@ -180,20 +161,12 @@ impl Metrics {
         }
     }
 
-    /// Counts one request (the hot path: two atomic adds and a histogram observe).
-    #[inline]
-    pub fn observe_request(&self, latency_seconds: f64, outcome: Outcome) {
-        match outcome {
-            Outcome::Success => self.requests_success.inc(),
-            Outcome::Error => self.requests_error.inc(),
-        }
-        self.request_duration.observe(latency_seconds);
-    }
-
-    /// Counts `n` requests, `errors` of them failed, with no latency sample.
-    pub fn observe_counts(&self, n: u64, errors: u64) {
-        self.requests_success.inc_by(n.saturating_sub(errors));
-        self.requests_error.inc_by(errors);
+    /// Exports `canary_guard_requests_total` and, with `per_request_latency`,
+    /// `canary_guard_request_duration_seconds` from `window`'s totals. Until
+    /// then (and for the histogram in envoy mode, whose latency buckets are not
+    /// per-request samples) they read 0. Only the first call counts.
+    pub fn export_totals(&self, window: Arc<Window>, per_request_latency: bool) {
+        let _ = self.requests.source.set((window, per_request_latency));
     }
 
     /// Publishes the window and verdict after a check.
@@ -255,6 +228,123 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// `canary_guard_requests_total` and `canary_guard_request_duration_seconds`,
+/// read from the window's totals at scrape time: recording a request then
+/// updates one set of counters, the window's, instead of two.
+#[derive(Clone)]
+struct RequestTotals {
+    requests: Desc,
+    duration: Desc,
+    source: Arc<OnceLock<(Arc<Window>, bool)>>,
+    /// For each of [`DURATION_BUCKETS`], the last window bucket below it.
+    bucket_ends: Arc<Vec<usize>>,
+}
+
+impl RequestTotals {
+    fn new() -> Self {
+        let requests = Desc::new(
+            "canary_guard_requests_total".into(),
+            "Requests observed for the canary, by outcome.".into(),
+            vec!["outcome".into()],
+            HashMap::new(),
+        )
+        .expect("valid metric");
+        let duration = Desc::new(
+            "canary_guard_request_duration_seconds".into(),
+            "Time from request to response headers.".into(),
+            Vec::new(),
+            HashMap::new(),
+        )
+        .expect("valid metric");
+        // The window's buckets contain Envoy's boundaries, so these sums are
+        // exact, except that a sample of exactly a boundary (to the
+        // nanosecond) counts in the next bucket up.
+        let bucket_ends = DURATION_BUCKETS
+            .iter()
+            .map(|&s| {
+                let upper = Duration::from_nanos((s * 1e9).round() as u64);
+                histogram::index_of_upper_bound(upper).expect("Envoy's bounds are window bounds")
+            })
+            .collect();
+        Self {
+            requests,
+            duration,
+            source: Arc::new(OnceLock::new()),
+            bucket_ends: Arc::new(bucket_ends),
+        }
+    }
+
+    fn requests_family(&self, totals: &Totals) -> MetricFamily {
+        let success = totals.requests.saturating_sub(totals.errors);
+        let metrics = [("error", totals.errors), ("success", success)]
+            .into_iter()
+            .map(|(outcome, n)| {
+                let mut label = proto::LabelPair::default();
+                label.set_name("outcome".into());
+                label.set_value(outcome.into());
+                let mut counter = proto::Counter::default();
+                counter.set_value(n as f64);
+                let mut metric = proto::Metric::default();
+                metric.set_label(vec![label]);
+                metric.set_counter(counter);
+                metric
+            })
+            .collect();
+        family(&self.requests, MetricType::COUNTER, metrics)
+    }
+
+    fn duration_family(&self, totals: Option<&Totals>) -> MetricFamily {
+        let counts = totals.map_or(&[][..], |t| t.latency.counts());
+        let mut cumulative = 0u64;
+        let mut start = 0;
+        let buckets = DURATION_BUCKETS
+            .iter()
+            .zip(self.bucket_ends.iter())
+            .map(|(&upper, &end)| {
+                cumulative += counts.get(start..=end).map_or(0, |c| c.iter().sum::<u64>());
+                start = end + 1;
+                let mut bucket = proto::Bucket::default();
+                bucket.set_upper_bound(upper);
+                bucket.set_cumulative_count(cumulative);
+                bucket
+            })
+            .collect();
+        let mut h = proto::Histogram::default();
+        h.set_sample_count(counts.iter().sum());
+        h.set_sample_sum(totals.map_or(0.0, |t| t.latency_sum_seconds));
+        h.set_bucket(buckets);
+        let mut metric = proto::Metric::default();
+        metric.set_histogram(h);
+        family(&self.duration, MetricType::HISTOGRAM, vec![metric])
+    }
+}
+
+impl Collector for RequestTotals {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.requests, &self.duration]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let (totals, per_request_latency) = match self.source.get() {
+            Some((window, latency)) => (window.totals(), *latency),
+            None => (Totals::default(), false),
+        };
+        vec![
+            self.requests_family(&totals),
+            self.duration_family(per_request_latency.then_some(&totals)),
+        ]
+    }
+}
+
+fn family(desc: &Desc, kind: MetricType, metrics: Vec<proto::Metric>) -> MetricFamily {
+    let mut family = MetricFamily::default();
+    family.set_name(desc.fq_name.clone());
+    family.set_help(desc.help.clone());
+    family.set_field_type(kind);
+    family.set_metric(metrics);
+    family
 }
 
 /// `canary_guard_window_latency_seconds`: a Prometheus summary whose
@@ -323,24 +413,24 @@ impl Collector for WindowLatency {
         );
         let mut metric = proto::Metric::default();
         metric.set_summary(summary);
-        let mut family = MetricFamily::default();
-        family.set_name(self.desc.fq_name.clone());
-        family.set_help(self.desc.help.clone());
-        family.set_field_type(MetricType::SUMMARY);
-        family.set_metric(vec![metric]);
-        vec![family]
+        vec![family(&self.desc, MetricType::SUMMARY, vec![metric])]
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::window::Outcome;
+    use tokio::time::Instant;
 
     #[test]
     fn exports_the_documented_names() {
         let m = Metrics::new();
-        m.observe_request(0.003, Outcome::Success);
-        m.observe_request(0.2, Outcome::Error);
+        let t0 = Instant::now();
+        let window = Arc::new(Window::new(Duration::from_secs(30), t0));
+        window.record(t0, Duration::from_millis(3), Outcome::Success);
+        window.record(t0, Duration::from_millis(200), Outcome::Error);
+        m.export_totals(window, true);
         m.kube_error("patch_virtualservice");
         m.init_scrape_errors(&["timeout", "parse"]);
         m.scrape_error("parse");
@@ -354,6 +444,11 @@ mod tests {
             "canary_guard_requests_total{outcome=\"success\"} 1",
             "canary_guard_requests_total{outcome=\"error\"} 1",
             "canary_guard_request_duration_seconds_count 2",
+            "canary_guard_request_duration_seconds_sum 0.203",
+            "canary_guard_request_duration_seconds_bucket{le=\"0.001\"} 0",
+            "canary_guard_request_duration_seconds_bucket{le=\"0.005\"} 1",
+            "canary_guard_request_duration_seconds_bucket{le=\"0.25\"} 2",
+            "canary_guard_request_duration_seconds_bucket{le=\"+Inf\"} 2",
             "canary_guard_window_requests 2",
             "canary_guard_window_error_ratio 0.5",
             "canary_guard_window_latency_seconds{quantile=\"0.99\"} 0",
@@ -368,6 +463,28 @@ mod tests {
             "canary_guard_scrape_errors_total{reason=\"parse\"} 1",
             "canary_guard_scrape_errors_total{reason=\"timeout\"} 0",
             "canary_guard_member_summaries_rejected_total{reason=\"unknown_version\"} 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn envoy_mode_exports_counts_but_no_duration() {
+        let m = Metrics::new();
+        let t0 = Instant::now();
+        let window = Arc::new(Window::new(Duration::from_secs(30), t0));
+        window.record_counts(t0, 10, 3);
+        window.record_latency_bucket(t0, 5, 10);
+        m.export_totals(window, false);
+        let text = m.render();
+        for line in [
+            "canary_guard_requests_total{outcome=\"success\"} 7",
+            "canary_guard_requests_total{outcome=\"error\"} 3",
+            "canary_guard_request_duration_seconds_count 0",
+            "canary_guard_request_duration_seconds_bucket{le=\"+Inf\"} 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -4,6 +4,10 @@
 //! cleared by the first recorder of a new second under a per-slot lock that is
 //! taken once per second at most. Reads add up the live slots into a
 //! [`Summary`]. Memory is fixed by the window length, never by traffic.
+//!
+//! A slot's counts are moved into the window's [`Totals`] when the slot is
+//! reused, so the counts since start (what Prometheus counters export) cost
+//! no update per request beyond the slot's.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -30,6 +34,8 @@ struct Slot {
     second: AtomicU64,
     requests: AtomicU64,
     errors: AtomicU64,
+    /// Sum of the latencies given to [`Window::record`], in nanoseconds.
+    latency_sum_ns: AtomicU64,
     buckets: Box<[AtomicU64]>,
     rotate: Mutex<()>,
 }
@@ -40,6 +46,7 @@ impl Slot {
             second: AtomicU64::new(EMPTY),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            latency_sum_ns: AtomicU64::new(0),
             buckets: (0..histogram::bucket_count())
                 .map(|_| AtomicU64::new(0))
                 .collect(),
@@ -57,10 +64,26 @@ pub enum Outcome {
     Error,
 }
 
+/// Everything a window has counted since it was created.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Totals {
+    /// Requests counted.
+    pub requests: u64,
+    /// Failed requests counted.
+    pub errors: u64,
+    /// Sum of the latencies given to [`Window::record`], in seconds.
+    pub latency_sum_seconds: f64,
+    /// Latency samples per bucket, from [`Window::record`] and
+    /// [`Window::record_latency_bucket`] alike.
+    pub latency: Histogram,
+}
+
 /// A ring of one-second slots.
 pub struct Window {
     origin: Instant,
     slots: Box<[Slot]>,
+    /// Counts moved out of slots that were reused for a later second.
+    retired: Mutex<Totals>,
 }
 
 impl Window {
@@ -70,6 +93,7 @@ impl Window {
         Self {
             origin,
             slots: (0..secs).map(|_| Slot::new()).collect(),
+            retired: Mutex::new(Totals::default()),
         }
     }
 
@@ -88,10 +112,17 @@ impl Window {
             let _guard = slot.rotate.lock();
             // Another recorder may have rotated it while we waited.
             if slot.second.load(Ordering::Acquire) != second {
-                slot.requests.store(0, Ordering::Relaxed);
-                slot.errors.store(0, Ordering::Relaxed);
-                for b in slot.buckets.iter() {
-                    b.store(0, Ordering::Relaxed);
+                // Swapped, not cleared: a count added meanwhile lands either in
+                // the totals or in the new second, never in both or neither.
+                let mut retired = self.retired.lock();
+                retired.requests += slot.requests.swap(0, Ordering::Relaxed);
+                retired.errors += slot.errors.swap(0, Ordering::Relaxed);
+                retired.latency_sum_seconds +=
+                    slot.latency_sum_ns.swap(0, Ordering::Relaxed) as f64 / 1e9;
+                for (i, b) in slot.buckets.iter().enumerate() {
+                    if b.load(Ordering::Relaxed) != 0 {
+                        retired.latency.add(i, b.swap(0, Ordering::Relaxed));
+                    }
                 }
                 slot.second.store(second, Ordering::Release);
             }
@@ -109,7 +140,9 @@ impl Window {
     /// Counts one request that finished at `at` after `latency`.
     #[inline]
     pub fn record(&self, at: Instant, latency: Duration, outcome: Outcome) {
-        self.record_bucket(at, histogram::bucket_index(latency), 1, outcome);
+        let slot = self.record_bucket(at, histogram::bucket_index(latency), 1, outcome);
+        let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        slot.latency_sum_ns.fetch_add(ns, Ordering::Relaxed);
     }
 
     /// Adds `n` latency samples to bucket `bucket` without touching request counts.
@@ -120,7 +153,7 @@ impl Window {
     }
 
     #[inline]
-    fn record_bucket(&self, at: Instant, bucket: usize, n: u64, outcome: Outcome) {
+    fn record_bucket(&self, at: Instant, bucket: usize, n: u64, outcome: Outcome) -> &Slot {
         let slot = self.slot_for(self.second_of(at));
         slot.requests.fetch_add(n, Ordering::Relaxed);
         if outcome == Outcome::Error {
@@ -129,6 +162,27 @@ impl Window {
         if let Some(b) = slot.buckets.get(bucket) {
             b.fetch_add(n, Ordering::Relaxed);
         }
+        slot
+    }
+
+    /// Everything counted since the window was created.
+    pub fn totals(&self) -> Totals {
+        // Slots are retired under this lock: holding it, every count is seen
+        // exactly once, so totals never go down between two calls.
+        let retired = self.retired.lock();
+        let mut totals = retired.clone();
+        for slot in self.slots.iter() {
+            totals.requests += slot.requests.load(Ordering::Relaxed);
+            totals.errors += slot.errors.load(Ordering::Relaxed);
+            totals.latency_sum_seconds += slot.latency_sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+            for (i, b) in slot.buckets.iter().enumerate() {
+                let c = b.load(Ordering::Relaxed);
+                if c > 0 {
+                    totals.latency.add(i, c);
+                }
+            }
+        }
+        totals
     }
 
     /// The totals of the last `seconds()` seconds up to and including `now`'s
@@ -286,6 +340,28 @@ mod tests {
     }
 
     #[test]
+    fn totals_keep_what_rolled_out() {
+        let t0 = Instant::now();
+        let w = Window::new(Duration::from_secs(2), t0);
+        w.record(t0, ms(3), Outcome::Error);
+        w.record(t0 + ms(1000), ms(200), Outcome::Success);
+        w.record_counts(t0 + ms(1000), 5, 1);
+        w.record_latency_bucket(t0 + ms(1000), histogram::bucket_index(ms(40)), 2);
+        let before = w.totals();
+        // Second 2 reuses second 0's slot, second 3 second 1's.
+        w.record(t0 + ms(2500), ms(7), Outcome::Success);
+        w.record(t0 + ms(3500), ms(7), Outcome::Success);
+        assert_eq!(w.summary(t0 + ms(3500)).requests, 2);
+        let t = w.totals();
+        assert_eq!((t.requests, t.errors), (9, 2));
+        assert_eq!(t.latency.total(), 6);
+        assert_eq!(t.latency.counts()[histogram::bucket_index(ms(3))], 1);
+        assert_eq!(t.latency.counts()[histogram::bucket_index(ms(40))], 2);
+        assert!((t.latency_sum_seconds - 0.217).abs() < 1e-9, "{t:?}");
+        assert!(t.requests > before.requests && t.latency.total() > before.latency.total());
+    }
+
+    #[test]
     fn length_is_clamped() {
         let t0 = Instant::now();
         assert_eq!(Window::new(Duration::ZERO, t0).seconds(), 1);
@@ -311,6 +387,7 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(w.summary(t0).requests, 40_000);
+        assert_eq!(w.totals().latency.total(), 40_000);
     }
 
     #[test]

@@ -2,15 +2,16 @@
 
 use http::header::{self, HeaderMap, HeaderName};
 
-/// Headers that describe one connection, never forwarded.
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
+/// Headers that describe one connection, never forwarded, in the order they
+/// are removed.
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "trailer",
+    "transfer-encoding",
 ];
 
 /// Whether the message asks to switch protocols (`Connection: upgrade` + `Upgrade`).
@@ -28,24 +29,54 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 /// `keep_upgrade`, `Connection: upgrade` and `Upgrade` stay, so the switch
 /// reaches the other side. `TE: trailers` stays: gRPC needs it end to end.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|n| !(keep_upgrade && n == header::UPGRADE))
-        .collect();
-    for n in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(n);
+    // This runs twice per request, so names are found by comparing the few
+    // the message has (names are lowercase) rather than by hashed look-ups,
+    // and only names present are removed: the same removals, in the same
+    // order, as removing every candidate.
+    let mut hop = [false; HOP_BY_HOP.len()];
+    let (mut has_upgrade, mut has_te) = (false, false);
+    for name in headers.keys() {
+        let name = name.as_str();
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name) {
+            hop[i] = true;
+        }
+        has_upgrade |= name == "upgrade";
+        has_te |= name == "te";
+    }
+    if !keep_upgrade && !has_upgrade && !has_te && !hop.contains(&true) {
+        return;
+    }
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',').map(str::trim) {
+            if keep_upgrade && token.eq_ignore_ascii_case("upgrade") {
+                continue;
+            }
+            if let Some(name) = headers
+                .keys()
+                .find(|n| n.as_str().eq_ignore_ascii_case(token))
+            {
+                doomed.push(name.clone());
+            }
+        }
+    }
+    for name in &doomed {
+        headers.remove(name);
+    }
+    for (name, _) in HOP_BY_HOP.iter().zip(hop).filter(|(_, present)| *present) {
+        headers.remove(*name);
     }
     if keep_upgrade {
         headers.insert(
             header::CONNECTION,
             header::HeaderValue::from_static("upgrade"),
         );
-    } else {
+    } else if has_upgrade {
         headers.remove(header::UPGRADE);
+    }
+    if !has_te {
+        return;
     }
     let te_trailers = headers
         .get(header::TE)
@@ -91,6 +122,33 @@ mod tests {
         let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-end", "host", "te"]);
         assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn strips_a_lone_hop_by_hop_header() {
+        for (name, value) in [
+            ("te", "gzip"),
+            ("keep-alive", "timeout=5"),
+            ("upgrade", "h2c"),
+            ("proxy-authorization", "Basic eA=="),
+        ] {
+            let mut h = map(&[("x-end", "1"), (name, value), ("accept", "*/*")]);
+            strip_hop_by_hop(&mut h, false);
+            let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+            assert_eq!(names, ["x-end", "accept"], "{name}");
+        }
+    }
+
+    #[test]
+    fn connection_tokens_match_names_in_any_case() {
+        let mut h = map(&[
+            ("x-hop", "1"),
+            ("connection", "X-Hop , Close"),
+            ("x-end", "2"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-end"]);
     }
 
     #[test]

@@ -25,7 +25,8 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// A recorder feeding `window` and `metrics`.
+    /// A recorder feeding `window` (whose totals `metrics` exports, see
+    /// [`Metrics::export_totals`]).
     pub fn new(window: Arc<Window>, metrics: Arc<Metrics>) -> Self {
         Self { window, metrics }
     }
@@ -34,7 +35,6 @@ impl Recorder {
     #[inline]
     pub fn record(&self, latency: Duration, outcome: Outcome) {
         self.window.record(Instant::now(), latency, outcome);
-        self.metrics.observe_request(latency.as_secs_f64(), outcome);
     }
 
     /// Counts what a scrape found since the previous one. Scrapes carry no
@@ -46,7 +46,6 @@ impl Recorder {
         for &(bucket, n) in &delta.latency {
             self.window.record_latency_bucket(at, bucket, n);
         }
-        self.metrics.observe_counts(delta.requests, delta.errors);
     }
 
     /// The exported metrics.

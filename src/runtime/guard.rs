@@ -105,6 +105,9 @@ pub async fn start_with_client(args: &RunArgs, client: Option<kube::Client>) -> 
     }
     let state: SharedState = Arc::new(RwLock::new(initial));
     let ready = Arc::new(Readiness::default());
+    // Proxy mode times every request; envoy mode's latency buckets come from
+    // scraped histograms and are not exported as ours.
+    metrics.export_totals(window.clone(), args.mode == Mode::Proxy);
     let recorder = Recorder::new(window.clone(), metrics.clone());
     let proxy = match args.mode {
         Mode::Proxy => Some(Proxy::new(
