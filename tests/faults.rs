@@ -112,7 +112,7 @@ async fn api_gone_keeps_proxying_and_rolls_back_as_soon_as_it_returns() {
         weights(api) == (100, 0)
     })
     .await;
-    // Re-acquire (one retry period), then the failure threshold (3 checks of 200 ms).
+    // Re-acquire (one retry period), then the failure threshold (2 checks of 200 ms).
     assert!(
         back.elapsed() < Duration::from_secs(3),
         "took {:?}",

@@ -237,7 +237,7 @@ async fn a_killed_leader_is_replaced_and_the_rollback_completes() {
         weights(api) == (100, 0)
     })
     .await;
-    // Lease duration 3 s + retry period 0.5 s (+ jitter) to take over, then 3 checks.
+    // Lease duration 3 s + retry period 0.5 s (+ jitter) to take over, then 2 checks.
     assert!(
         killed_at.elapsed() < Duration::from_secs(8),
         "took {:?}",

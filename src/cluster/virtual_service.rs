@@ -80,7 +80,7 @@ pub struct RouteTargets {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RollbackReason {
     /// Human text with the numbers that crossed the thresholds,
-    /// e.g. `error ratio 0.12 > 0.05 over 30 s (1200 requests), 3 consecutive failing checks`.
+    /// e.g. `error ratio 0.12 > 0.05 (144 of 1200 requests) (all members over 30s; 2 consecutive failing checks)`.
     pub reason: String,
     /// The guard group.
     pub group: String,
