@@ -447,27 +447,52 @@ mod tests {
         assert_eq!(Refusal::MalformedRequest.reason(), "malformed_request");
     }
 
+    /// `serve` on a loopback port, reporting its refusals, until `stop` is sent.
+    struct TestServer {
+        addr: std::net::SocketAddr,
+        refused: tokio::sync::mpsc::UnboundedReceiver<Refusal>,
+        stop: tokio::sync::oneshot::Sender<()>,
+        server: tokio::task::JoinHandle<usize>,
+    }
+
+    impl TestServer {
+        async fn start(limits: Limits) -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (refusals, refused) = tokio::sync::mpsc::unbounded_channel();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(serve(
+                listener,
+                ok_service(),
+                limits,
+                move |r| refusals.send(r).unwrap(),
+                async {
+                    let _ = stopped.await;
+                },
+            ));
+            Self {
+                addr,
+                refused,
+                stop,
+                server,
+            }
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn silent_clients_are_cut_off_at_the_header_timeout_but_served_ones_are_kept() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (refusals, mut refused) = tokio::sync::mpsc::unbounded_channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let timeout = Duration::from_secs(10);
-        let limits = Limits {
+        let TestServer {
+            addr,
+            mut refused,
+            stop,
+            server,
+        } = TestServer::start(Limits {
             max_connections: 4,
             header_read_timeout: timeout,
             ..Limits::default()
-        };
-        let server = tokio::spawn(serve(
-            listener,
-            ok_service(),
-            limits,
-            move |r| refusals.send(r).unwrap(),
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        })
+        .await;
         let started = tokio::time::Instant::now();
         // First slot: an HTTP/2 client that asks at once and keeps its connection.
         let io = TokioIo::new(TcpStream::connect(addr).await.unwrap());
@@ -522,23 +547,16 @@ mod tests {
 
     #[tokio::test]
     async fn serve_reports_refusals_but_not_idle_clients_or_a_graceful_shutdown() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (refusals, mut refused) = tokio::sync::mpsc::unbounded_channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let limits = Limits {
+        let TestServer {
+            addr,
+            mut refused,
+            stop,
+            server,
+        } = TestServer::start(Limits {
             max_header_bytes: 8192,
             ..Limits::default()
-        };
-        let server = tokio::spawn(serve(
-            listener,
-            ok_service(),
-            limits,
-            move |r| refusals.send(r).unwrap(),
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        })
+        .await;
         // Connected first, so accepted before the keep-alive client's request
         // is answered; it never sends a byte.
         let silent = TcpStream::connect(addr).await.unwrap();
