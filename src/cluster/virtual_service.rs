@@ -4,17 +4,16 @@
 //! The object is read as a [`DynamicObject`] (no typed Istio crate fits kube 5) and changed
 //! only by JSON patches planned in [`crate::domain::routes`], so fields we do not model are
 //! never lost. Decisions worth knowing:
-//! - Concurrency: each patch carries `test` operations on the routes it touches, so a
-//!   concurrent edit of those routes fails it with 422 (a stale write with 409); we then
-//!   read again, re-plan on the new object (keeping the other writer's edit) and retry a
-//!   few times with capped backoff. Every patch also `test`s the rollback record as read,
-//!   and every guard write changes it, so a patch that lands late (its leader's lease ran
-//!   out while it was in flight) fails instead of overwriting a newer leader's rollback or
-//!   restore. We do not `test` `/metadata/resourceVersion` in general: any unrelated
-//!   write (a label, a status update) would cost a retry. The exception is an object with
-//!   no record yet, whose absence JSON patch cannot test: that patch is pinned to the
-//!   resourceVersion we read (which also keeps annotations added concurrently from being
-//!   wiped when the patch adds the whole `/metadata/annotations` map).
+//! - Concurrency: every patch starts with a `test` of `/metadata/resourceVersion` as we
+//!   read it, so it lands only on the object it was planned from. Any write since (another
+//!   writer's edit of a route, a newer leader's rollback or restore) fails it with 422; we
+//!   then read again, re-plan on the new object (keeping the other writer's edit) and
+//!   retry a few times with capped backoff. A patch that lands late, from a leader whose
+//!   lease ran out while it was in flight, therefore cannot overwrite its successor's
+//!   write. We never `test` free-text values: the API server compares a `test` value's raw
+//!   bytes with Go's encoding of the stored object (which writes `>` as `\u003e`), so a
+//!   `test` of a string holding `>`, `<` or `&` fails every time. A resourceVersion is an
+//!   opaque ASCII token, the same in both encodings.
 //! - Record: the rollback stores a [`RollbackRecord`] as JSON in the annotation
 //!   [`ROLLBACK_ANNOTATION`]. A restore does not delete it but sets `restoredAt`, which
 //!   keeps the audit trail visible in `kubectl get -o yaml` and tells the next rollback
@@ -389,35 +388,27 @@ fn changed_under_us(err: &kube::Error) -> bool {
     matches!(err, kube::Error::Api(s) if s.is_conflict() || s.is_invalid())
 }
 
-/// Operations that set our annotation to `value`, conditional on the record as read.
-///
-/// Every guard write changes the record (a rollback stamps a new `time`, a restore sets
-/// `restoredAt`), so testing the record we read makes this patch fail (422) if any guard
-/// wrote since: a patch from a leader whose lease ran out while it was in flight cannot
-/// overwrite its successor's rollback or restore. JSON patch cannot test that a member is
-/// absent, so without a record the patch is pinned to the resourceVersion we read instead
-/// (which also keeps annotations added since from being wiped when we add the whole map).
-fn annotation_ops(obj: &DynamicObject, value: String) -> Vec<PatchOp> {
-    let pointer = format!(
-        "/metadata/annotations/{}",
-        escape_pointer_token(ROLLBACK_ANNOTATION)
-    );
-    let mut ops = Vec::with_capacity(2);
-    match (annotation(obj), &obj.metadata.resource_version) {
-        (Some(raw), _) => ops.push(PatchOp::Test {
-            path: pointer.clone(),
-            value: Value::String(raw.to_owned()),
-        }),
-        (None, Some(rv)) => ops.push(PatchOp::Test {
+/// The `test` that pins a patch to the object as read (see the module header), if the
+/// object has a resourceVersion (every object an API server returns has one).
+fn pin(obj: &DynamicObject) -> Option<PatchOp> {
+    obj.metadata
+        .resource_version
+        .as_ref()
+        .map(|rv| PatchOp::Test {
             path: "/metadata/resourceVersion".to_owned(),
             value: Value::String(rv.clone()),
-        }),
-        (None, None) => {}
-    }
-    ops.push(if obj.metadata.annotations.is_some() {
+        })
+}
+
+/// The operation that sets our annotation to `value`.
+fn annotation_op(obj: &DynamicObject, value: String) -> PatchOp {
+    if obj.metadata.annotations.is_some() {
         // `add` on an object member creates or replaces it.
         PatchOp::Add {
-            path: pointer,
+            path: format!(
+                "/metadata/annotations/{}",
+                escape_pointer_token(ROLLBACK_ANNOTATION)
+            ),
             value: Value::String(value),
         }
     } else {
@@ -425,8 +416,7 @@ fn annotation_ops(obj: &DynamicObject, value: String) -> Vec<PatchOp> {
             path: "/metadata/annotations".to_owned(),
             value: serde_json::json!({ ROLLBACK_ANNOTATION: value }),
         }
-    });
-    ops
+    }
 }
 
 /// A reference to `obj` for Events.
@@ -560,8 +550,9 @@ pub async fn rollback(
         };
         let record_json = serde_json::to_string(&record)
             .map_err(|e| target.kube_error("patch", kube::Error::SerdeError(e)))?;
-        let mut ops = plan.ops;
-        ops.extend(annotation_ops(obj, record_json));
+        let mut ops: Vec<PatchOp> = pin(obj).into_iter().collect();
+        ops.extend(plan.ops);
+        ops.push(annotation_op(obj, record_json));
 
         Ok(Attempt::Patch(ops, move |patched: DynamicObject| {
             tracing::info!(virtual_service = name, %summary, reasserted, "rolled back to stable");
@@ -580,8 +571,8 @@ pub async fn rollback(
 
 /// Puts back the weights recorded by the last rollback of VirtualService `name`, in routes
 /// whose destinations are unchanged, and marks the record with `restoredAt` (also when
-/// some routes could not be restored: they are reported in the outcome). The patch
-/// `test`s the annotation as read, so a rollback racing with the restore makes it retry.
+/// some routes could not be restored: they are reported in the outcome). The patch is
+/// pinned to the object as read, so a rollback racing with the restore makes it retry.
 pub async fn restore(
     api: &Api<DynamicObject>,
     name: &str,
@@ -614,22 +605,12 @@ pub async fn restore(
             }));
         }
 
-        let pointer = format!(
-            "/metadata/annotations/{}",
-            escape_pointer_token(ROLLBACK_ANNOTATION)
-        );
-        let mut ops = plan.ops;
-        ops.push(PatchOp::Test {
-            path: pointer.clone(),
-            value: Value::String(raw.to_owned()),
-        });
         record.restored_at = Some(Timestamp::now().to_string());
         let record_json = serde_json::to_string(&record)
             .map_err(|e| target.kube_error("patch", kube::Error::SerdeError(e)))?;
-        ops.push(PatchOp::Replace {
-            path: pointer,
-            value: Value::String(record_json),
-        });
+        let mut ops: Vec<PatchOp> = pin(obj).into_iter().collect();
+        ops.extend(plan.ops);
+        ops.push(annotation_op(obj, record_json));
 
         Ok(Attempt::Patch(ops, move |patched: DynamicObject| {
             tracing::info!(virtual_service = name, %summary, "restored recorded weights");
@@ -689,39 +670,27 @@ mod tests {
     }
 
     #[test]
-    fn annotation_ops_test_the_record_as_read_or_else_the_resource_version() {
+    fn patches_are_pinned_to_the_resource_version_never_to_a_value() {
         let mut obj = DynamicObject::new("reviews", &resource(DEFAULT_VERSION));
+        assert_eq!(pin(&obj), None);
         obj.metadata.resource_version = Some("42".into());
-        let ops = annotation_ops(&obj, "{}".into());
         assert_eq!(
-            serde_json::to_value(&ops).unwrap(),
+            serde_json::to_value([pin(&obj).unwrap(), annotation_op(&obj, "{}".into())]).unwrap(),
             serde_json::json!([
                 { "op": "test", "path": "/metadata/resourceVersion", "value": "42" },
                 { "op": "add", "path": "/metadata/annotations", "value": { "canary-guard.io/rollback": "{}" } }
             ])
         );
-        obj.metadata.annotations = Some(BTreeMap::from([("other".into(), "x".into())]));
-        let ops = annotation_ops(&obj, "{}".into());
+        // A record holding `>` is replaced without being tested.
+        obj.metadata.annotations = Some(BTreeMap::from([(
+            ROLLBACK_ANNOTATION.into(),
+            serde_json::to_string(&record(vec![], None)).unwrap(),
+        )]));
         assert_eq!(
-            serde_json::to_value(&ops).unwrap(),
-            serde_json::json!([
-                { "op": "test", "path": "/metadata/resourceVersion", "value": "42" },
+            serde_json::to_value(annotation_op(&obj, "{}".into())).unwrap(),
+            serde_json::json!(
                 { "op": "add", "path": "/metadata/annotations/canary-guard.io~1rollback", "value": "{}" }
-            ])
-        );
-        // With a record, the record is tested instead: unrelated writes cost no retry.
-        obj.metadata
-            .annotations
-            .as_mut()
-            .unwrap()
-            .insert(ROLLBACK_ANNOTATION.into(), "old".into());
-        let ops = annotation_ops(&obj, "{}".into());
-        assert_eq!(
-            serde_json::to_value(&ops).unwrap(),
-            serde_json::json!([
-                { "op": "test", "path": "/metadata/annotations/canary-guard.io~1rollback", "value": "old" },
-                { "op": "add", "path": "/metadata/annotations/canary-guard.io~1rollback", "value": "{}" }
-            ])
+            )
         );
     }
 

@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 pub mod cluster;
 pub mod envoy;
 pub mod process;
+pub mod realk8s;
 
 pub type BoxBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
 
