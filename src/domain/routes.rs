@@ -1424,11 +1424,17 @@ mod tests {
         let vs = vs_90_10();
         let plan = plan_rollback(&vs, &canary_subset("v2"), None, None).unwrap();
         assert!(!plan.is_noop());
-        assert!(plan.ops.iter().all(|op| !matches!(op, PatchOp::Test { .. })));
+        assert!(plan
+            .ops
+            .iter()
+            .all(|op| !matches!(op, PatchOp::Test { .. })));
         let after = apply(&vs, &plan.ops).unwrap();
         let restore = plan_restore(&after, &plan.previous).unwrap();
         assert!(!restore.is_noop());
-        assert!(restore.ops.iter().all(|op| !matches!(op, PatchOp::Test { .. })));
+        assert!(restore
+            .ops
+            .iter()
+            .all(|op| !matches!(op, PatchOp::Test { .. })));
     }
 
     #[test]

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 
 pub mod cluster;
 pub mod envoy;
+pub mod pod;
 pub mod process;
 pub mod realk8s;
 

@@ -70,7 +70,9 @@ fn run(cmd: &mut Command) -> Output {
 fn up(scripts: &Path, dir: &Path, extra: &[&str]) {
     let lock = dir.with_extension("lock");
     // `up` is not safe to run twice at once on one directory; test processes start together.
+    // `-o`: the daemons `up` leaves running must not inherit (and hold) the lock.
     run(Command::new("flock")
+        .arg("-o")
         .arg(&lock)
         .arg(scripts.join("up"))
         .arg(dir)
@@ -214,14 +216,35 @@ impl RealApi {
         );
     }
 
+    /// Installs the CRD once per cluster (test processes start together, and two creates
+    /// of one CRD race) and waits until it is served.
     fn install_crd(&self) {
-        self.kubectl(&["apply", "-f", VS_CRD]);
-        self.kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/virtualservices.networking.istio.io",
-        ]);
+        let kubectl = std::env::var(KUBECTL_VAR).unwrap_or_else(|_| "kubectl".to_owned());
+        let lock = Path::new(env!("CARGO_TARGET_TMPDIR")).join("realk8s-crd.lock");
+        run(Command::new("flock")
+            .arg(&lock)
+            .arg(&kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["apply", "-f", VS_CRD]));
+        let established = || {
+            self.kubectl_output(&[
+                "get",
+                "crd/virtualservices.networking.istio.io",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
+            ])
+            .stdout
+                == b"True"
+        };
+        for _ in 0..600 {
+            if established() {
+                return;
+            }
+            // kubectl runs as another process: nothing to await but its answer.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the VirtualService CRD was not established within 60 s");
     }
 
     /// A new namespace for one test (`prefix` plus a unique suffix) with its `default`

@@ -1,0 +1,564 @@
+//! The cluster loop on a real kube-apiserver (see `support::realk8s`): guards run as
+//! separate processes with the identities of real Pods made by a real Deployment, as in a
+//! cluster; the API server, its patch semantics, RBAC and garbage collector are the real
+//! ones. Skipped, with the reason, when no API server is configured.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use canary_guard::cluster::virtual_service::{self, RollbackReason, RouteTargets};
+use canary_guard::domain::routes::CanaryTarget;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{Api, DynamicObject, ListParams};
+use serde_json::{json, Value};
+use support::pod::{pods, GuardProc, PodIdentity};
+use support::realk8s::{poll, RealApi};
+use support::start_app;
+
+const CANARY: &str = "app=reviews,version=v2";
+
+/// The VirtualService every scenario starts from: a 90/10 http route and an 80/20 tcp
+/// route that hold the canary, an http route that does not, and strings with characters
+/// Go's encoder escapes (`<`, `>`, `&`) and non-ASCII ones, which must all come back
+/// unchanged.
+fn virtual_service(namespace: &str) -> Value {
+    json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {
+            "name": "reviews",
+            "namespace": namespace,
+            "labels": {"app": "reviews", "team": "shop"},
+            "annotations": {"example.com/owner": "Zoë <shop@example.com> & co"}
+        },
+        "spec": {
+            "hosts": ["reviews"],
+            "gateways": ["mesh"],
+            "http": [
+                {
+                    "name": "reviews-route",
+                    "match": [{"uri": {"prefix": "/"}}],
+                    "retries": {"attempts": 2, "perTryTimeout": "2s"},
+                    "timeout": "10s",
+                    "headers": {"request": {"set": {"x-note": "a<b & c>d"}}},
+                    "route": [
+                        {"destination": {"host": "reviews", "subset": "v1"}, "weight": 90},
+                        {"destination": {"host": "reviews", "subset": "v2"}, "weight": 10}
+                    ]
+                },
+                {
+                    "name": "ratings-route",
+                    "match": [{"uri": {"prefix": "/ratings"}}],
+                    "route": [{"destination": {"host": "ratings", "subset": "v1"}, "weight": 100}]
+                }
+            ],
+            "tcp": [{
+                "match": [{"port": 9090}],
+                "route": [
+                    {"destination": {"host": "reviews", "subset": "v1"}, "weight": 80},
+                    {"destination": {"host": "reviews", "subset": "v2"}, "weight": 20}
+                ]
+            }]
+        }
+    })
+}
+
+/// The canary Deployment: the controller manager gives its Pods their names, uids and
+/// `pod-template-hash`; `Recreate` so a new revision replaces the old Pods at once (no
+/// kubelet ever makes the new ones ready).
+fn deployment(namespace: &str, replicas: u32) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: reviews-v2
+  namespace: {namespace}
+  labels: {{app: reviews, version: v2}}
+spec:
+  replicas: {replicas}
+  strategy: {{type: Recreate}}
+  selector:
+    matchLabels: {{app: reviews, version: v2}}
+  template:
+    metadata:
+      labels: {{app: reviews, version: v2}}
+    spec:
+      containers:
+      - name: reviews
+        image: example.com/reviews:2.0.0
+"#
+    )
+}
+
+/// A namespace with the VirtualService and, when `replicas` > 0, the canary Deployment.
+async fn scenario(k8s: &RealApi, prefix: &str, replicas: u32) -> (String, kube::Client) {
+    let ns = k8s.namespace(prefix).await;
+    let client = k8s.client(&ns).await;
+    k8s.apply(&serde_json::to_string(&virtual_service(&ns)).unwrap());
+    if replicas > 0 {
+        k8s.apply(&deployment(&ns, replicas));
+    }
+    (ns, client)
+}
+
+fn vs_api(client: &kube::Client) -> Api<DynamicObject> {
+    virtual_service::api(client.clone(), client.default_namespace(), "v1")
+}
+
+async fn vs(client: &kube::Client) -> Value {
+    serde_json::to_value(vs_api(client).get("reviews").await.unwrap()).unwrap()
+}
+
+/// `(v1, v2)` weights of the first http route and of the tcp route.
+fn weights(vs: &Value) -> [(i64, i64); 2] {
+    let w = |r: &Value| {
+        (
+            r["route"][0]["weight"].as_i64().unwrap_or(0),
+            r["route"][1]["weight"].as_i64().unwrap_or(0),
+        )
+    };
+    [w(&vs["spec"]["http"][0]), w(&vs["spec"]["tcp"][0])]
+}
+
+const SPLIT: [(i64, i64); 2] = [(90, 10), (80, 20)];
+const ROLLED_BACK: [(i64, i64); 2] = [(100, 0), (100, 0)];
+
+async fn wait_weights(
+    client: &kube::Client,
+    want: [(i64, i64); 2],
+    secs: u64,
+    what: &str,
+) -> Value {
+    poll(secs, what, || async {
+        let v = vs(client).await;
+        (weights(&v) == want).then_some(v)
+    })
+    .await
+}
+
+/// The record in our annotation.
+fn record(vs: &Value) -> Value {
+    serde_json::from_str(
+        vs["metadata"]["annotations"]["canary-guard.io/rollback"]
+            .as_str()
+            .expect("a rollback record"),
+    )
+    .unwrap()
+}
+
+/// `vs` with the weights of the canary's routes and our annotation taken out, so the
+/// rest can be compared whole.
+fn without_our_changes(vs: &Value) -> Value {
+    let mut v = json!({
+        "metadata": {
+            "labels": vs["metadata"]["labels"],
+            "annotations": vs["metadata"]["annotations"],
+        },
+        "spec": vs["spec"],
+    });
+    if let Some(a) = v["metadata"]["annotations"].as_object_mut() {
+        a.remove("canary-guard.io/rollback");
+    }
+    for pointer in ["/spec/http/0/route", "/spec/tcp/0/route"] {
+        for e in v.pointer_mut(pointer).unwrap().as_array_mut().unwrap() {
+            e.as_object_mut().unwrap().remove("weight");
+        }
+    }
+    v
+}
+
+/// Events about `kind` with `reason`, as `kubectl get events` shows them.
+fn events(k8s: &RealApi, ns: &str, reason: &str, kind: &str) -> Vec<Value> {
+    let out = k8s.kubectl(&["get", "events", "-n", ns, "-o", "json"]);
+    let list: Value = serde_json::from_str(&out).unwrap();
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reason"] == reason && e["involvedObject"]["kind"] == kind)
+        .cloned()
+        .collect()
+}
+
+async fn wait_event(k8s: &RealApi, ns: &str, reason: &str, kind: &str) -> Value {
+    poll(20, &format!("Event {reason} on the {kind}"), || async {
+        events(k8s, ns, reason, kind).into_iter().next()
+    })
+    .await
+}
+
+/// The holder of the group's leader lease.
+async fn holder(client: &kube::Client) -> Option<String> {
+    let leases: Api<Lease> = Api::default_namespaced(client.clone());
+    leases
+        .get_opt("canary-guard-reviews")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec?.holder_identity)
+        .filter(|h| !h.is_empty())
+}
+
+async fn start_guards(
+    k8s: &RealApi,
+    ns: &str,
+    pods: &[PodIdentity],
+    app: std::net::SocketAddr,
+    extra: &[&str],
+) -> Vec<GuardProc> {
+    let mut guards = Vec::new();
+    for p in pods {
+        guards.push(GuardProc::start(k8s.kubeconfig(), ns, p, app, extra).await);
+    }
+    guards
+}
+
+/// A JSON merge patch by kubectl, as a GitOps sync or a person would send it.
+fn kubectl_merge(k8s: &RealApi, ns: &str, patch: &Value) {
+    k8s.kubectl(&[
+        "patch",
+        "-n",
+        ns,
+        "virtualservices.networking.istio.io",
+        "reviews",
+        "--type",
+        "merge",
+        "-p",
+        &patch.to_string(),
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_canary_is_never_written() {
+    let Some(k8s) = RealApi::shared() else { return };
+    let (ns, client) = scenario(&k8s, "healthy", 2).await;
+    let app = start_app().await;
+    let pods = pods(&client, CANARY, 2, &[]).await;
+    let guards = start_guards(&k8s, &ns, &pods, app, &[]).await;
+    let before = vs(&client).await;
+    let rv = before["metadata"]["resourceVersion"].clone();
+
+    poll(20, "a leader", || holder(&client)).await;
+    // 12 s of healthy traffic: 200s and 404s (answers, not failures), 25 rps per guard.
+    let until = tokio::time::Instant::now() + Duration::from_secs(12);
+    while tokio::time::Instant::now() < until {
+        for g in &guards {
+            g.send("/status/200", 4, 200).await;
+            g.send("/status/404", 1, 404).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let leader = holder(&client).await.unwrap();
+    let leader = guards.iter().find(|g| g.pod.name == leader).unwrap();
+    let s = leader.state().await;
+    assert_eq!(s["verdict"], "healthy", "{s}");
+    assert!(s["aggregate"]["requests"].as_u64().unwrap() >= 200, "{s}");
+    let after = vs(&client).await;
+    assert_eq!(
+        after["metadata"]["resourceVersion"], rv,
+        "a healthy canary was written to"
+    );
+    assert_eq!(weights(&after), SPLIT);
+}
+
+/// The whole incident: rollback, a GitOps revert re-asserted, the leader killed and the
+/// revert re-asserted again, a new revision restored; with `--on-rollback=pause`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incident_is_rolled_back_reasserted_and_restored_for_a_new_revision() {
+    let Some(k8s) = RealApi::shared() else { return };
+    let (ns, client) = scenario(&k8s, "incident", 3).await;
+    let app = start_app().await;
+    let bad = pods(&client, CANARY, 3, &[]).await;
+    let bad_revision = bad[0].revision.clone();
+    let extra = ["--deployment", "reviews-v2", "--on-rollback", "pause"];
+    let mut guards = start_guards(&k8s, &ns, &bad, app, &extra).await;
+    let before = vs(&client).await;
+    poll(20, "a leader", || holder(&client)).await;
+
+    // Half the canary's requests fail.
+    for _ in 0..3 {
+        for g in &guards {
+            g.send("/status/200", 10, 200).await;
+            g.send("/status/503", 10, 503).await;
+        }
+    }
+    let after = wait_weights(&client, ROLLED_BACK, 30, "the rollback").await;
+    // Every other route, field, label and annotation is kept, byte for byte.
+    assert_eq!(without_our_changes(&after), without_our_changes(&before));
+    let rec = record(&after);
+    assert_eq!(rec["canaryRevision"], bad_revision.as_str());
+    assert_eq!(rec["group"], "reviews");
+    assert!(rec["reason"].as_str().unwrap().contains(" > "), "{rec}");
+    assert_eq!(rec["previous"].as_array().unwrap().len(), 2, "{rec}");
+    // Events on the VirtualService and on the Deployment, as `kubectl get events` shows.
+    let ev = wait_event(&k8s, &ns, "CanaryRollback", "VirtualService").await;
+    assert_eq!(ev["type"], "Warning");
+    assert_eq!(ev["involvedObject"]["name"], "reviews");
+    wait_event(&k8s, &ns, "CanaryRollback", "Deployment").await;
+    // --on-rollback=pause: the Deployment is paused, and kubectl says so.
+    let paused = k8s.kubectl(&[
+        "get",
+        "deploy",
+        "reviews-v2",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.spec.paused}",
+    ]);
+    assert_eq!(paused, "true");
+    // What `kubectl get deploy` and `describe` show: the controller saw the pause.
+    poll(
+        20,
+        "the controller to report the rollout paused",
+        || async {
+            let reason = k8s.kubectl(&[
+                "get",
+                "deploy",
+                "reviews-v2",
+                "-n",
+                &ns,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Progressing\")].reason}",
+            ]);
+            (reason == "DeploymentPaused").then_some(())
+        },
+    )
+    .await;
+
+    // A GitOps sync puts the split back while the failed revision runs: re-asserted.
+    let split = json!({"spec": {"http": before["spec"]["http"], "tcp": before["spec"]["tcp"]}});
+    kubectl_merge(&k8s, &ns, &split);
+    wait_weights(&client, ROLLED_BACK, 20, "the rollback re-asserted").await;
+    wait_event(&k8s, &ns, "CanaryRollbackReasserted", "VirtualService").await;
+
+    // The leader dies without a word; the split comes back again; a new leader re-asserts.
+    let first = holder(&client).await.unwrap();
+    let i = guards.iter().position(|g| g.pod.name == first).unwrap();
+    guards[i].kill();
+    kubectl_merge(&k8s, &ns, &split);
+    wait_weights(&client, SPLIT, 5, "the split put back").await;
+    let second = poll(20, "a new leader", || async {
+        holder(&client).await.filter(|h| *h != first)
+    })
+    .await;
+    assert!(guards.iter().any(|g| g.pod.name == second));
+    wait_weights(
+        &client,
+        ROLLED_BACK,
+        20,
+        "the rollback re-asserted by the new leader",
+    )
+    .await;
+    let reasserted = events(&k8s, &ns, "CanaryRollbackReasserted", "VirtualService");
+    assert!(!reasserted.is_empty());
+
+    // A new revision: the kubelet would stop the old guards with their pods; the user
+    // resumes the rollout with a new image; the Deployment makes new Pods.
+    for g in &mut guards {
+        g.kill();
+    }
+    k8s.kubectl(&[
+        "set",
+        "image",
+        "-n",
+        &ns,
+        "deploy/reviews-v2",
+        "reviews=example.com/reviews:2.0.1",
+    ]);
+    k8s.kubectl(&["rollout", "resume", "-n", &ns, "deploy/reviews-v2"]);
+    let good = pods(&client, CANARY, 3, &[&bad_revision]).await;
+    assert_ne!(good[0].revision, bad_revision);
+    let _new_guards = start_guards(&k8s, &ns, &good, app, &extra).await;
+    let restored = wait_weights(&client, SPLIT, 30, "the weights restored").await;
+    assert!(record(&restored)["restoredAt"].is_string());
+    assert_eq!(without_our_changes(&restored), without_our_changes(&before));
+    wait_event(&k8s, &ns, "CanaryRestored", "VirtualService").await;
+
+    // The killed guards' member Leases belonged to their Pods, which the Deployment
+    // deleted: the garbage collector removes them.
+    let leases: Api<Lease> = Api::default_namespaced(client.clone());
+    poll(30, "the old members' leases collected", || async {
+        let names: Vec<String> = leases
+            .list(&ListParams::default().labels("canary-guard.io/group=reviews"))
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .filter_map(|l| l.metadata.name)
+            .collect();
+        let old_left = bad
+            .iter()
+            .any(|p| names.iter().any(|n| n.ends_with(&p.name)));
+        (!old_left).then_some(())
+    })
+    .await;
+}
+
+/// `canary-guard restore` and `status` by hand against a real server, after a rollback
+/// whose reason holds `>` (the record a value `test` could never match).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_and_status_by_hand() {
+    let Some(k8s) = RealApi::shared() else { return };
+    let (ns, client) = scenario(&k8s, "byhand", 1).await;
+    let before = vs(&client).await;
+    let targets = RouteTargets {
+        canary: CanaryTarget::new(Some("reviews".into()), Some("v2".into())).unwrap(),
+        stable: None,
+        route: None,
+    };
+    let reason = RollbackReason {
+        reason: "error ratio 0.31 > 0.05 (31 of 100 requests) & p99 1.2s > 500ms".into(),
+        group: "reviews".into(),
+        canary_revision: "7d9f".into(),
+    };
+    let api = vs_api(&client);
+    virtual_service::rollback(&api, "reviews", &targets, &reason, false)
+        .await
+        .unwrap();
+    assert_eq!(weights(&vs(&client).await), ROLLED_BACK);
+    // GitOps reverts; the same revision's rollback is asserted again, over a record with `>`.
+    kubectl_merge(&k8s, &ns, &json!({"spec": before["spec"]}));
+    let out = virtual_service::rollback(&api, "reviews", &targets, &reason, false)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            out,
+            virtual_service::RollbackOutcome::Applied {
+                reasserted: true,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    k8s.kubectl(&["rollout", "pause", "-n", &ns, "deploy/reviews-v2"]);
+
+    let status = std::process::Command::new(support::pod::binary())
+        .args([
+            "status",
+            "--group",
+            "reviews",
+            "--virtual-service",
+            "reviews",
+        ])
+        .args(["--canary-subset", "v2", "-n", &ns, "--json", "--kubeconfig"])
+        .arg(k8s.kubeconfig())
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let s: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(s["last_rollback"]["canaryRevision"], "7d9f", "{s}");
+    assert_eq!(s["last_rollback"]["reason"], reason.reason.as_str());
+
+    let restore = std::process::Command::new(support::pod::binary())
+        .args([
+            "restore",
+            "--virtual-service",
+            "reviews",
+            "--deployment",
+            "reviews-v2",
+            "-n",
+            &ns,
+        ])
+        .arg("--kubeconfig")
+        .arg(k8s.kubeconfig())
+        .output()
+        .unwrap();
+    assert!(
+        restore.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&restore.stdout),
+        String::from_utf8_lossy(&restore.stderr)
+    );
+    let after = vs(&client).await;
+    assert_eq!(weights(&after), SPLIT);
+    assert!(record(&after)["restoredAt"].is_string());
+    assert_eq!(without_our_changes(&after), without_our_changes(&before));
+    let paused = k8s.kubectl(&[
+        "get",
+        "deploy",
+        "reviews-v2",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.spec.paused}",
+    ]);
+    assert_ne!(paused, "true", "restore resumes the paused rollout");
+}
+
+/// Another writer edits a different route after our read and before our patch: the
+/// patch, pinned to what we read, fails (422); we read again and their edit is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_writers_edit_between_our_read_and_patch_is_kept() {
+    let Some(k8s) = RealApi::shared() else { return };
+    let (ns, client) = scenario(&k8s, "race", 0).await;
+    let edited = Arc::new(AtomicBool::new(false));
+    let (inner, kubeconfig, ns2, flag) = (
+        client.clone(),
+        k8s.kubeconfig().to_owned(),
+        ns.clone(),
+        edited.clone(),
+    );
+    let statuses = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let seen = statuses.clone();
+    // Before our first PATCH leaves, the other writer's edit lands.
+    let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+        let inner = inner.clone();
+        let (kubeconfig, ns, flag, seen) =
+            (kubeconfig.clone(), ns2.clone(), flag.clone(), seen.clone());
+        async move {
+            let is_patch = req.method() == http::Method::PATCH;
+            if is_patch && !flag.swap(true, Ordering::SeqCst) {
+                let ok = std::process::Command::new(std::env::var("CANARY_GUARD_TEST_KUBECTL").unwrap_or("kubectl".into()))
+                    .arg("--kubeconfig")
+                    .arg(&kubeconfig)
+                    .args(["patch", "-n", &ns, "virtualservices.networking.istio.io", "reviews", "--type", "json", "-p"])
+                    .arg(r#"[{"op":"replace","path":"/spec/http/1/route/0/weight","value":100},{"op":"add","path":"/spec/http/1/timeout","value":"3s"}]"#)
+                    .status()
+                    .unwrap()
+                    .success();
+                assert!(ok);
+            }
+            let resp = inner.send(req).await;
+            if is_patch {
+                if let Ok(r) = &resp {
+                    seen.lock().push(r.status().as_u16());
+                }
+            }
+            resp
+        }
+    });
+    let hooked = kube::Client::new(service, ns.clone());
+    let targets = RouteTargets {
+        canary: CanaryTarget::new(None, Some("v2".into())).unwrap(),
+        stable: None,
+        route: None,
+    };
+    let reason = RollbackReason {
+        reason: "error ratio 0.5 > 0.05".into(),
+        group: "reviews".into(),
+        canary_revision: "r1".into(),
+    };
+    virtual_service::rollback(&vs_api(&hooked), "reviews", &targets, &reason, false)
+        .await
+        .unwrap();
+    assert!(edited.load(Ordering::SeqCst));
+    assert_eq!(
+        *statuses.lock(),
+        vec![422, 200],
+        "the first patch must fail, the second land"
+    );
+    let after = vs(&client).await;
+    assert_eq!(weights(&after), ROLLED_BACK);
+    assert_eq!(
+        after["spec"]["http"][1]["timeout"], "3s",
+        "their edit was lost"
+    );
+}
