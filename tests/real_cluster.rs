@@ -562,3 +562,211 @@ async fn another_writers_edit_between_our_read_and_patch_is_kept() {
         "their edit was lost"
     );
 }
+
+/// A kubeconfig that authenticates with the token of ServiceAccount `canary-guard`, bound
+/// to exactly the Role in `deploy/` (its namespace changed to `ns`).
+fn least_privilege_kubeconfig(k8s: &RealApi, ns: &str) -> std::path::PathBuf {
+    let rbac = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/base/rbac.yaml"
+    ))
+    .unwrap()
+    .replace("namespace: bookinfo", &format!("namespace: {ns}"));
+    k8s.apply(&rbac);
+    let token = k8s.kubectl(&["create", "token", "canary-guard", "-n", ns]);
+    let server = k8s.kubectl(&[
+        "config",
+        "view",
+        "--raw",
+        "-o",
+        "jsonpath={.clusters[0].cluster.server}",
+    ]);
+    let ca = k8s.kubectl(&[
+        "config",
+        "view",
+        "--raw",
+        "-o",
+        "jsonpath={.clusters[0].cluster.certificate-authority-data}",
+    ]);
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{ns}.kubeconfig"));
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: guard\n  user:\n    token: {}\ncontexts:\n- name: guard\n  context: {{cluster: c, user: guard, namespace: {ns}}}\ncurrent-context: guard\n",
+            token.trim()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The guards run with a ServiceAccount token bound to exactly the Role in `deploy/`:
+/// the whole incident works, and calls outside the Role are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_privilege_role_is_enough_and_no_more() {
+    let Some(k8s) = RealApi::shared() else { return };
+    let (ns, client) = scenario(&k8s, "rbac", 2).await;
+    let kubeconfig = least_privilege_kubeconfig(&k8s, &ns);
+    let app = start_app().await;
+    let bad = pods(&client, CANARY, 2, &[]).await;
+    let extra = ["--deployment", "reviews-v2", "--on-rollback", "pause"];
+    let mut guards = Vec::new();
+    for p in &bad {
+        guards.push(GuardProc::start(&kubeconfig, &ns, p, app, &extra).await);
+    }
+    for g in &guards {
+        g.send("/status/500", 25, 500).await;
+    }
+    wait_weights(&client, ROLLED_BACK, 30, "the rollback").await;
+    wait_event(&k8s, &ns, "CanaryRollback", "VirtualService").await;
+    wait_event(&k8s, &ns, "CanaryRollback", "Deployment").await;
+    let paused = k8s.kubectl(&[
+        "get",
+        "deploy",
+        "reviews-v2",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.spec.paused}",
+    ]);
+    assert_eq!(paused, "true");
+    for g in &guards {
+        let page = g.metrics().await;
+        assert!(
+            !page
+                .lines()
+                .any(|l| l.starts_with("canary_guard_kube_errors_total") && !l.ends_with(" 0")),
+            "the guard met API errors with the Role of deploy/:\n{page}"
+        );
+    }
+    // `status` and `restore` work with the same token.
+    let restore = std::process::Command::new(support::pod::binary())
+        .args([
+            "restore",
+            "--virtual-service",
+            "reviews",
+            "--deployment",
+            "reviews-v2",
+            "-n",
+            &ns,
+        ])
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .output()
+        .unwrap();
+    // The guards re-assert while the failed revision runs; stop them first.
+    drop(guards);
+    assert!(
+        restore.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restore.stderr)
+    );
+
+    // Outside the Role: other VirtualServices, Pods, Secrets.
+    let mut other = virtual_service(&ns);
+    other["metadata"]["name"] = "ratings".into();
+    k8s.apply(&other.to_string());
+    let as_guard = |args: &[&str]| {
+        let out = std::process::Command::new(
+            std::env::var("CANARY_GUARD_TEST_KUBECTL").unwrap_or("kubectl".into()),
+        )
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(args)
+        .output()
+        .unwrap();
+        assert!(!out.status.success(), "kubectl {args:?} was allowed");
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            err.contains("Forbidden") || err.contains("forbidden"),
+            "kubectl {args:?}: {err}"
+        );
+    };
+    as_guard(&[
+        "patch",
+        "virtualservices.networking.istio.io",
+        "ratings",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"metadata":{"labels":{"x":"y"}}}"#,
+    ]);
+    as_guard(&["get", "pods"]);
+    as_guard(&["get", "secrets"]);
+    as_guard(&["get", "leases", "-n", "default"]);
+}
+
+/// The API server crashes during an incident: proxying never stops, and the pending
+/// rollback is written once it is back, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_server_crash_during_an_incident() {
+    let Some(k8s) = RealApi::own("crash") else {
+        return;
+    };
+    let (ns, client) = scenario(&k8s, "crash", 0).await;
+    let app = start_app().await;
+    let fake = |n: &str| PodIdentity {
+        name: format!("reviews-v2-7d9f-{n}"),
+        uid: format!("00000000-0000-0000-0000-00000000000{}", n.len()),
+        revision: "7d9f".into(),
+    };
+    let guards = start_guards(&k8s, &ns, &[fake("a"), fake("bb")], app, &[]).await;
+    poll(20, "a leader", || holder(&client)).await;
+    for g in &guards {
+        g.send("/status/200", 10, 200).await;
+    }
+
+    k8s.kill_apiserver();
+    // Every request still reaches the app and gets its answer while the API is down.
+    for _ in 0..3 {
+        for g in &guards {
+            g.send("/status/503", 10, 503).await;
+        }
+    }
+    let failing = poll(20, "a guard to judge its window failing", || async {
+        for g in &guards {
+            let s = g.state().await;
+            if s["verdict"] == "failing" || s["consecutive_failures"].as_u64() > Some(0) {
+                return Some(s);
+            }
+        }
+        None
+    })
+    .await;
+    assert_ne!(failing["verdict"], "rolled_back");
+
+    k8s.restart_apiserver();
+    let client = k8s.client(&ns).await;
+    for g in &guards {
+        g.send("/status/503", 10, 503).await;
+    }
+    wait_weights(&client, ROLLED_BACK, 40, "the pending rollback").await;
+    // Watch for a second write over more than one look at the VirtualService (every 2 s).
+    let leader = holder(&client).await.unwrap();
+    let leader = guards.iter().find(|g| g.pod.name == leader).unwrap();
+    poll(20, "the leader to report the rollback", || async {
+        let s = leader.state().await;
+        (s["verdict"] == "rolled_back").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let audit = std::fs::read_to_string(k8s.audit_log().expect("an audit log")).unwrap();
+    let patches: Vec<Value> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| {
+            e["verb"] == "patch"
+                && e["objectRef"]["resource"] == "virtualservices"
+                && e["objectRef"]["namespace"] == ns.as_str()
+                && e["userAgent"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("canary-guard"))
+                && e["stage"] == "ResponseComplete"
+        })
+        .collect();
+    let landed = patches
+        .iter()
+        .filter(|e| e["responseStatus"]["code"] == 200)
+        .count();
+    assert_eq!(landed, 1, "patches: {patches:#?}");
+}
