@@ -46,7 +46,10 @@ pub enum Error {
     Inject(#[from] crate::inject::InjectError),
 
     /// A Kubernetes API call failed.
-    #[error("kubernetes API call {op} failed: {source}")]
+    #[error(
+        "kubernetes API call {op} failed: {}",
+        cluster::api_error::Readable(source)
+    )]
     Kube {
         /// The operation, e.g. `patch virtualservice`.
         op: String,

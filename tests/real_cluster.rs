@@ -694,6 +694,26 @@ async fn least_privilege_role_is_enough_and_no_more() {
     as_guard(&["get", "pods"]);
     as_guard(&["get", "secrets"]);
     as_guard(&["get", "leases", "-n", "default"]);
+    // The guard's own refusal reads as code, reason, message and what to do.
+    let status = std::process::Command::new(support::pod::binary())
+        .args([
+            "status",
+            "--group",
+            "reviews",
+            "--virtual-service",
+            "reviews",
+        ])
+        .args(["--canary-subset", "v2", "-n", "default", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .output()
+        .unwrap();
+    assert_eq!(status.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&status.stderr);
+    assert!(
+        err.contains("403 Forbidden: ") && err.contains("grant the verb in the Role"),
+        "{err}"
+    );
+    assert!(!err.contains("Status {"), "a Debug dump: {err}");
 }
 
 /// The API server crashes during an incident: proxying never stops, and the pending

@@ -65,7 +65,7 @@ impl From<kube::Error> for StoreError {
             kube::Error::Api(s) if s.is_already_exists() => StoreError::AlreadyExists,
             kube::Error::Api(s) if s.is_conflict() => StoreError::Conflict,
             kube::Error::Api(s) if s.is_not_found() => StoreError::NotFound,
-            _ => StoreError::Other(err.to_string()),
+            _ => StoreError::Other(super::api_error::Readable(&err).to_string()),
         }
     }
 }

@@ -105,7 +105,7 @@ impl Recorder {
         if let Err(e) = api.create(&PostParams::default(), &event).await {
             tracing::warn!(
                 reason = event.reason.as_deref().unwrap_or_default(),
-                error = %e,
+                error = %super::api_error::Readable(&e),
                 "could not publish event"
             );
         }

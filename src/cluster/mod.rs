@@ -1,5 +1,6 @@
 //! Kubernetes adapters: client, leases, leader election, VirtualService, Events.
 
+pub mod api_error;
 pub mod client;
 pub mod election;
 pub mod events;

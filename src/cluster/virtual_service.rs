@@ -259,7 +259,10 @@ pub enum VirtualServiceError {
     },
 
     /// Any other API failure.
-    #[error("{verb} {RESOURCE} {name} in {namespace}: {source}")]
+    #[error(
+        "{verb} {RESOURCE} {name} in {namespace}: {}",
+        super::api_error::Readable(source)
+    )]
     Kube {
         /// The verb that failed.
         verb: &'static str,
@@ -352,7 +355,7 @@ impl<'a> Target<'a> {
             namespace: self.namespace.clone(),
             name: self.name.to_owned(),
             attempts,
-            last: last.to_string(),
+            last: super::api_error::Readable(last).to_string(),
         }
     }
 

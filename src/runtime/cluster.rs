@@ -17,6 +17,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::admin::metrics::Metrics;
 use crate::admin::state::{MemberView, Problem, SharedState, WindowView};
+use crate::cluster::api_error::Readable;
 use crate::cluster::election::{ElectionConfig, Elector, Jitter, Leadership};
 use crate::cluster::events::{self, EventSpec, EventType};
 use crate::cluster::members;
@@ -827,7 +828,12 @@ async fn set_paused(c: &Cluster, paused: bool) {
         ..PatchParams::default()
     };
     let patch = Patch::Merge(json!({"spec": {"paused": paused}}));
-    match bounded(c.call_timeout(), api.patch(name, &params, &patch)).await {
+    let call = async {
+        api.patch(name, &params, &patch)
+            .await
+            .map_err(|e| Readable(&e).to_string())
+    };
+    match bounded(c.call_timeout(), call).await {
         Ok(_) => tracing::info!(
             deployment = name,
             paused,
