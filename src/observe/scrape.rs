@@ -66,6 +66,7 @@ pub fn istio_schema(filters: &[(String, String)]) -> Schema {
         status_label: "response_code".into(),
         grpc_status_label: Some("grpc_response_status".into()),
         grpc_server_errors: GRPC_SERVER_ERRORS.to_vec(),
+        flags_label: Some("response_flags".into()),
         filters: all,
     }
 }
@@ -88,6 +89,7 @@ impl ScrapeConfig {
                     status_label: s.metrics_status_label.clone(),
                     grpc_status_label: None,
                     grpc_server_errors: Vec::new(),
+                    flags_label: None,
                     filters: s.metrics_labels.clone(),
                 },
             ),
