@@ -70,7 +70,7 @@ async fn counts_exactly_the_canarys_deltas_through_a_reset_and_a_garbage_page() 
     let s = state(&guard).await;
     assert_eq!(s["mode"], "envoy");
     assert_eq!(s["scrape"]["counting"], true);
-    assert_eq!(s["scrape"]["series"], 4);
+    assert_eq!(s["scrape"]["series"], 7);
     assert_eq!(window(&s), (0, 0));
     assert_eq!(outcomes(&guard).await, (0.0, 0.0));
 
@@ -231,4 +231,29 @@ async fn an_apps_own_metrics_in_milliseconds() {
     // 40 under 50 ms, 10 beyond the largest bound: p50 just under 50 ms.
     let p50 = s["window"]["p50_ms"].as_f64().unwrap();
     assert!((47.0..=50.0).contains(&p50), "p50 {p50}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_flags_a_client_that_left_as_abandoned_and_upstream_failures_as_errors() {
+    let stats = FakeStats::start(Answer::Page(istio_page(1000, 50, 10, 0))).await;
+    let guard = start_envoy_guard(&stats.url(), &fast()).await;
+    two_more_scrapes(&guard).await;
+    // 4 requests the client left (code 0, DC), 2 upstream timeouts (504, UT),
+    // 1 upstream connection cut (503, UC).
+    stats.set(Answer::Page(istio_page_with_flags(
+        1000,
+        50,
+        10,
+        0,
+        [4, 2, 1],
+    )));
+    two_more_scrapes(&guard).await;
+    assert_eq!(outcomes(&guard).await, (0.0, 3.0));
+    let page = metrics(&guard).await;
+    assert_eq!(
+        series(&page, "canary_guard_requests_total{outcome=\"abandoned\"}"),
+        Some(4.0)
+    );
+    let s = wait_state(&guard, |s| window(s) == (7, 3)).await;
+    assert_eq!(s["window"]["abandoned"], 4);
 }

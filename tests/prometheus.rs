@@ -126,6 +126,7 @@ async fn prometheus_scrapes_exactly_the_requests_sent() {
     let prom = Prometheus::start(guard.admin_addr);
     let instance = guard.admin_addr.to_string();
     let want = vec![
+        ("abandoned".to_string(), instance.clone(), "0".to_string()),
         ("error".to_string(), instance.clone(), "8".to_string()),
         ("success".to_string(), instance.clone(), "29".to_string()),
     ];

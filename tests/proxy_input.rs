@@ -19,6 +19,12 @@ async fn counts(guard: &canary_guard::runtime::guard::Guard) -> (f64, f64) {
     )
 }
 
+/// `canary_guard_requests_total{outcome="abandoned"}`.
+async fn abandoned(guard: &canary_guard::runtime::guard::Guard) -> f64 {
+    let page = metrics(guard).await;
+    series(&page, "canary_guard_requests_total{outcome=\"abandoned\"}").unwrap()
+}
+
 /// `canary_guard_proxy_refusals_total{reason}` in a metrics page (absent: 0).
 fn refusals(page: &str, reason: &str) -> f64 {
     series(
@@ -169,22 +175,19 @@ async fn a_client_vanishing_mid_upload_is_not_the_canarys_fault() {
         String::from_utf8_lossy(&head)
     );
     drop(conn);
-    // The app had answered, so the request counts as served; the broken upload is
-    // the client's doing, never a canary error.
+    // The client left before the app's whole answer: abandoned, the client's
+    // doing, never a canary error (nor a success).
     let mut checks = guard.checks.clone();
     checks.borrow_and_update();
-    let seen = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let c = counts(&guard).await;
-            if c.0 + c.1 >= 1.0 {
-                return c;
-            }
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while abandoned(&guard).await < 1.0 {
             checks.changed().await.unwrap();
         }
     })
     .await
     .expect("the request was never recorded");
-    assert_eq!(seen, (1.0, 0.0));
+    assert_eq!(counts(&guard).await, (0.0, 0.0));
+    assert_eq!(abandoned(&guard).await, 1.0);
     let (status, _) = get(
         &http1(),
         &format!("http://{}/status/200", guard.proxy_addr.unwrap()),
@@ -223,8 +226,9 @@ async fn an_upstream_that_breaks_mid_body_breaks_the_client_too_and_the_guard_go
     assert!(http_body_util::BodyExt::collect(resp.into_body())
         .await
         .is_err());
-    // The app answered 200: the break came after the headers the guard judges by.
-    assert_eq!(counts(&guard).await, (1.0, 0.0));
+    // A body the app cut short is never a success: the canary's error.
+    assert_eq!(counts(&guard).await, (0.0, 1.0));
+    assert_eq!(abandoned(&guard).await, 0.0);
     let (status, _) = get(&http1(), &format!("http://{}/healthz", guard.admin_addr)).await;
     assert_eq!(status, StatusCode::OK);
 }

@@ -246,14 +246,16 @@ impl RequestTotals {
     fn new() -> Self {
         let requests = Desc::new(
             "canary_guard_requests_total".into(),
-            "Requests observed for the canary, by outcome.".into(),
+            "Requests observed for the canary, by outcome: success; error (5xx, gRPC server errors, the guard's 502/504, upstream timeouts and cut streams); abandoned (the client went away before the answer was complete: closed connection, RST_STREAM, gRPC cancel or its own deadline; counted as slow when it had waited past the latency limit)."
+                .into(),
             vec!["outcome".into()],
             HashMap::new(),
         )
         .expect("valid metric");
         let duration = Desc::new(
             "canary_guard_request_duration_seconds".into(),
-            "Time from request to response headers.".into(),
+            "Time from request to response headers (for a request abandoned after waiting past the latency limit, at least the time it waited)."
+                .into(),
             Vec::new(),
             HashMap::new(),
         )
@@ -277,21 +279,29 @@ impl RequestTotals {
     }
 
     fn requests_family(&self, totals: &Totals) -> MetricFamily {
-        let success = totals.requests.saturating_sub(totals.errors);
-        let metrics = [("error", totals.errors), ("success", success)]
-            .into_iter()
-            .map(|(outcome, n)| {
-                let mut label = proto::LabelPair::default();
-                label.set_name("outcome".into());
-                label.set_value(outcome.into());
-                let mut counter = proto::Counter::default();
-                counter.set_value(n as f64);
-                let mut metric = proto::Metric::default();
-                metric.set_label(vec![label]);
-                metric.set_counter(counter);
-                metric
-            })
-            .collect();
+        let success = totals
+            .requests
+            .saturating_sub(totals.errors)
+            .saturating_sub(totals.abandoned);
+        let abandoned = totals.abandoned + totals.abandoned_early;
+        let metrics = [
+            ("error", totals.errors),
+            ("success", success),
+            ("abandoned", abandoned),
+        ]
+        .into_iter()
+        .map(|(outcome, n)| {
+            let mut label = proto::LabelPair::default();
+            label.set_name("outcome".into());
+            label.set_value(outcome.into());
+            let mut counter = proto::Counter::default();
+            counter.set_value(n as f64);
+            let mut metric = proto::Metric::default();
+            metric.set_label(vec![label]);
+            metric.set_counter(counter);
+            metric
+        })
+        .collect();
         family(&self.requests, MetricType::COUNTER, metrics)
     }
 
@@ -430,6 +440,8 @@ mod tests {
         let window = Arc::new(Window::new(Duration::from_secs(30), t0));
         window.record(t0, Duration::from_millis(3), Outcome::Success);
         window.record(t0, Duration::from_millis(200), Outcome::Error);
+        window.record(t0, Duration::from_millis(5), Outcome::Abandoned);
+        window.record_abandoned(t0, Duration::from_millis(10), None);
         m.export_totals(window, true);
         m.kube_error("patch_virtualservice");
         m.init_scrape_errors(&["timeout", "parse"]);
@@ -443,12 +455,14 @@ mod tests {
         for line in [
             "canary_guard_requests_total{outcome=\"success\"} 1",
             "canary_guard_requests_total{outcome=\"error\"} 1",
-            "canary_guard_request_duration_seconds_count 2",
-            "canary_guard_request_duration_seconds_sum 0.203",
+            "canary_guard_requests_total{outcome=\"abandoned\"} 2",
+            "canary_guard_request_duration_seconds_count 3",
+            "canary_guard_request_duration_seconds_sum 0.208",
             "canary_guard_request_duration_seconds_bucket{le=\"0.001\"} 0",
             "canary_guard_request_duration_seconds_bucket{le=\"0.005\"} 1",
-            "canary_guard_request_duration_seconds_bucket{le=\"0.25\"} 2",
-            "canary_guard_request_duration_seconds_bucket{le=\"+Inf\"} 2",
+            "canary_guard_request_duration_seconds_bucket{le=\"0.01\"} 2",
+            "canary_guard_request_duration_seconds_bucket{le=\"0.25\"} 3",
+            "canary_guard_request_duration_seconds_bucket{le=\"+Inf\"} 3",
             "canary_guard_window_requests 2",
             "canary_guard_window_error_ratio 0.5",
             "canary_guard_window_latency_seconds{quantile=\"0.99\"} 0",
@@ -476,13 +490,14 @@ mod tests {
         let m = Metrics::new();
         let t0 = Instant::now();
         let window = Arc::new(Window::new(Duration::from_secs(30), t0));
-        window.record_counts(t0, 10, 3);
+        window.record_counts(t0, 10, 3, 2);
         window.record_latency_bucket(t0, 5, 10);
         m.export_totals(window, false);
         let text = m.render();
         for line in [
-            "canary_guard_requests_total{outcome=\"success\"} 7",
+            "canary_guard_requests_total{outcome=\"success\"} 5",
             "canary_guard_requests_total{outcome=\"error\"} 3",
+            "canary_guard_requests_total{outcome=\"abandoned\"} 2",
             "canary_guard_request_duration_seconds_count 0",
             "canary_guard_request_duration_seconds_bucket{le=\"+Inf\"} 0",
         ] {

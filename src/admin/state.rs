@@ -17,6 +17,11 @@ pub struct WindowView {
     pub requests: u64,
     /// Errors in the window.
     pub errors: u64,
+    /// Requests whose clients gave up before the answer was complete; those
+    /// that had waited past the latency limit are also in `requests`, as slow.
+    pub abandoned: u64,
+    /// Of `requests`, still waiting for the app past the latency limit (counted as slow).
+    pub in_flight_overdue: u64,
     /// Errors over requests.
     pub error_ratio: f64,
     /// Median latency in ms, when there was traffic.
@@ -40,6 +45,8 @@ impl From<&Summary> for WindowView {
             seconds: s.seconds,
             requests: s.requests,
             errors: s.errors,
+            abandoned: s.abandoned,
+            in_flight_overdue: s.overdue,
             error_ratio: s.error_ratio(),
             p50_ms: ms(0.5),
             p90_ms: ms(0.9),
@@ -207,6 +214,8 @@ mod tests {
             "seconds",
             "requests",
             "errors",
+            "abandoned",
+            "in_flight_overdue",
             "error_ratio",
             "p50_ms",
             "p90_ms",

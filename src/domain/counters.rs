@@ -15,6 +15,13 @@
 //!   new baseline, so traffic from outside the window is not dumped into one second.
 //!
 //! A series is named by its label set as the exporter writes it (see [`Page`]).
+//!
+//! Envoy's response flags decide what a request without a full answer counts
+//! as: `UT` (upstream request timeout, Envoy answers 504) and `UC` (upstream
+//! connection terminated, 503 — or a cut body after a good status) are errors of
+//! the canary whatever the code; `DC` (downstream disconnect) is the client
+//! going away: abandoned, with the duration Envoy measured until then as its
+//! latency sample. A response code of `0` (no response sent) is abandoned too.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -22,6 +29,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::histogram;
+use super::window::Outcome;
+
+/// Envoy response flags that mean the upstream (the canary) failed the request.
+pub const UPSTREAM_FAILURE_FLAGS: [&str; 2] = ["UT", "UC"];
+
+/// Envoy's response flag for a client that went away before the answer was complete.
+pub const DOWNSTREAM_DISCONNECT: &str = "DC";
 
 /// Unit of a latency histogram's `le` bounds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +71,8 @@ pub struct Schema {
     pub grpc_status_label: Option<String>,
     /// gRPC status codes that count as server errors.
     pub grpc_server_errors: Vec<u32>,
+    /// The label holding Envoy's response flags (`response_flags`), if any.
+    pub flags_label: Option<String>,
     /// Only series whose labels have these values count (an absent label reads as empty).
     pub filters: Vec<(String, String)>,
 }
@@ -68,16 +84,23 @@ impl Schema {
             .all(|(name, want)| label(labels, name) == want)
     }
 
-    fn is_error<V: AsRef<str>>(&self, labels: &[(&str, V)]) -> bool {
-        let http = label(labels, &self.status_label)
-            .parse::<u16>()
-            .is_ok_and(|c| (500..600).contains(&c));
+    fn outcome<V: AsRef<str>>(&self, labels: &[(&str, V)]) -> Outcome {
+        let code = label(labels, &self.status_label);
+        let http = code.parse::<u16>().is_ok_and(|c| (500..600).contains(&c));
         let grpc = self.grpc_status_label.as_deref().is_some_and(|l| {
             label(labels, l)
                 .parse::<u32>()
                 .is_ok_and(|c| self.grpc_server_errors.contains(&c))
         });
-        http || grpc
+        let flags = self.flags_label.as_deref().map_or("", |l| label(labels, l));
+        let flagged = |f: &str| flags.split(',').any(|g| g.trim() == f);
+        if http || grpc || UPSTREAM_FAILURE_FLAGS.iter().any(|f| flagged(f)) {
+            Outcome::Error
+        } else if flagged(DOWNSTREAM_DISCONNECT) || code == "0" {
+            Outcome::Abandoned
+        } else {
+            Outcome::Success
+        }
     }
 }
 
@@ -128,7 +151,7 @@ impl Schema {
 /// new is right.
 #[derive(Debug)]
 pub struct Page {
-    requests: Vec<(String, bool, f64)>,
+    requests: Vec<(String, Outcome, f64)>,
     histograms: Vec<(String, Vec<(f64, f64)>)>,
     /// Index into `histograms` by identity.
     groups: HashMap<String, usize>,
@@ -176,7 +199,7 @@ impl Page {
         }
         self.count_one()?;
         self.requests
-            .push((identity.to_string(), schema.is_error(labels), value));
+            .push((identity.to_string(), schema.outcome(labels), value));
         Ok(())
     }
 
@@ -230,6 +253,8 @@ pub struct Delta {
     pub requests: u64,
     /// Of which errors.
     pub errors: u64,
+    /// Of which abandoned by their clients.
+    pub abandoned: u64,
     /// Latency samples as `(bucket index, count)`, in bucket order.
     pub latency: Vec<(usize, u64)>,
     /// False when this scrape was a baseline (nothing counted).
@@ -279,7 +304,7 @@ impl CounterDiff {
             ..Delta::default()
         };
 
-        for (key, error, value) in page.requests {
+        for (key, outcome, value) in page.requests {
             let tracked = self.requests.get_mut(&key);
             let n = match tracked.as_ref().map(|t| t.value) {
                 // New since the last scrape: it started from zero.
@@ -290,8 +315,10 @@ impl CounterDiff {
             };
             let n = if counting { to_count(n) } else { 0 };
             delta.requests += n;
-            if error {
-                delta.errors += n;
+            match outcome {
+                Outcome::Success => {}
+                Outcome::Error => delta.errors += n,
+                Outcome::Abandoned => delta.abandoned += n,
             }
             let now = Tracked { value, seen: at };
             match tracked {
@@ -450,6 +477,7 @@ mod tests {
             status_label: "response_code".into(),
             grpc_status_label: Some("grpc_response_status".into()),
             grpc_server_errors: vec![2, 4, 12, 13, 14, 15],
+            flags_label: Some("response_flags".into()),
             filters: vec![
                 ("reporter".into(), "destination".into()),
                 ("destination_workload".into(), "reviews-v2".into()),
@@ -582,7 +610,30 @@ mod tests {
             (with(&[("response_code", "404")]), 5.0),
             (with(&[("response_code", "500")]), 1.0),
             (with(&[("response_code", "599")]), 1.0),
+            // No response sent: abandoned.
             (with(&[("response_code", "0")]), 1.0),
+            // Envoy's flags: the client left (DC) is abandoned; an upstream
+            // timeout (UT, 504) or cut connection (UC, 503 or a cut body) is an error.
+            (
+                with(&[("response_code", "0"), ("response_flags", "DC")]),
+                4.0,
+            ),
+            (
+                with(&[("response_code", "200"), ("response_flags", "DC")]),
+                2.0,
+            ),
+            (
+                with(&[("response_code", "504"), ("response_flags", "UT")]),
+                3.0,
+            ),
+            (
+                with(&[("response_code", "503"), ("response_flags", "UC")]),
+                5.0,
+            ),
+            (
+                with(&[("response_code", "200"), ("response_flags", "UC,DC")]),
+                7.0,
+            ),
             // gRPC: HTTP 200 with a server-failure status is an error; NOT_FOUND is not.
             (
                 with(&[("response_code", "200"), ("grpc_response_status", "14")]),
@@ -622,7 +673,10 @@ mod tests {
         let t0 = Instant::now();
         d.apply(t0, Page::new(100));
         let got = d.apply(t0 + secs(1), p);
-        assert_eq!((got.requests, got.errors, got.series), (23, 4, 7));
+        assert_eq!(
+            (got.requests, got.errors, got.abandoned, got.series),
+            (44, 19, 7, 12)
+        );
     }
 
     #[test]
@@ -748,6 +802,7 @@ mod tests {
             status_label: "code".into(),
             grpc_status_label: None,
             grpc_server_errors: vec![],
+            flags_label: None,
             filters: vec![],
         };
         let bounds = ["0.005", "0.333", "2.5", "10", "+Inf"];

@@ -3,6 +3,7 @@
 pub mod binomial;
 pub mod counters;
 pub mod histogram;
+pub mod in_flight;
 pub mod judge;
 pub mod policy;
 pub mod routes;

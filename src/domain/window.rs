@@ -8,6 +8,11 @@
 //! A slot's counts are moved into the window's [`Totals`] when the slot is
 //! reused, so the counts since start (what Prometheus counters export) cost
 //! no update per request beyond the slot's.
+//!
+//! Requests still waiting for their answer are not in any slot: the window's
+//! [`InFlight`] registry holds them, and a summary counts those already past
+//! the latency limit as slow, afresh each time, so each request is recorded
+//! once, by its own record.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -17,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::histogram::{self, Histogram, LAYOUT_VERSION};
+use super::in_flight::InFlight;
 
 /// Length of the recent part judged beside the whole window, in seconds: a
 /// fault that starts after a long healthy stretch shows there at full
@@ -34,6 +40,10 @@ struct Slot {
     second: AtomicU64,
     requests: AtomicU64,
     errors: AtomicU64,
+    /// Of `requests`, abandoned by their clients.
+    abandoned: AtomicU64,
+    /// Abandoned before the latency limit and before any answer: in no other count.
+    abandoned_early: AtomicU64,
     /// Sum of the latencies given to [`Window::record`], in nanoseconds.
     latency_sum_ns: AtomicU64,
     buckets: Box<[AtomicU64]>,
@@ -46,6 +56,8 @@ impl Slot {
             second: AtomicU64::new(EMPTY),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            abandoned: AtomicU64::new(0),
+            abandoned_early: AtomicU64::new(0),
             latency_sum_ns: AtomicU64::new(0),
             buckets: (0..histogram::bucket_count())
                 .map(|_| AtomicU64::new(0))
@@ -62,6 +74,9 @@ pub enum Outcome {
     Success,
     /// A 5xx, a gRPC server error, or an upstream failure.
     Error,
+    /// The client gave up before the answer was complete; never a success,
+    /// and not an error the canary answered either.
+    Abandoned,
 }
 
 /// Everything a window has counted since it was created.
@@ -71,6 +86,10 @@ pub struct Totals {
     pub requests: u64,
     /// Failed requests counted.
     pub errors: u64,
+    /// Of `requests`, abandoned by their clients.
+    pub abandoned: u64,
+    /// Requests abandoned early (see [`Window::record_abandoned`]): not in `requests`.
+    pub abandoned_early: u64,
     /// Sum of the latencies given to [`Window::record`], in seconds.
     pub latency_sum_seconds: f64,
     /// Latency samples per bucket, from [`Window::record`] and
@@ -84,6 +103,9 @@ pub struct Window {
     slots: Box<[Slot]>,
     /// Counts moved out of slots that were reused for a later second.
     retired: Mutex<Totals>,
+    in_flight: InFlight,
+    /// Waiting longer than this is slow: for abandoned and in-flight requests.
+    latency_limit: Option<Duration>,
 }
 
 impl Window {
@@ -94,7 +116,22 @@ impl Window {
             origin,
             slots: (0..secs).map(|_| Slot::new()).collect(),
             retired: Mutex::new(Totals::default()),
+            in_flight: InFlight::new(),
+            latency_limit: None,
         }
+    }
+
+    /// The same window, judging waits against `limit`: a request abandoned
+    /// after waiting longer, or still in flight after it, counts as slow.
+    /// Without it, neither ever does.
+    pub fn with_latency_limit(mut self, limit: Duration) -> Self {
+        self.latency_limit = Some(limit);
+        self
+    }
+
+    /// The requests still waiting for their answer.
+    pub fn in_flight(&self) -> &InFlight {
+        &self.in_flight
     }
 
     /// Window length in seconds.
@@ -117,6 +154,8 @@ impl Window {
                 let mut retired = self.retired.lock();
                 retired.requests += slot.requests.swap(0, Ordering::Relaxed);
                 retired.errors += slot.errors.swap(0, Ordering::Relaxed);
+                retired.abandoned += slot.abandoned.swap(0, Ordering::Relaxed);
+                retired.abandoned_early += slot.abandoned_early.swap(0, Ordering::Relaxed);
                 retired.latency_sum_seconds +=
                     slot.latency_sum_ns.swap(0, Ordering::Relaxed) as f64 / 1e9;
                 for (i, b) in slot.buckets.iter().enumerate() {
@@ -130,11 +169,37 @@ impl Window {
         slot
     }
 
-    /// Counts `n` requests (of which `errors` failed) at `at` without latency samples.
-    pub fn record_counts(&self, at: Instant, n: u64, errors: u64) {
+    /// Counts `n` requests (of which `errors` failed and `abandoned` were
+    /// given up by their clients) at `at` without latency samples.
+    pub fn record_counts(&self, at: Instant, n: u64, errors: u64, abandoned: u64) {
         let slot = self.slot_for(self.second_of(at));
         slot.requests.fetch_add(n, Ordering::Relaxed);
         slot.errors.fetch_add(errors, Ordering::Relaxed);
+        slot.abandoned.fetch_add(abandoned, Ordering::Relaxed);
+    }
+
+    /// Counts a request whose client gave up at `at` after waiting `waited`
+    /// for the app (since the request, or since the app last sent anything),
+    /// with `latency` its time to response headers if they had arrived.
+    ///
+    /// Waiting past the latency limit is evidence that the canary is slow: a
+    /// latency sample of at least the wait. A client that gave up sooner chose
+    /// to; with no headers nothing is known of the latency, so the request is
+    /// counted as abandoned early and never judged.
+    pub fn record_abandoned(&self, at: Instant, waited: Duration, latency: Option<Duration>) {
+        let slow = self.latency_limit.is_some_and(|limit| waited > limit);
+        match latency {
+            _ if slow => self.record(
+                at,
+                waited.max(latency.unwrap_or_default()),
+                Outcome::Abandoned,
+            ),
+            Some(latency) => self.record(at, latency, Outcome::Abandoned),
+            None => {
+                let slot = self.slot_for(self.second_of(at));
+                slot.abandoned_early.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Counts one request that finished at `at` after `latency`.
@@ -156,8 +221,14 @@ impl Window {
     fn record_bucket(&self, at: Instant, bucket: usize, n: u64, outcome: Outcome) -> &Slot {
         let slot = self.slot_for(self.second_of(at));
         slot.requests.fetch_add(n, Ordering::Relaxed);
-        if outcome == Outcome::Error {
-            slot.errors.fetch_add(n, Ordering::Relaxed);
+        match outcome {
+            Outcome::Success => {}
+            Outcome::Error => {
+                slot.errors.fetch_add(n, Ordering::Relaxed);
+            }
+            Outcome::Abandoned => {
+                slot.abandoned.fetch_add(n, Ordering::Relaxed);
+            }
         }
         if let Some(b) = slot.buckets.get(bucket) {
             b.fetch_add(n, Ordering::Relaxed);
@@ -174,6 +245,8 @@ impl Window {
         for slot in self.slots.iter() {
             totals.requests += slot.requests.load(Ordering::Relaxed);
             totals.errors += slot.errors.load(Ordering::Relaxed);
+            totals.abandoned += slot.abandoned.load(Ordering::Relaxed);
+            totals.abandoned_early += slot.abandoned_early.load(Ordering::Relaxed);
             totals.latency_sum_seconds += slot.latency_sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
             for (i, b) in slot.buckets.iter().enumerate() {
                 let c = b.load(Ordering::Relaxed);
@@ -187,7 +260,8 @@ impl Window {
 
     /// The totals of the last `seconds()` seconds up to and including `now`'s
     /// second, with those of the last [`RECENT_SECONDS`] beside them when the
-    /// window is longer.
+    /// window is longer; requests in flight past the latency limit at `now`
+    /// are in both, as slow requests.
     pub fn summary(&self, now: Instant) -> Summary {
         let current = self.second_of(now);
         let oldest = current.saturating_sub(self.seconds() - 1);
@@ -204,9 +278,12 @@ impl Window {
             let mut recent = recent.as_deref_mut().filter(|_| s >= recent_from);
             let requests = slot.requests.load(Ordering::Relaxed);
             let errors = slot.errors.load(Ordering::Relaxed);
+            let abandoned = slot.abandoned.load(Ordering::Relaxed)
+                + slot.abandoned_early.load(Ordering::Relaxed);
             for t in std::iter::once(&mut summary).chain(recent.as_deref_mut()) {
                 t.requests += requests;
                 t.errors += errors;
+                t.abandoned += abandoned;
             }
             for (i, b) in slot.buckets.iter().enumerate() {
                 let c = b.load(Ordering::Relaxed);
@@ -218,16 +295,32 @@ impl Window {
                 }
             }
         }
+        if let Some(limit) = self.latency_limit {
+            self.in_flight.overdue(now, limit, |age| {
+                let bucket = histogram::bucket_index(age);
+                for t in std::iter::once(&mut summary).chain(recent.as_deref_mut()) {
+                    t.requests += 1;
+                    t.overdue += 1;
+                    t.latency.add(bucket, 1);
+                }
+            });
+        }
         summary.recent = recent;
         summary
     }
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// Window totals: what a guard publishes and what the policy judges.
 ///
 /// Mergeable (the leader adds up members) and serialized compactly as
-/// `{"v":1,"s":30,"n":200,"e":40,"h":[[idx,count],...],"r":{...}}`, where `r`
-/// is the recent part in the same form.
+/// `{"v":1,"s":30,"n":200,"e":40,"a":3,"w":1,"h":[[idx,count],...],"r":{...}}`,
+/// where `r` is the recent part in the same form. `a` and `w` are left out
+/// when zero; guards that predate them ignore them, and they read as zero
+/// from such guards: their meaning is also in `n` and `h`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     /// Bucket layout version, so guards of two versions can tell each other apart.
@@ -242,6 +335,16 @@ pub struct Summary {
     /// Failed requests in the window.
     #[serde(rename = "e")]
     pub errors: u64,
+    /// Requests whose clients gave up before the answer was complete. Those
+    /// that had waited past the latency limit, or had their response headers,
+    /// are also in `requests` with a latency sample; those abandoned early are
+    /// in no other count.
+    #[serde(rename = "a", default, skip_serializing_if = "is_zero")]
+    pub abandoned: u64,
+    /// Of `requests`, still in flight and past the latency limit when summarized
+    /// (each with a latency sample of its age).
+    #[serde(rename = "w", default, skip_serializing_if = "is_zero")]
+    pub overdue: u64,
     /// Latency histogram (sparse on the wire).
     #[serde(rename = "h")]
     pub latency: Histogram,
@@ -259,6 +362,8 @@ impl Summary {
             seconds,
             requests: 0,
             errors: 0,
+            abandoned: 0,
+            overdue: 0,
             latency: Histogram::default(),
             recent: None,
         }
@@ -278,6 +383,8 @@ impl Summary {
     fn add(&mut self, other: &Summary) {
         self.requests = self.requests.saturating_add(other.requests);
         self.errors = self.errors.saturating_add(other.errors);
+        self.abandoned = self.abandoned.saturating_add(other.abandoned);
+        self.overdue = self.overdue.saturating_add(other.overdue);
         self.seconds = self.seconds.max(other.seconds);
         self.latency.merge(&other.latency);
     }
@@ -345,7 +452,7 @@ mod tests {
         let w = Window::new(Duration::from_secs(2), t0);
         w.record(t0, ms(3), Outcome::Error);
         w.record(t0 + ms(1000), ms(200), Outcome::Success);
-        w.record_counts(t0 + ms(1000), 5, 1);
+        w.record_counts(t0 + ms(1000), 5, 1, 0);
         w.record_latency_bucket(t0 + ms(1000), histogram::bucket_index(ms(40)), 2);
         let before = w.totals();
         // Second 2 reuses second 0's slot, second 3 second 1's.
@@ -456,6 +563,80 @@ mod tests {
         assert_eq!((agg.requests, agg.errors), (2, 1));
         let r = agg.recent.as_deref().expect("a recent part");
         assert_eq!((r.requests, r.errors), (1, 0));
+    }
+
+    #[test]
+    fn abandoned_requests_are_slow_only_after_waiting_past_the_limit() {
+        let t0 = Instant::now();
+        let w = Window::new(Duration::from_secs(30), t0).with_latency_limit(ms(500));
+        // Gave up after 600 ms without an answer: a slow request.
+        w.record_abandoned(t0, ms(600), None);
+        // After 300 ms without an answer: the client's choice, never judged.
+        w.record_abandoned(t0, ms(300), None);
+        // Headers after 5 ms, then gone 100 ms later: judged on its 5 ms.
+        w.record_abandoned(t0, ms(100), Some(ms(5)));
+        // Headers after 900 ms, gone 700 ms after the app last sent anything.
+        w.record_abandoned(t0, ms(700), Some(ms(900)));
+        let s = w.summary(t0);
+        assert_eq!((s.requests, s.errors, s.abandoned), (3, 0, 4));
+        assert_eq!(s.latency.total(), 3);
+        assert_eq!(s.latency.count_from(ms(500)), 2);
+        let idx = |d| histogram::bucket_index(d);
+        for d in [ms(600), ms(5), ms(900)] {
+            assert_eq!(s.latency.counts()[idx(d)], 1, "{d:?}");
+        }
+        let r = s.recent.as_deref().unwrap();
+        assert_eq!((r.requests, r.abandoned), (3, 4));
+        let t = w.totals();
+        assert_eq!((t.requests, t.abandoned, t.abandoned_early), (3, 3, 1));
+        // Without a limit no wait is slow.
+        let plain = Window::new(Duration::from_secs(30), t0);
+        plain.record_abandoned(t0, ms(600), None);
+        let s = plain.summary(t0);
+        assert_eq!((s.requests, s.abandoned, s.latency.total()), (0, 1, 0));
+    }
+
+    #[test]
+    fn requests_in_flight_past_the_limit_count_as_slow_until_recorded() {
+        let t0 = Instant::now();
+        let w = Window::new(Duration::from_secs(30), t0).with_latency_limit(ms(500));
+        let ticket = w.in_flight().enter(t0);
+        let s = w.summary(t0 + ms(400));
+        assert_eq!((s.requests, s.overdue), (0, 0));
+        for at in [ms(600), ms(1700)] {
+            let s = w.summary(t0 + at);
+            assert_eq!(
+                (s.requests, s.overdue, s.latency.count_from(ms(500))),
+                (1, 1, 1)
+            );
+            assert_eq!(s.latency.counts()[histogram::bucket_index(at)], 1);
+            assert_eq!(s.recent.as_deref().unwrap().overdue, 1);
+        }
+        // It finishes: counted once, by its record.
+        w.in_flight().leave(ticket);
+        w.record(t0 + ms(1800), ms(1800), Outcome::Success);
+        let s = w.summary(t0 + ms(1800));
+        assert_eq!((s.requests, s.overdue, s.latency.total()), (1, 0, 1));
+        // Summaries never leave a trace in the totals.
+        assert_eq!(w.totals().requests, 1);
+        // A window without a limit never counts the overdue.
+        let plain = Window::new(Duration::from_secs(30), t0);
+        let _t = plain.in_flight().enter(t0);
+        assert_eq!(plain.summary(t0 + ms(9000)).requests, 0);
+    }
+
+    #[test]
+    fn abandoned_and_overdue_are_on_the_wire_only_when_present() {
+        let mut s = Summary::empty(30);
+        s.requests = 3;
+        s.abandoned = 2;
+        s.overdue = 1;
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(json, r#"{"v":1,"s":30,"n":3,"e":0,"a":2,"w":1,"h":[]}"#);
+        assert_eq!(serde_json::from_str::<Summary>(&json).unwrap(), s);
+        let mut merged = s.clone();
+        merged.merge(&s);
+        assert_eq!((merged.abandoned, merged.overdue), (4, 2));
     }
 
     #[test]

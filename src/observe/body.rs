@@ -1,9 +1,12 @@
 //! Response bodies: upstream bodies streamed through untouched, watched for
 //! gRPC trailers and for the end of the stream; and the guard's own short answers.
+//!
+//! Design rule: a response is not a success until the client has all of it. A
+//! body dropped before its end (or a gRPC body before its trailers) leaves its
+//! [`Pending`] unrecorded, which then records the request as abandoned.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -11,24 +14,16 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 use super::classify;
-use super::Recorder;
+use super::pending::Pending;
 use crate::domain::window::Outcome;
 
-/// A gRPC request whose outcome is known only from its trailers.
-pub struct PendingRecord {
-    recorder: Recorder,
-    latency: Duration,
-}
-
-impl PendingRecord {
-    /// A record of a request that took `latency` to its headers.
-    pub fn new(recorder: Recorder, latency: Duration) -> Self {
-        Self { recorder, latency }
-    }
-
-    fn finish(self, outcome: Outcome) {
-        self.recorder.record(self.latency, outcome);
-    }
+/// What the end of an upstream body decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AtEnd {
+    /// The outcome read from the headers, recorded once the body is whole.
+    Outcome(Outcome),
+    /// A gRPC response: the outcome is in the trailers.
+    Trailers,
 }
 
 /// The body of a response the proxy sends back.
@@ -37,8 +32,8 @@ pub enum ProxyBody {
     Upstream {
         /// The upstream body.
         inner: Incoming,
-        /// Set while the outcome waits for trailers.
-        pending: Option<PendingRecord>,
+        /// The request, until its body ends.
+        pending: Option<(Pending, AtEnd)>,
     },
     /// An answer the guard wrote itself (502, 504, ...).
     Local(Full<Bytes>),
@@ -53,17 +48,38 @@ impl ProxyBody {
         }
     }
 
-    /// The upstream body of a gRPC response: the outcome is recorded from its trailers.
-    pub fn grpc(inner: Incoming, pending: PendingRecord) -> Self {
+    /// The upstream body of a request recorded when the body ends, as `at_end` says.
+    pub fn watched(inner: Incoming, pending: Pending, at_end: AtEnd) -> Self {
         Self::Upstream {
             inner,
-            pending: Some(pending),
+            pending: Some((pending, at_end)),
         }
     }
 
     /// A short text answer from the guard.
     pub fn local(text: &'static str) -> Self {
         Self::Local(Full::new(Bytes::from_static(text.as_bytes())))
+    }
+}
+
+/// Records `pending` from the trailers of a gRPC response.
+fn from_trailers(pending: Pending, trailers: &http::HeaderMap) {
+    match classify::grpc_status(trailers) {
+        // The client's own deadline ran out: the same as its RST_STREAM, which
+        // races with this answer.
+        Some(classify::DEADLINE_EXCEEDED) if pending.past_clients_deadline() => pending.abandon(),
+        Some(code) => pending.finish(classify::grpc_code(code)),
+        // No grpc-status at all: clients see an error.
+        None => pending.finish(Outcome::Error),
+    }
+}
+
+/// Records `pending` whose body ended without trailers.
+fn at_end(pending: Pending, at_end: AtEnd) {
+    match at_end {
+        AtEnd::Outcome(outcome) => pending.finish(outcome),
+        // Ended with no grpc-status at all: clients see an error.
+        AtEnd::Trailers => pending.finish(Outcome::Error),
     }
 }
 
@@ -80,21 +96,37 @@ impl Body for ProxyBody {
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(|never| match never {}))),
             ProxyBody::Upstream { inner, pending } => {
-                let polled = Pin::new(inner).poll_frame(cx);
-                if pending.is_some() {
-                    let outcome = match &polled {
-                        Poll::Ready(Some(Ok(frame))) => frame.trailers_ref().map(|t| {
-                            classify::grpc_status(t).map_or(Outcome::Error, classify::grpc_code)
-                        }),
-                        // The upstream broke off mid-stream.
-                        Poll::Ready(Some(Err(_))) => Some(Outcome::Error),
-                        // Ended with no grpc-status at all: clients see an error.
-                        Poll::Ready(None) => Some(Outcome::Error),
-                        Poll::Pending => None,
-                    };
-                    if let Some(outcome) = outcome {
-                        if let Some(p) = pending.take() {
-                            p.finish(outcome);
+                let polled = Pin::new(&mut *inner).poll_frame(cx);
+                match &polled {
+                    Poll::Pending => {}
+                    Poll::Ready(Some(Ok(frame))) => match frame.trailers_ref() {
+                        Some(trailers) if matches!(pending, Some((_, AtEnd::Trailers))) => {
+                            if let Some((p, _)) = pending.take() {
+                                from_trailers(p, trailers);
+                            }
+                        }
+                        _ => {
+                            if let Some((p, _)) = pending.as_mut() {
+                                p.progress();
+                            }
+                            // hyper may drop a body that says it has ended
+                            // without polling it again.
+                            if inner.is_end_stream() {
+                                if let Some((p, end)) = pending.take() {
+                                    at_end(p, end);
+                                }
+                            }
+                        }
+                    },
+                    // The upstream broke off mid-stream.
+                    Poll::Ready(Some(Err(_))) => {
+                        if let Some((p, _)) = pending.take() {
+                            p.finish(Outcome::Error);
+                        }
+                    }
+                    Poll::Ready(None) => {
+                        if let Some((p, end)) = pending.take() {
+                            at_end(p, end);
                         }
                     }
                 }
@@ -120,11 +152,13 @@ impl Body for ProxyBody {
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
-        // The client went away before the trailers: the canary did not fail,
-        // but the request still happened.
-        if let ProxyBody::Upstream { pending, .. } = self {
-            if let Some(p) = pending.take() {
-                p.finish(Outcome::Success);
+        if let ProxyBody::Upstream { inner, pending } = self {
+            if let Some((p, end)) = pending.take() {
+                if inner.is_end_stream() {
+                    // Whole, though never polled to its end.
+                    at_end(p, end);
+                }
+                // Otherwise `p` drops unrecorded: the client went away first.
             }
         }
     }

@@ -1,5 +1,7 @@
 //! Which responses count against the canary.
 
+use std::time::Duration;
+
 use http::{HeaderMap, StatusCode};
 
 use crate::domain::window::Outcome;
@@ -7,7 +9,11 @@ use crate::domain::window::Outcome;
 /// gRPC status codes that mean the server failed, not the caller:
 /// UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS.
 /// Codes such as NOT_FOUND or INVALID_ARGUMENT are answers, not failures.
-pub const GRPC_SERVER_ERRORS: [u32; 6] = [2, 4, 12, 13, 14, 15];
+pub const GRPC_SERVER_ERRORS: [u32; 6] = [2, DEADLINE_EXCEEDED, 12, 13, 14, 15];
+
+/// gRPC DEADLINE_EXCEEDED: a server failure, unless it is the client's own
+/// deadline running out (see [`grpc_timeout`]).
+pub const DEADLINE_EXCEEDED: u32 = 4;
 
 /// An HTTP status: 5xx is an error, everything else a success.
 pub fn http_status(status: StatusCode) -> Outcome {
@@ -41,6 +47,26 @@ pub fn grpc_code(code: u32) -> Outcome {
     } else {
         Outcome::Success
     }
+}
+
+/// The deadline a gRPC client sent in `grpc-timeout` (1 to 8 digits and a
+/// unit: H, M, S, m, u, n), if any and well formed.
+pub fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// What can be decided when response headers arrive.
@@ -114,5 +140,20 @@ mod tests {
         assert_eq!(grpc_code(0), Outcome::Success);
         assert_eq!(grpc_code(13), Outcome::Error);
         assert_eq!(grpc_status(&headers(&[("grpc-status", "x")])), None);
+    }
+
+    #[test]
+    fn grpc_timeouts() {
+        let t = |v: &'static str| grpc_timeout(&headers(&[("grpc-timeout", v)]));
+        assert_eq!(t("299983u"), Some(Duration::from_micros(299_983)));
+        assert_eq!(t("300m"), Some(Duration::from_millis(300)));
+        assert_eq!(t("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(t("1M"), Some(Duration::from_secs(60)));
+        assert_eq!(t("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(t("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        for bad in ["", "m", "123456789m", "10x", "-1m", "1.5S", "10 m"] {
+            assert_eq!(t(bad), None, "{bad:?}");
+        }
+        assert_eq!(grpc_timeout(&HeaderMap::new()), None);
     }
 }

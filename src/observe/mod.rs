@@ -4,20 +4,21 @@
 pub mod body;
 pub mod classify;
 pub mod headers;
+pub mod pending;
 pub mod promtext;
 pub mod proxy;
 pub mod scrape;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::admin::metrics::Metrics;
 use crate::domain::counters::Delta;
-use crate::domain::window::{Outcome, Window};
+use crate::domain::window::Window;
 
-/// Counts finished requests into the window and the exported metrics.
+/// Counts requests into the window and the exported metrics (one at a time
+/// through [`pending::Pending`], or a scrape's worth at once).
 #[derive(Clone)]
 pub struct Recorder {
     window: Arc<Window>,
@@ -31,18 +32,13 @@ impl Recorder {
         Self { window, metrics }
     }
 
-    /// Counts one request that took `latency` to its response headers.
-    #[inline]
-    pub fn record(&self, latency: Duration, outcome: Outcome) {
-        self.window.record(Instant::now(), latency, outcome);
-    }
-
     /// Counts what a scrape found since the previous one. Scrapes carry no
     /// per-request latency, so `canary_guard_request_duration_seconds` is not fed;
     /// the latency buckets go to the window.
     pub fn record_delta(&self, delta: &Delta) {
         let at = Instant::now();
-        self.window.record_counts(at, delta.requests, delta.errors);
+        self.window
+            .record_counts(at, delta.requests, delta.errors, delta.abandoned);
         for &(bucket, n) in &delta.latency {
             self.window.record_latency_bucket(at, bucket, n);
         }

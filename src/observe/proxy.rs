@@ -1,19 +1,25 @@
 //! The reverse proxy: forwards every request to the app unchanged, times it to
 //! the response headers and classifies the outcome.
+//!
+//! Design rule: every request that reaches the app is recorded exactly once,
+//! by its [`Pending`], including those whose clients go away (this future or
+//! the response body dropped) — see `pending` for what those count as.
 
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::time::Instant;
 
-use super::body::{PendingRecord, ProxyBody};
+use super::body::{AtEnd, ProxyBody};
 use super::classify::{self, AtHeaders};
 use super::headers::{is_upgrade, strip_hop_by_hop};
+use super::pending::Pending;
 use super::Recorder;
 use crate::domain::window::Outcome;
 
@@ -89,23 +95,30 @@ impl Proxy {
         if let Err(resp) = self.rewrite(&mut req, upgrade) {
             return resp;
         }
+        // From here the request is on its way to the app: recorded once, however it ends.
+        let mut pending = Pending::new(
+            self.recorder.clone(),
+            start,
+            is_h2
+                .then(|| classify::grpc_timeout(req.headers()))
+                .flatten(),
+        );
         let client = if is_h2 { &self.http2 } else { &self.http1 };
         let sent = client.request(req);
         let result = match self.upstream_timeout {
             Some(t) => match tokio::time::timeout(t, sent).await {
                 Ok(r) => r,
                 Err(_) => {
-                    self.recorder.record(start.elapsed(), Outcome::Error);
+                    pending.finish(Outcome::Error);
                     self.recorder.metrics().proxy_refusal("upstream_timeout");
                     return local(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n");
                 }
             },
             None => sent.await,
         };
-        let latency = start.elapsed();
         let mut resp = match result {
             Ok(resp) => resp,
-            Err(e) => return self.upstream_error(&e, latency),
+            Err(e) => return self.upstream_error(&e, pending),
         };
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -124,20 +137,38 @@ impl Proxy {
                     }
                 });
             }
-            self.recorder.record(latency, Outcome::Success);
+            pending.headers();
+            pending.finish(Outcome::Success);
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers, true);
             return Response::from_parts(parts, ProxyBody::upstream(body));
         }
 
         let (mut parts, body) = resp.into_parts();
-        let body = match classify::response(parts.status, &parts.headers) {
+        let at_headers = classify::response(parts.status, &parts.headers);
+        let body = match at_headers {
+            // Trailers-only: the client's deadline ran out before any answer,
+            // as if its RST_STREAM had come first.
+            AtHeaders::Done(_)
+                if classify::grpc_status(&parts.headers) == Some(classify::DEADLINE_EXCEEDED)
+                    && pending.past_clients_deadline() =>
+            {
+                pending.abandon();
+                ProxyBody::upstream(body)
+            }
+            AtHeaders::Done(Outcome::Success) if !body.is_end_stream() => {
+                pending.headers();
+                ProxyBody::watched(body, pending, AtEnd::Outcome(Outcome::Success))
+            }
+            // An error is an error whatever becomes of its body.
             AtHeaders::Done(outcome) => {
-                self.recorder.record(latency, outcome);
+                pending.headers();
+                pending.finish(outcome);
                 ProxyBody::upstream(body)
             }
             AtHeaders::AwaitTrailers => {
-                ProxyBody::grpc(body, PendingRecord::new(self.recorder.clone(), latency))
+                pending.headers();
+                ProxyBody::watched(body, pending, AtEnd::Trailers)
             }
         };
         strip_hop_by_hop(&mut parts.headers, false);
@@ -183,21 +214,22 @@ impl Proxy {
     fn upstream_error(
         &self,
         e: &hyper_util::client::legacy::Error,
-        latency: Duration,
+        pending: Pending,
     ) -> Response<ProxyBody> {
         if e.is_connect() {
             tracing::warn!(error = %e, "upstream connect failed");
-            self.recorder.record(latency, Outcome::Error);
+            pending.finish(Outcome::Error);
             self.recorder.metrics().proxy_refusal("upstream_connect");
             return local(StatusCode::BAD_GATEWAY, "upstream connection failed\n");
         }
         if client_at_fault(e) {
             // The client's own request body broke off: not the canary's fault.
+            pending.client_fault();
             self.recorder.metrics().proxy_refusal("client_error");
             return local(StatusCode::BAD_REQUEST, "request body ended early\n");
         }
         tracing::warn!(error = %e, "upstream request failed");
-        self.recorder.record(latency, Outcome::Error);
+        pending.finish(Outcome::Error);
         self.recorder.metrics().proxy_refusal("upstream_error");
         local(StatusCode::BAD_GATEWAY, "upstream request failed\n")
     }

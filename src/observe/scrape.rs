@@ -66,6 +66,7 @@ pub fn istio_schema(filters: &[(String, String)]) -> Schema {
         status_label: "response_code".into(),
         grpc_status_label: Some("grpc_response_status".into()),
         grpc_server_errors: GRPC_SERVER_ERRORS.to_vec(),
+        flags_label: Some("response_flags".into()),
         filters: all,
     }
 }
@@ -88,6 +89,7 @@ impl ScrapeConfig {
                     status_label: s.metrics_status_label.clone(),
                     grpc_status_label: None,
                     grpc_server_errors: Vec::new(),
+                    flags_label: None,
                     filters: s.metrics_labels.clone(),
                 },
             ),
@@ -422,6 +424,9 @@ mod tests {
             .replace("{{ok}}", &ok.to_string())
             .replace("{{err}}", &err.to_string())
             .replace("{{grpc_err}}", &grpc_err.to_string())
+            .replace("{{dc}}", "4")
+            .replace("{{ut}}", "2")
+            .replace("{{uc}}", "1")
     }
 
     fn reviews_v2() -> Schema {
@@ -456,7 +461,7 @@ mod tests {
         )
         .unwrap();
         // A baseline: the canary's inbound series are found, nothing is counted.
-        assert_eq!(delta.series, 4);
+        assert_eq!(delta.series, 7);
         assert_eq!((delta.requests, delta.errors, delta.counted), (0, 0, false));
     }
 
@@ -487,9 +492,12 @@ mod tests {
             t0 + Duration::from_secs(1),
         )
         .unwrap();
-        // 200, 404, 503 and gRPC UNAVAILABLE series for reviews-v2, not
-        // its outbound (reporter="source") calls to ratings.
-        assert_eq!((delta.requests, delta.errors), (40, 20));
+        // 200, 404, 503, gRPC UNAVAILABLE and Envoy-flagged (DC, UT, UC) series
+        // for reviews-v2, not its outbound (reporter="source") calls to ratings.
+        assert_eq!(
+            (delta.requests, delta.errors, delta.abandoned),
+            (70, 40, 10)
+        );
         assert_eq!(delta.latency, vec![]);
         // The canary's latency: 120 more 200s under 25 ms, 30 more 503s under 250 ms.
         let delta = digest(

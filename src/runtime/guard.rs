@@ -96,7 +96,8 @@ pub async fn start_with_client(args: &RunArgs, client: Option<kube::Client>) -> 
         Some((config, client))
     };
     let metrics = Arc::new(Metrics::new());
-    let window = Arc::new(Window::new(args.window, Instant::now()));
+    let window =
+        Arc::new(Window::new(args.window, Instant::now()).with_latency_limit(args.max_latency));
     let mut initial = GuardState::new(args.mode.as_str());
     if let Some((config, _)) = &cluster {
         initial.group = Some(config.group.clone());

@@ -17,7 +17,9 @@ use tokio::net::TcpListener;
 use super::BoxBody;
 
 /// istio-proxy output with `{{ok}}`, `{{err}}`, `{{grpc_err}}` (and `_sum`)
-/// placeholders for the canary's inbound 200s, 503s and gRPC UNAVAILABLEs.
+/// placeholders for the canary's inbound 200s, 503s and gRPC UNAVAILABLEs, and
+/// `{{dc}}`, `{{ut}}`, `{{uc}}` for requests Envoy flagged: the client left
+/// (code 0, `DC`), the upstream timed out (504, `UT`) or cut the connection (503, `UC`).
 const FIXTURE: &str = include_str!("../fixtures/istio-proxy-stats.txt");
 
 /// The fixture with the canary's counters filled in: `ok` 200s (all under
@@ -25,7 +27,21 @@ const FIXTURE: &str = include_str!("../fixtures/istio-proxy-stats.txt");
 /// `extra` is added to the pod's outbound series (`reporter="source"`), which
 /// the guard must not count.
 pub fn istio_page(ok: u64, err: u64, grpc_err: u64, extra: u64) -> String {
+    istio_page_with_flags(ok, err, grpc_err, extra, [0, 0, 0])
+}
+
+/// [`istio_page`] with `[dc, ut, uc]` requests flagged by Envoy.
+pub fn istio_page_with_flags(
+    ok: u64,
+    err: u64,
+    grpc_err: u64,
+    extra: u64,
+    [dc, ut, uc]: [u64; 3],
+) -> String {
     let page = FIXTURE
+        .replace("{{dc}}", &dc.to_string())
+        .replace("{{ut}}", &ut.to_string())
+        .replace("{{uc}}", &uc.to_string())
         .replace("{{ok_sum}}", &(ok * 20).to_string())
         .replace("{{err_sum}}", &(err * 200).to_string())
         .replace("{{ok}}", &ok.to_string())
