@@ -266,9 +266,11 @@ pub struct ClusterArgs {
           default_value = "2s", value_parser = parse_retry_period)]
     pub retry_period: Duration,
 
-    /// Time between writes of this guard's window summary to its member lease (100ms..=1m).
+    /// Heartbeat: time between writes of this guard's window summary to its member lease
+    /// while it crosses no limit (100ms..=1m). A window that crosses one is written at once
+    /// and then every --interval.
     #[arg(long, env = "CANARY_GUARD_PUBLISH_INTERVAL", value_name = "DURATION",
-          default_value = "2s", value_parser = parse_publish_interval)]
+          default_value = "10s", value_parser = parse_publish_interval)]
     pub publish_interval: Duration,
 
     /// Also judge each member with enough traffic alone, not only the aggregate.

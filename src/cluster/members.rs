@@ -53,7 +53,7 @@ impl Member {
             pod: pod.to_string(),
             pod_uid: None,
             revision: None,
-            publish_interval: Duration::from_secs(2),
+            publish_interval: Duration::from_secs(10),
             last_version: Mutex::new(None),
         }
     }
