@@ -306,10 +306,11 @@ async fn label_selectors_select_the_same_leases() {
             "two requirements",
             "canary-guard.io%2Fgroup%2Ccanary-guard.io%2Fgroup%21%3Dratings",
         ),
-        ("unbalanced", "a+in+%28b"),
     ] {
         steps.push(get(name, &list(selector)));
     }
+    // Go's selector parser words each syntax error its own way; the code is what matters.
+    steps.push(get("unbalanced", &list("a+in+%28b")).ignoring_message());
     assert_same_answers(&real, "diff-selectors", &steps).await;
 }
 
@@ -407,7 +408,8 @@ async fn events_are_validated_and_stored_alike() {
             "a generateName ending in a dot",
             EVENTS,
             &event(serde_json::json!({"metadata": {"generateName": "reviews."}})),
-        ),
+        )
+        .generating("reviews."),
     ];
     assert_same_answers(&real, "diff-events", &steps).await;
 }
