@@ -383,6 +383,11 @@ async fn events_are_validated_and_stored_alike() {
             ),
         ),
         post(
+            "an empty reporting controller",
+            EVENTS,
+            &event(serde_json::json!({"reportingController": "", "metadata": {"name": "e11"}})),
+        ),
+        post(
             "missing action, reason and instance",
             EVENTS,
             &event(

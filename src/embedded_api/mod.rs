@@ -9,7 +9,8 @@
 //! be injected into HTTP answers.
 //!
 //! Not served: watch, server-side apply, strategic merge on lists, subresources,
-//! deletecollection, defaulting, and the VirtualService OpenAPI schema.
+//! deletecollection, defaulting, and the VirtualService OpenAPI schema. A differential test
+//! holds it to a real server; the differences kept are listed in `docs/embedded-api.md`.
 
 mod call;
 mod faults;

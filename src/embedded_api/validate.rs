@@ -176,7 +176,15 @@ fn legacy_event(e: &Value) -> Vec<StatusCause> {
     }
     let controller = text("reportingController");
     if controller.is_empty() {
+        // Required, and then also judged as a qualified name, as Go does.
+        let empty = Value::String(String::new());
         causes.push(required("reportingController"));
+        causes.push(invalid(
+            "reportingController",
+            &empty,
+            "name part must be non-empty",
+        ));
+        causes.push(invalid("reportingController", &empty, QUALIFIED_NAME_MSG));
     } else if !is_qualified_name(controller) {
         causes.push(invalid(
             "reportingController",
@@ -268,6 +276,33 @@ mod tests {
         );
         assert_eq!(m(json!({}))[0].field, "metadata.name");
         assert_eq!(m(json!({"name": "UPPER"}))[0].field, "metadata.name");
+    }
+
+    #[test]
+    fn events_are_judged_like_core_events_first() {
+        let event = json!({"metadata": {"name": "e", "namespace": "shop"},
+            "eventTime": "2024-05-01T10:00:00.123456Z", "type": "Normal",
+            "reportingController": "", "reportingInstance": "i", "action": "a", "reason": "r",
+            "note": "n".repeat(1025), "regarding": {"name": "reviews"}});
+        let fields: Vec<String> = all(Resource::Events, &event, true)
+            .into_iter()
+            .map(|c| c.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "involvedObject.namespace",
+                "reportingController",
+                "reportingController",
+                "reportingController",
+                "message"
+            ]
+        );
+        let mut in_default = event.clone();
+        in_default["metadata"]["namespace"] = json!("default");
+        in_default["reportingController"] = json!("canary-guard.io/guard");
+        in_default["note"] = json!("ok");
+        assert!(all(Resource::Events, &in_default, true).is_empty());
     }
 
     #[test]
