@@ -41,7 +41,11 @@ pub fn json_patch(target: &mut Value, patch: &str) -> Result<(), Status> {
         Status::bad_request("json: cannot unmarshal object into Go value of type jsonpatch.Patch")
     })?;
     for op in &ops {
-        apply_op(target, op).map_err(|_| Status::patch_failed())?;
+        apply_op(target, op).map_err(|why| {
+            // The real server says no more than this either; the reason is for debugging.
+            tracing::debug!(%why, "embedded API: JSON patch operation failed");
+            Status::patch_failed()
+        })?;
     }
     Ok(())
 }
