@@ -91,6 +91,9 @@ pub struct Call {
     pub name: Option<String>,
     /// The object (create, update) or the patch document (patch).
     pub body: Option<Value>,
+    /// The body exactly as sent over HTTP (patch only): a JSON patch `test` compares its
+    /// bytes. In process, the body is taken as serde_json writes it, as kube sends it.
+    pub raw_body: Option<String>,
     /// The patch flavour (patch only).
     pub patch_type: Option<PatchType>,
     /// The `labelSelector` (list only).
@@ -113,6 +116,7 @@ impl Call {
             namespace: namespace.map(str::to_owned),
             name: None,
             body: None,
+            raw_body: None,
             patch_type: None,
             label_selector: None,
             field_manager: None,

@@ -1,7 +1,11 @@
 //! JSON merge patch (RFC 7386) and JSON patch (RFC 6902) as kube-apiserver applies them.
 
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use super::go_json;
 use super::status::Status;
 
 /// Applies an RFC 7386 merge patch: objects merge recursively, `null` deletes, anything
@@ -25,37 +29,51 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-/// Applies an RFC 6902 JSON patch. A malformed document is a 400; an operation that cannot
-/// apply (failed `test`, missing path, index out of range) is a 422 `Invalid` without details,
-/// as the real server answers.
-pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), Status> {
-    let ops = patch.as_array().ok_or_else(|| {
+/// One JSON patch operation as the Go library reads it: member names to raw JSON, so a
+/// `test` can compare the bytes that were sent.
+type Operation<'a> = BTreeMap<String, &'a RawValue>;
+
+/// Applies an RFC 6902 JSON patch given as the text that was sent. A malformed document is
+/// a 400; an operation that cannot apply (failed `test`, missing path, index out of range)
+/// is the real server's 422 `Invalid` with an empty `details` and a fixed message.
+pub fn json_patch(target: &mut Value, patch: &str) -> Result<(), Status> {
+    let ops: Vec<Operation> = serde_json::from_str(patch).map_err(|_| {
         Status::bad_request("json: cannot unmarshal object into Go value of type jsonpatch.Patch")
     })?;
-    for op in ops {
-        apply_op(target, op).map_err(Status::invalid_bare)?;
+    for op in &ops {
+        apply_op(target, op).map_err(|why| {
+            // The real server says no more than this either; the reason is for debugging.
+            tracing::debug!(%why, "embedded API: JSON patch operation failed");
+            Status::patch_failed()
+        })?;
     }
     Ok(())
 }
 
-fn field<'a>(op: &'a Value, name: &str) -> Result<&'a str, String> {
+fn field(op: &Operation, name: &str) -> Result<String, String> {
     op.get(name)
-        .and_then(Value::as_str)
+        .and_then(|raw| serde_json::from_str(raw.get()).ok())
         .ok_or_else(|| format!("operation missing \"{name}\" string"))
 }
 
-fn apply_op(doc: &mut Value, op: &Value) -> Result<(), String> {
+/// The `value` member; `null` and absent are the same to the Go library.
+fn raw_value<'a>(op: &Operation<'a>) -> Option<&'a RawValue> {
+    op.get("value").copied().filter(|raw| raw.get() != "null")
+}
+
+fn value(op: &Operation) -> Result<Value, String> {
+    raw_value(op).map_or(Ok(Value::Null), |raw| {
+        serde_json::from_str(raw.get()).map_err(|e| e.to_string())
+    })
+}
+
+fn apply_op(doc: &mut Value, op: &Operation) -> Result<(), String> {
     let kind = field(op, "op")?;
     let path = field(op, "path")?;
-    let value = || {
-        op.get("value")
-            .cloned()
-            .ok_or_else(|| format!("{kind} operation missing value"))
-    };
-    match kind {
-        "add" => add(doc, path, value()?),
-        "remove" => remove(doc, path).map(drop),
-        "replace" => replace(doc, path, value()?),
+    match kind.as_str() {
+        "add" => add(doc, &path, value(op)?),
+        "remove" => remove(doc, &path).map(drop),
+        "replace" => replace(doc, &path, value(op)?),
         "move" => {
             let from = field(op, "from")?;
             if path != from && path.starts_with(&format!("{from}/")) {
@@ -63,25 +81,42 @@ fn apply_op(doc: &mut Value, op: &Value) -> Result<(), String> {
                     "move operation: cannot move {from} into its own child {path}"
                 ));
             }
-            let v = remove(doc, from)?;
-            add(doc, path, v)
+            let v = remove(doc, &from)?;
+            add(doc, &path, v)
         }
         "copy" => {
             let from = field(op, "from")?;
-            let v = get(doc, from)?.clone();
-            add(doc, path, v)
+            let v = get(doc, &from)?.clone();
+            add(doc, &path, v)
         }
-        "test" => {
-            let expected = value()?;
-            match get(doc, path) {
-                Ok(actual) if json_equal(actual, &expected) => Ok(()),
-                // A missing location tests equal to `null`, as the Go implementation does.
-                Err(_) if expected.is_null() => Ok(()),
-                _ => Err(format!("testing value {path} failed: test failed")),
-            }
-        }
+        "test" => test(doc, &path, raw_value(op)),
         other => Err(format!("Unexpected kind: {other}")),
     }
+}
+
+/// `test`: a missing object key equals an absent or `null` value; a missing parent or an
+/// index out of range fails; anything else compares as Go's encoder wrote it.
+fn test(doc: &Value, path: &str, expected: Option<&RawValue>) -> Result<(), String> {
+    let (parent_path, last) = path.rsplit_once('/').unwrap_or(("", path));
+    let container = get(doc, parent_path)?;
+    let last = unescape(last);
+    let actual = match container {
+        Value::Object(m) => m.get(&last),
+        Value::Array(a) => Some(&a[index(&last, a.len(), false)?]),
+        _ => return Err(format!("doc is missing path: {path}")),
+    };
+    let equal = match (actual, expected) {
+        (None, None) => true,
+        (Some(actual), Some(expected)) => go_json::test_equal(actual, expected),
+        _ => false,
+    };
+    equal
+        .then_some(())
+        .ok_or_else(|| format!("testing value {path} failed"))
+}
+
+fn unescape(token: &str) -> String {
+    token.replace("~1", "/").replace("~0", "~")
 }
 
 /// Splits a JSON pointer into unescaped tokens.
@@ -92,22 +127,21 @@ fn tokens(path: &str) -> Result<Vec<String>, String> {
     let rest = path
         .strip_prefix('/')
         .ok_or_else(|| format!("invalid JSON pointer {path:?}"))?;
-    Ok(rest
-        .split('/')
-        .map(|t| t.replace("~1", "/").replace("~0", "~"))
-        .collect())
+    Ok(rest.split('/').map(unescape).collect())
 }
 
+/// An array index as the Go library reads it: `strconv.Atoi` (so `01` and `+1` are 1) and
+/// negative indices counted from the end; `len` is the last valid position plus one when
+/// `allow_end` (insertion), the length otherwise.
 fn index(token: &str, len: usize, allow_end: bool) -> Result<usize, String> {
     let bad = || format!("Unable to access invalid index: {token}");
-    if token.len() > 1 && token.starts_with('0') {
-        return Err(bad());
-    }
-    let i: usize = token.parse().map_err(|_| bad())?;
-    if i < len || (allow_end && i == len) {
-        Ok(i)
+    let i: i64 = token.parse().map_err(|_| bad())?;
+    let size = i64::try_from(len).map_err(|_| bad())? + i64::from(allow_end);
+    let i = if i < 0 { i + size } else { i };
+    if (0..size).contains(&i) {
+        usize::try_from(i).map_err(|_| bad())
     } else {
-        Err(format!("Unable to access invalid index: {i}"))
+        Err(bad())
     }
 }
 
@@ -210,22 +244,6 @@ fn replace(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
     }
 }
 
-/// Equality as the Go decoder sees it: numbers compare by value (`30` equals `30.0`).
-fn json_equal(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x == y || x.as_f64() == y.as_f64(),
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_equal(p, q))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
-        }
-        _ => a == b,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,7 +251,7 @@ mod tests {
 
     fn jp(doc: Value, patch: Value) -> Result<Value, Status> {
         let mut d = doc;
-        json_patch(&mut d, &patch).map(|()| d)
+        json_patch(&mut d, &patch.to_string()).map(|()| d)
     }
 
     #[test]
@@ -277,14 +295,53 @@ mod tests {
             json!([{"op":"replace","path":"/l/1","value":0}]),
             json!([{"op":"remove","path":"/nope"}]),
             json!([{"op":"add","path":"/x/y","value":0}]),
-            json!([{"op":"add","path":"/l/01","value":0}]),
+            json!([{"op":"add","path":"/l/2","value":0}]),
+            json!([{"op":"test","path":"/w","value":30.0}]),
+            json!([{"op":"test","path":"/l/1","value":null}]),
+            json!([{"op":"test","path":"/nope/deeper","value":null}]),
             json!([{"op":"frobnicate","path":"/w"}]),
         ] {
-            let err = jp(doc.clone(), patch.clone()).unwrap_err();
-            assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"), "{patch}");
-            assert!(err.details.is_none());
+            assert_eq!(
+                jp(doc.clone(), patch.clone()),
+                Err(Status::patch_failed()),
+                "{patch}"
+            );
         }
-        assert!(jp(doc.clone(), json!([{"op":"test","path":"/w","value":30.0}])).is_ok());
+        assert_eq!(Status::patch_failed().to_json()["details"], json!({}));
+        assert!(jp(
+            doc.clone(),
+            json!([{"op":"test","path":"/nope","value":null}])
+        )
+        .is_ok());
         assert_eq!(jp(doc, json!({"op":"add"})).unwrap_err().code, 400);
+    }
+
+    #[test]
+    fn indices_are_read_as_go_reads_them() {
+        let doc = json!({"l":["a","b"]});
+        let out = jp(
+            doc.clone(),
+            json!([
+                {"op":"test","path":"/l/01","value":"b"},
+                {"op":"test","path":"/l/+1","value":"b"},
+                {"op":"test","path":"/l/-1","value":"b"},
+                {"op":"add","path":"/l/-1","value":"end"},
+                {"op":"remove","path":"/l/-3"}
+            ]),
+        )
+        .unwrap();
+        assert_eq!(out, json!({"l":["b","end"]}));
+        assert!(jp(doc, json!([{"op":"test","path":"/l/-3","value":"a"}])).is_err());
+    }
+
+    #[test]
+    fn test_compares_the_bytes_sent() {
+        let mut doc = json!({"r":"x > y"});
+        assert!(json_patch(
+            &mut doc,
+            r#"[{"op":"test","path":"/r","value":"x \u003e y"}]"#
+        )
+        .is_ok());
+        assert!(json_patch(&mut doc, r#"[{"op":"test","path":"/r","value":"x > y"}]"#).is_err());
     }
 }

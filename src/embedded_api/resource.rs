@@ -89,7 +89,16 @@ impl Resource {
 
     /// `Kind.group` as validation messages name it (`Pod` for core).
     pub fn qualified_kind(self) -> String {
-        qualify(self.kind(), self.group())
+        qualify(self.kind(), self.validation_group())
+    }
+
+    /// The group validation errors name: events.k8s.io Events are validated as the core
+    /// Event they are stored as, so their errors name no group.
+    pub fn validation_group(self) -> &'static str {
+        match self {
+            Resource::Events => "",
+            r => r.group(),
+        }
     }
 
     /// Finds the resource served at `group`/`version`/`plural`.
@@ -104,9 +113,10 @@ impl Resource {
         self == Resource::VirtualServices
     }
 
-    /// Resources whose delete answers with the object rather than a `Status`.
+    /// Resources whose delete answers with the object rather than a `Status` (graceful
+    /// deletion); custom resources answer a `Status`.
     pub fn delete_returns_object(self) -> bool {
-        matches!(self, Resource::VirtualServices | Resource::Pods)
+        self == Resource::Pods
     }
 
     /// Resources with a status subresource: writes to the main resource keep the old status.
@@ -134,13 +144,65 @@ impl Resource {
             let typed: T = serde_json::from_value(v).map_err(|e| e.to_string())?;
             serde_json::to_value(typed).map_err(|e| e.to_string())
         }
-        match self {
-            Resource::Leases => round_trip::<coordination::v1::Lease>(object),
-            Resource::Events => round_trip::<events::v1::Event>(object),
-            Resource::Pods => round_trip::<core::v1::Pod>(object),
-            Resource::Deployments => round_trip::<apps::v1::Deployment>(object),
-            Resource::VirtualServices => Ok(object),
+        let mut out = match self {
+            Resource::Leases => round_trip::<coordination::v1::Lease>(object)?,
+            Resource::Events => {
+                for time in [&object["eventTime"], &object["series"]["lastObservedTime"]] {
+                    time.as_str().map_or(Ok(()), check_micro_time)?;
+                }
+                round_trip::<events::v1::Event>(object)?
+            }
+            Resource::Pods => round_trip::<core::v1::Pod>(object)?,
+            Resource::Deployments => round_trip::<apps::v1::Deployment>(object)?,
+            Resource::VirtualServices => return Ok(object),
+        };
+        // Go writes struct fields that are not pointers even when empty.
+        let empty: &[(&str, Value)] = match self {
+            Resource::Leases => &[("spec", Value::Object(Default::default()))],
+            Resource::Events => &[
+                ("deprecatedSource", Value::Object(Default::default())),
+                ("deprecatedFirstTimestamp", Value::Null),
+                ("deprecatedLastTimestamp", Value::Null),
+            ],
+            _ => &[],
+        };
+        if let Some(m) = out.as_object_mut() {
+            for (field, value) in empty {
+                m.entry(*field).or_insert_with(|| value.clone());
+            }
         }
+        Ok(out)
+    }
+}
+
+/// Go parses a MicroTime with the fixed layout below: exactly six fractional digits.
+const MICRO_TIME_LAYOUT: &str = "2006-01-02T15:04:05.000000Z07:00";
+
+/// The real server's check of a MicroTime's fraction and zone, worded as Go's parser.
+fn check_micro_time(value: &str) -> Result<(), String> {
+    let fail = |rest: &str, part: &str| {
+        Err(format!(
+            "parsing time \"{value}\" as \"{MICRO_TIME_LAYOUT}\": cannot parse \"{rest}\" as \"{part}\""
+        ))
+    };
+    // The date and time of day are left to the typed decoding that follows.
+    let Some(rest) = value.get(19..) else {
+        return Ok(());
+    };
+    let digits = rest.get(1..7).unwrap_or_default();
+    if !rest.starts_with('.') || digits.len() != 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return fail(rest, ".000000");
+    }
+    let zone = &rest[7..];
+    let offset = zone.as_bytes();
+    let is_offset = offset.len() == 6
+        && matches!(offset[0], b'+' | b'-')
+        && offset[3] == b':'
+        && [1, 2, 4, 5].iter().all(|&i| offset[i].is_ascii_digit());
+    if zone == "Z" || is_offset {
+        Ok(())
+    } else {
+        fail(zone, "Z07:00")
     }
 }
 
@@ -176,6 +238,31 @@ mod tests {
             None
         );
         assert_eq!(Resource::lookup("", "v1", "pods"), Some(Resource::Pods));
+    }
+
+    #[test]
+    fn micro_times_need_six_fractional_digits() {
+        assert!(check_micro_time("2024-05-01T10:00:00.123456Z").is_ok());
+        assert!(check_micro_time("2024-05-01T10:00:00.123456+02:00").is_ok());
+        assert_eq!(
+            check_micro_time("2024-05-01T10:00:00.123456789Z").unwrap_err(),
+            "parsing time \"2024-05-01T10:00:00.123456789Z\" as \"2006-01-02T15:04:05.000000Z07:00\": \
+             cannot parse \"789Z\" as \"Z07:00\""
+        );
+        assert!(check_micro_time("2024-05-01T10:00:00Z")
+            .unwrap_err()
+            .ends_with("cannot parse \"Z\" as \".000000\""));
+        assert!(check_micro_time("2024-05-01T10:00:00.123Z").is_err());
+    }
+
+    #[test]
+    fn normalize_writes_empty_structs_as_go_does() {
+        let lease =
+            json!({"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{"name":"a"}});
+        assert_eq!(
+            Resource::Leases.normalize(lease).unwrap()["spec"],
+            json!({})
+        );
     }
 
     #[test]

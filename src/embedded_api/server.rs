@@ -272,13 +272,13 @@ async fn handle(api: EmbeddedApi, req: Request<Incoming>) -> Result<Reply, Dropp
     if verb == Verb::Patch {
         match PatchType::from_content_type(&content_type) {
             Some(p) => call.patch_type = Some(p),
-            None => return Ok(status_reply(&Status::unsupported_media_type(&content_type))),
+            None => return Ok(status_reply(&Status::unsupported_media_type())),
         }
     } else if matches!(verb, Verb::Create | Verb::Update)
         && !content_type.is_empty()
         && !content_type.starts_with("application/json")
     {
-        return Ok(status_reply(&Status::unsupported_media_type(&content_type)));
+        return Ok(status_reply(&Status::unsupported_media_type()));
     }
     let wants_body = matches!(verb, Verb::Create | Verb::Update | Verb::Patch)
         && call.patch_type != Some(PatchType::Apply);
@@ -286,7 +286,13 @@ async fn handle(api: EmbeddedApi, req: Request<Incoming>) -> Result<Reply, Dropp
     let optional = verb == Verb::Delete;
     if wants_body || optional {
         match read_json(req.into_body(), optional).await {
-            Ok(body) => call.body = body,
+            Ok(Some((body, text))) => {
+                call.body = Some(body);
+                if verb == Verb::Patch {
+                    call.raw_body = Some(text);
+                }
+            }
+            Ok(None) => {}
             Err(status) => return Ok(status_reply(&status)),
         }
         if optional
@@ -318,8 +324,9 @@ async fn handle(api: EmbeddedApi, req: Request<Incoming>) -> Result<Reply, Dropp
     })
 }
 
-/// Reads at most [`MAX_BODY_BYTES`] and parses them as JSON (`None`: empty and `optional`).
-async fn read_json(body: Incoming, optional: bool) -> Result<Option<Value>, Status> {
+/// Reads at most [`MAX_BODY_BYTES`] and parses them as JSON; answers the value and the text
+/// as sent (`None`: empty and `optional`).
+async fn read_json(body: Incoming, optional: bool) -> Result<Option<(Value, String)>, Status> {
     let bytes = Limited::new(body, MAX_BODY_BYTES)
         .collect()
         .await
@@ -334,11 +341,14 @@ async fn read_json(body: Incoming, optional: bool) -> Result<Option<Value>, Stat
     if optional && bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+    let text = String::from_utf8(bytes.to_vec())
+        .map_err(|e| Status::bad_request(format!("the body of the request is not UTF-8: {e}")))?;
+    let value = serde_json::from_str(&text).map_err(|e| {
         Status::bad_request(format!(
             "the body of the request could not be decoded as JSON: {e}"
         ))
-    })
+    })?;
+    Ok(Some((value, text)))
 }
 
 fn version_info() -> Value {

@@ -127,6 +127,7 @@ impl Status {
         let mut status = Self::new(422, "Invalid", message).with_object(resource, name);
         if let Some(d) = status.details.as_mut() {
             d.kind = resource.kind().to_owned();
+            d.group = resource.validation_group().to_owned();
             d.causes = causes;
         }
         status
@@ -135,7 +136,7 @@ impl Status {
     /// 422 for an update that does not carry a resourceVersion. The real server names the
     /// resource (not the kind) in this one message.
     pub fn invalid_resource_version(resource: Resource, name: &str) -> Self {
-        Self::new(
+        let mut status = Self::new(
             422,
             "Invalid",
             format!(
@@ -144,7 +145,15 @@ impl Status {
                 resource.qualified()
             ),
         )
-        .with_object(resource, name)
+        .with_object(resource, name);
+        if let Some(d) = status.details.as_mut() {
+            d.causes = vec![StatusCause::new(
+                "FieldValueInvalid",
+                "metadata.resourceVersion",
+                "Invalid value: 0x0: must be specified for an update",
+            )];
+        }
+        status
     }
 
     /// 409 `Conflict` for a delete whose preconditions do not hold.
@@ -152,9 +161,26 @@ impl Status {
         Self::new(409, "Conflict", message)
     }
 
-    /// 422 `Invalid` without details: what a failed JSON patch operation gets.
-    pub fn invalid_bare(message: impl Into<String>) -> Self {
-        Self::new(422, "Invalid", message)
+    /// 422 `Invalid` with empty details and a fixed message: what any failed JSON patch
+    /// operation gets (a failed `test`, a missing path, an index out of range).
+    pub fn patch_failed() -> Self {
+        let mut status = Self::new(
+            422,
+            "Invalid",
+            "the server rejected our request due to an error in our request",
+        );
+        status.details = Some(Box::default());
+        status
+    }
+
+    /// 500 for a create that carries a resourceVersion: the real server sends no reason
+    /// and no "Internal error occurred" prefix here.
+    pub fn create_with_resource_version() -> Self {
+        Self::new(
+            500,
+            "",
+            "resourceVersion should not be set on objects to be created",
+        )
     }
 
     /// 400 `BadRequest`.
@@ -190,11 +216,11 @@ impl Status {
     }
 
     /// 415 `UnsupportedMediaType` for a patch type this resource does not take.
-    pub fn unsupported_media_type(content_type: &str) -> Self {
+    pub fn unsupported_media_type() -> Self {
         Self::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {content_type})"),
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
         )
     }
 
@@ -278,9 +304,11 @@ impl Status {
             "metadata": {},
             "status": "Failure",
             "message": self.message,
-            "reason": self.reason,
             "code": self.code,
         });
+        if !self.reason.is_empty() {
+            body["reason"] = Value::String(self.reason.clone());
+        }
         if let Some(d) = &self.details {
             body["details"] = d.to_json();
         }
@@ -368,8 +396,10 @@ mod tests {
         );
         assert_eq!(
             s.message,
-            "Event.events.k8s.io \"e\" is invalid: [eventTime: Required value, action: Required value]"
+            "Event \"e\" is invalid: [eventTime: Required value, action: Required value]"
         );
+        // Events are validated as core Events: no group in the details either.
+        assert!(s.to_json()["details"].get("group").is_none());
         assert_eq!(s.to_json()["details"]["causes"][1]["field"], "action");
     }
 }

@@ -265,7 +265,18 @@ fn list(state: &State, call: &Call) -> Result<Written, Status> {
             *r == call.resource && call.namespace.as_ref().is_none_or(|want| want == ns)
         })
         .filter(|(_, o)| selector.matches(o["metadata"]["labels"].as_object()))
-        .map(|(_, o)| present(call.resource, &call.version, o.clone()))
+        .map(|(_, o)| {
+            let mut item = present(call.resource, &call.version, o.clone());
+            // Items of built-in types are written without apiVersion and kind; custom
+            // resources are unstructured and keep theirs.
+            if !call.resource.is_custom() {
+                if let Some(m) = item.as_object_mut() {
+                    m.remove("apiVersion");
+                    m.remove("kind");
+                }
+            }
+            item
+        })
         .collect();
     Ok(Written::read(json!({
         "kind": format!("{}List", call.resource.kind()),
@@ -302,10 +313,13 @@ fn decode(call: &Call, body: Option<&Value>) -> Result<Value, Status> {
         }
     }
     // Typed resources are stored at their one version; custom ones keep what was sent.
-    let mut object = call
-        .resource
-        .normalize(body.clone())
-        .map_err(|e| Status::bad_request(format!("error decoding request body: {e}")))?;
+    let mut object = call.resource.normalize(body.clone()).map_err(|e| {
+        let kind = call.resource.kind();
+        Status::bad_request(format!(
+            "{kind} in version \"{}\" cannot be handled as a {kind}: {e}",
+            call.version
+        ))
+    })?;
     object["apiVersion"] =
         Value::String(call.resource.api_version(call.resource.preferred_version()));
     Ok(object)
@@ -349,15 +363,12 @@ fn create(state: &mut State, call: &Call) -> Result<Written, Status> {
         set_meta(&mut object, "name", generated.into());
     }
     let name = meta_str(&object, "name").to_owned();
-    let mut causes = validate::metadata(&object, true);
-    causes.extend(validate::object(resource, &object));
+    let causes = validate::all(resource, &object, true);
     if !causes.is_empty() {
         return Err(Status::invalid(resource, &name, causes));
     }
     if !meta_str(&object, "resourceVersion").is_empty() {
-        return Err(Status::internal(
-            "resourceVersion should not be set on objects to be created",
-        ));
+        return Err(Status::create_with_resource_version());
     }
     let key = (resource, ns.to_owned(), name.clone());
     if state.objects.contains_key(&key) {
@@ -553,8 +564,7 @@ fn store_update(
             };
         }
     }
-    let mut causes = validate::metadata(&object, false);
-    causes.extend(validate::object(resource, &object));
+    let causes = validate::all(resource, &object, false);
     if !causes.is_empty() {
         return Err(Status::invalid(resource, &name, causes));
     }
@@ -598,7 +608,7 @@ fn patch_object(state: &mut State, call: &Call) -> Result<Written, Status> {
     let resource = call.resource;
     let patch_type = call.patch_type.unwrap_or(PatchType::Merge);
     if patch_type == PatchType::Apply {
-        return Err(Status::unsupported_media_type(patch_type.content_type()));
+        return Err(Status::unsupported_media_type());
     }
     let patch_doc = call
         .body
@@ -609,7 +619,7 @@ fn patch_object(state: &mut State, call: &Call) -> Result<Written, Status> {
     {
         // Custom resources have no Go struct to take merge keys from; for built-in types
         // only patches without lists are served, where strategic merge equals merge patch.
-        return Err(Status::unsupported_media_type(patch_type.content_type()));
+        return Err(Status::unsupported_media_type());
     }
     let key = (resource, ns.to_owned(), name.to_owned());
     let Some(old) = state.objects.get(&key) else {
@@ -617,7 +627,14 @@ fn patch_object(state: &mut State, call: &Call) -> Result<Written, Status> {
     };
     let mut doc = present(resource, &call.version, old.clone());
     match patch_type {
-        PatchType::Json => patch::json_patch(&mut doc, patch_doc)?,
+        PatchType::Json => {
+            // A `test` compares the bytes that were sent, so use them when there are any.
+            let text = call
+                .raw_body
+                .clone()
+                .unwrap_or_else(|| patch_doc.to_string());
+            patch::json_patch(&mut doc, &text)?
+        }
         _ => {
             if !patch_doc.is_object() {
                 return Err(Status::bad_request(
@@ -862,7 +879,10 @@ mod tests {
             ))
             .result
             .unwrap();
-        assert_eq!(deleted["kind"], "VirtualService");
+        assert_eq!(
+            (&deleted["kind"], &deleted["status"]),
+            (&json!("Status"), &json!("Success"))
+        );
         assert!(changes.has_changed().unwrap());
         assert_eq!(*changes.borrow_and_update(), 2);
         let history = store.history();

@@ -104,12 +104,22 @@ pub fn metadata(object: &Value, creating: bool) -> Vec<StatusCause> {
     causes
 }
 
-/// Resource-specific validation of the (normalised) object.
-pub fn object(resource: Resource, object: &Value) -> Vec<StatusCause> {
+/// Every check of the (normalised) object, in the order the real server reports them.
+pub fn all(resource: Resource, object: &Value, creating: bool) -> Vec<StatusCause> {
     match resource {
-        Resource::Events => event(object),
-        Resource::Leases => lease(object),
-        _ => Vec::new(),
+        // Events pass the legacy core Event checks first, then metadata, then the new ones.
+        Resource::Events => {
+            let mut causes = legacy_event(object);
+            causes.extend(metadata(object, creating));
+            causes.extend(event(object));
+            causes
+        }
+        Resource::Leases => {
+            let mut causes = metadata(object, creating);
+            causes.extend(lease(object));
+            causes
+        }
+        _ => metadata(object, creating),
     }
 }
 
@@ -136,44 +146,45 @@ fn lease(object: &Value) -> Vec<StatusCause> {
     causes
 }
 
-/// events.k8s.io/v1 rules: the new-style fields are required, the deprecated ones must be unset.
-fn event(e: &Value) -> Vec<StatusCause> {
+/// The core Event checks every Event passes, with the core field names (`message` for
+/// `note`, `involvedObject` for `regarding`) and its typo (`repotingIntance`).
+fn legacy_event(e: &Value) -> Vec<StatusCause> {
     let mut causes = Vec::new();
     let text = |f: &str| e[f].as_str().unwrap_or_default();
-    if text("eventTime").is_empty() {
-        causes.push(required("eventTime"));
-    }
-    match text("type") {
-        "Normal" | "Warning" => {}
-        other => causes.push(invalid(
-            "type",
-            &Value::String(String::new()),
-            &format!("has invalid value: {other}"),
-        )),
-    }
-    for field in [
-        "deprecatedFirstTimestamp",
-        "deprecatedLastTimestamp",
-        "deprecatedSource",
-    ] {
-        if !e[field].is_null() && e[field] != Value::Object(Default::default()) {
-            causes.push(invalid(
-                field,
-                &Value::String(String::new()),
-                "needs to be unset",
-            ));
-        }
-    }
-    if e["deprecatedCount"].as_i64().is_some_and(|c| c != 0) {
+    let namespace = e["metadata"]["namespace"].as_str().unwrap_or_default();
+    let regarding = e["regarding"]["namespace"].as_str().unwrap_or_default();
+    let new_style = !text("eventTime").is_empty();
+    let allowed: &[&str] = if new_style {
+        &["default", "kube-system"]
+    } else {
+        &["", "default"]
+    };
+    if regarding.is_empty() && !allowed.contains(&namespace)
+        || !new_style && !regarding.is_empty() && regarding != namespace
+    {
         causes.push(invalid(
-            "deprecatedCount",
-            &e["deprecatedCount"],
-            "needs to be unset",
+            "involvedObject.namespace",
+            &e["regarding"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .into(),
+            "does not match event.namespace",
         ));
+    }
+    if !new_style {
+        return causes;
     }
     let controller = text("reportingController");
     if controller.is_empty() {
+        // Required, and then also judged as a qualified name, as Go does.
+        let empty = Value::String(String::new());
         causes.push(required("reportingController"));
+        causes.push(invalid(
+            "reportingController",
+            &empty,
+            "name part must be non-empty",
+        ));
+        causes.push(invalid("reportingController", &empty, QUALIFIED_NAME_MSG));
     } else if !is_qualified_name(controller) {
         causes.push(invalid(
             "reportingController",
@@ -181,32 +192,34 @@ fn event(e: &Value) -> Vec<StatusCause> {
             QUALIFIED_NAME_MSG,
         ));
     }
-    for field in ["reportingInstance", "action", "reason"] {
+    for (field, path, limit) in [
+        ("reportingInstance", "repotingIntance", EVENT_FIELD_LIMIT),
+        ("action", "action", EVENT_FIELD_LIMIT),
+        ("reason", "reason", EVENT_FIELD_LIMIT),
+        ("note", "message", EVENT_NOTE_LIMIT),
+    ] {
         let v = text(field);
-        if v.is_empty() {
+        if v.is_empty() && field != "note" {
             causes.push(required(field));
-        } else if v.len() > EVENT_FIELD_LIMIT {
+        } else if v.len() > limit {
             causes.push(invalid(
-                field,
+                path,
                 &Value::String(String::new()),
-                &format!("can have at most {EVENT_FIELD_LIMIT} characters"),
+                &format!("can have at most {limit} characters"),
             ));
         }
     }
-    if text("note").len() > EVENT_NOTE_LIMIT {
-        causes.push(invalid(
-            "note",
-            &Value::String(String::new()),
-            &format!("can have at most {EVENT_NOTE_LIMIT} characters"),
-        ));
-    }
+    causes
+}
+
+/// The events.k8s.io/v1 rules: the new-style fields are required, the deprecated ones
+/// must be unset (named by their core names).
+fn event(e: &Value) -> Vec<StatusCause> {
+    let mut causes = Vec::new();
+    let empty = Value::String(String::new());
     if let Some(series) = e.get("series").filter(|s| !s.is_null()) {
         if series["count"].as_i64().unwrap_or(0) < 2 {
-            causes.push(invalid(
-                "series.count",
-                &series["count"],
-                "should be at least 2",
-            ));
+            causes.push(invalid("series.count", &empty, "should be at least 2"));
         }
         if series["lastObservedTime"]
             .as_str()
@@ -215,6 +228,32 @@ fn event(e: &Value) -> Vec<StatusCause> {
         {
             causes.push(required("series.lastObservedTime"));
         }
+    }
+    if e["eventTime"].as_str().unwrap_or_default().is_empty() {
+        causes.push(required("eventTime"));
+    }
+    let kind = e["type"].as_str().unwrap_or_default();
+    if !matches!(kind, "Normal" | "Warning") {
+        causes.push(invalid(
+            "type",
+            &empty,
+            &format!("has invalid value: {kind}"),
+        ));
+    }
+    let set = |f: &str| !e[f].is_null() && e[f] != Value::Object(Default::default());
+    for (field, path) in [
+        ("deprecatedFirstTimestamp", "firstTimestamp"),
+        ("deprecatedLastTimestamp", "lastTimestamp"),
+    ] {
+        if set(field) {
+            causes.push(invalid(path, &empty, "needs to be unset"));
+        }
+    }
+    if e["deprecatedCount"].as_i64().is_some_and(|c| c != 0) {
+        causes.push(invalid("count", &empty, "needs to be unset"));
+    }
+    if set("deprecatedSource") {
+        causes.push(invalid("source", &empty, "needs to be unset"));
     }
     causes
 }
@@ -237,6 +276,33 @@ mod tests {
         );
         assert_eq!(m(json!({}))[0].field, "metadata.name");
         assert_eq!(m(json!({"name": "UPPER"}))[0].field, "metadata.name");
+    }
+
+    #[test]
+    fn events_are_judged_like_core_events_first() {
+        let event = json!({"metadata": {"name": "e", "namespace": "shop"},
+            "eventTime": "2024-05-01T10:00:00.123456Z", "type": "Normal",
+            "reportingController": "", "reportingInstance": "i", "action": "a", "reason": "r",
+            "note": "n".repeat(1025), "regarding": {"name": "reviews"}});
+        let fields: Vec<String> = all(Resource::Events, &event, true)
+            .into_iter()
+            .map(|c| c.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "involvedObject.namespace",
+                "reportingController",
+                "reportingController",
+                "reportingController",
+                "message"
+            ]
+        );
+        let mut in_default = event.clone();
+        in_default["metadata"]["namespace"] = json!("default");
+        in_default["reportingController"] = json!("canary-guard.io/guard");
+        in_default["note"] = json!("ok");
+        assert!(all(Resource::Events, &in_default, true).is_empty());
     }
 
     #[test]

@@ -20,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 pub mod cluster;
+pub mod differential;
 pub mod envoy;
 pub mod pod;
 pub mod process;
