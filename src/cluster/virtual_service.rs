@@ -1098,7 +1098,9 @@ mod against_the_api {
             .await
             .unwrap();
 
-        // GitOps puts the canary back; the same bad revision is rolled back again.
+        // GitOps puts the canary back; the same bad revision is rolled back again. The
+        // record's reason holds `>`: a `test` of it fails on a real API server, and on the
+        // embedded one, which compares as Go encodes (the re-assert and restore of issue 11).
         running
             .api()
             .patch(
