@@ -140,7 +140,15 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 
 #[test]
 fn rules_and_dashboard_name_only_exported_metrics() {
-    let page = Metrics::new().render();
+    // A labelled family is listed once it has a series: give each one.
+    let m = Metrics::new();
+    m.kube_error("lease_list");
+    m.scrape_error("timeout");
+    m.member_summary_rejected("malformed");
+    m.proxy_refusal("upstream_connect");
+    m.set_virtual_service_problem(Some("Forbidden"));
+    m.set_limits(0.05, Duration::from_millis(500), 0.99);
+    let page = m.render();
     let exported: BTreeSet<String> = page
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))

@@ -237,23 +237,25 @@ async fn rollback_reassert_and_restore_are_each_notified_after_their_write() {
     assert_eq!(r.events(), ["rollback", "reassert", "restore"]);
     let writes = vs_writes(&api);
     assert_eq!(writes.len(), 3);
-    let log = r.log.lock();
-    for (hit, write) in log.iter().zip(&writes) {
-        assert!(
-            hit.at >= write.at,
-            "a notification arrived before its write"
-        );
-        assert_eq!(hit.body["group"], "reviews");
-        assert_eq!(hit.body["namespace"], NS);
-        assert_eq!(hit.body["virtual_service"], VS);
+    {
+        let log = r.log.lock();
+        for (hit, write) in log.iter().zip(&writes) {
+            assert!(
+                hit.at >= write.at,
+                "a notification arrived before its write"
+            );
+            assert_eq!(hit.body["group"], "reviews");
+            assert_eq!(hit.body["namespace"], NS);
+            assert_eq!(hit.body["virtual_service"], VS);
+        }
+        assert_eq!(log[0].body["revision"], "r1");
+        assert_eq!(log[1].body["revision"], "r1");
+        assert_eq!(log[2].body["revision"], "r2");
+        assert_eq!(log[2].body["leader"], "reviews-v2-good");
     }
-    assert_eq!(log[0].body["revision"], "r1");
-    assert_eq!(log[1].body["revision"], "r1");
-    assert_eq!(log[2].body["revision"], "r2");
-    assert_eq!(log[2].body["leader"], "reviews-v2-good");
-    drop(log);
-    let page = metrics(&good).await;
-    assert_eq!(count(&page, "sent"), Some(1.0), "{page}");
+    // Counted once the receiver's answer is in, a moment after it saw the request.
+    let page = wait_metrics(&good, |p| count(p, "sent") == Some(1.0)).await;
+    assert_eq!(count(&page, "failed"), Some(0.0), "{page}");
     assert!(!page.contains("SECRET"));
     assert!(!state(&good).await.to_string().contains("SECRET"));
 }

@@ -42,14 +42,14 @@ fn count(m: &Metrics, result: &str) -> u64 {
         .map_or(0, |v| v.parse().unwrap())
 }
 
+/// One attempt of the fake transport.
+type Attempt = std::pin::Pin<Box<dyn Future<Output = Result<(), SendError>> + Send>>;
+
 /// A transport that records when each attempt started and answers from `answers`
 /// (then keeps answering the last one).
 fn recording(
     answers: Vec<Option<StatusCode>>,
-) -> (
-    Arc<Mutex<Vec<Instant>>>,
-    impl Fn(Bytes) -> std::pin::Pin<Box<dyn Future<Output = Result<(), SendError>> + Send>>,
-) {
+) -> (Arc<Mutex<Vec<Instant>>>, impl Fn(Bytes) -> Attempt) {
     let starts = Arc::new(Mutex::new(Vec::new()));
     let seen = starts.clone();
     let send = move |_body: Bytes| {
@@ -66,7 +66,7 @@ fn recording(
                 Some(s) if s.is_success() => Ok(()),
                 Some(s) => Err(SendError::Status(s)),
             }
-        }) as std::pin::Pin<Box<dyn Future<Output = _> + Send>>
+        }) as Attempt
     };
     (starts, send)
 }
