@@ -138,8 +138,9 @@ async fn status_watch_redraws_on_change_and_exits_0_on_ctrl_c() {
         frames.recv_timeout(Duration::from_millis(2500)).is_err(),
         "redrawn without a change"
     );
-    let killed = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+    // Ctrl-C, through the shell's own `kill`.
+    let killed = Command::new("sh")
+        .args(["-c", &format!("kill -INT {}", child.id())])
         .status()
         .unwrap();
     assert!(killed.success());
@@ -147,5 +148,14 @@ async fn status_watch_redraws_on_change_and_exits_0_on_ctrl_c() {
         .await
         .unwrap();
     assert!(status.success(), "{status}");
+    // `restore` through the plugin too: nothing recorded, nothing written.
+    let restore = Command::new(&plugin)
+        .args(["restore", "--virtual-service", VS, "--kubeconfig"])
+        .arg(&kubeconfig)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&restore.stdout);
+    assert!(restore.status.success(), "{text}");
+    assert!(text.contains("carries no rollback record"), "{text}");
     std::fs::remove_dir_all(dir).unwrap();
 }
