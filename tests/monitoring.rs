@@ -148,7 +148,10 @@ fn rules_and_dashboard_name_only_exported_metrics() {
     m.proxy_refusal("upstream_connect");
     m.set_virtual_service_problem(Some("Forbidden"));
     m.set_limits(0.05, Duration::from_millis(500), 0.99);
+    m.notification("failed");
     let page = m.render();
+    // And every family, the new ones included, is one promtool accepts.
+    promtool_check(&page);
     let exported: BTreeSet<String> = page
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))

@@ -155,9 +155,9 @@ impl Metrics {
         let max_latency = GaugeVec::new(
             Opts::new(
                 "canary_guard_max_latency_seconds",
-                "The configured --max-latency, labelled with the --latency-quantile it applies to.",
+                "The configured --max-latency, labelled with the --latency-quantile it applies to (not `quantile`: the text format keeps that label for summaries).",
             ),
-            &["quantile"],
+            &["latency_quantile"],
         )
         .expect("valid metric");
         let vs_problem = IntGaugeVec::new(
@@ -572,7 +572,7 @@ mod tests {
             "canary_guard_notifications_total{result=\"sent\"} 1",
             "canary_guard_notifications_total{result=\"dropped\"} 0",
             "canary_guard_max_error_ratio 0.05",
-            "canary_guard_max_latency_seconds{quantile=\"0.99\"} 0.5",
+            "canary_guard_max_latency_seconds{latency_quantile=\"0.99\"} 0.5",
             "canary_guard_virtualservice_problem{reason=\"Forbidden\"} 0",
             "canary_guard_virtualservice_problem{reason=\"VirtualServiceInvalid\"} 1",
         ] {
