@@ -29,6 +29,54 @@ NO_SCHEMA = {
     ("cert-manager.io", "Certificate"),
     ("cert-manager.io", "Issuer"),
 }
+# The part of prometheus-operator's PrometheusRule schema these manifests use, closed so a
+# misspelt field fails (the operator's CRD is not vendored here).
+PROMETHEUS_RULE = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PrometheusRule"},
+        "metadata": {"type": "object", "required": ["name"]},
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["groups"],
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["name", "rules"],
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1},
+                            "interval": {"type": "string"},
+                            "rules": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["expr"],
+                                    "oneOf": [{"required": ["alert"]}, {"required": ["record"]}],
+                                    "properties": {
+                                        "alert": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+                                        "record": {"type": "string"},
+                                        "expr": {"type": "string", "minLength": 1},
+                                        "for": {"type": "string", "pattern": "^([0-9]+(ms|s|m|h|d|w|y))+$"},
+                                        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                                        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
 # RBAC verbs whose requests carry no object name, so resourceNames cannot restrict them.
 UNNAMED_VERBS = {"create", "list", "watch", "deletecollection"}
 
@@ -141,6 +189,12 @@ def main():
                     for e in vs_validators[api].iter_errors(doc)
                 ]
                 where = "Istio CRD schema"
+            elif (group, kind) == ("monitoring.coreos.com", "PrometheusRule"):
+                problems += [
+                    f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+                    for e in jsonschema.Draft202012Validator(PROMETHEUS_RULE).iter_errors(doc)
+                ]
+                where = "PrometheusRule shape"
             elif (group, kind) in NO_SCHEMA:
                 where = "no schema in this repository: structure not checked"
             else:

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use http::Uri;
 
 /// Default proxy port: outside Istio's 15000–15090 and away from common app ports.
@@ -37,6 +37,37 @@ pub enum Command {
     Inject(crate::inject::InjectArgs),
     /// Serve a mutating admission webhook that adds the guard to labelled pods.
     Webhook(Box<crate::webhook::WebhookArgs>),
+}
+
+/// The file name kubectl looks for to run `kubectl canary-guard` (a `-` in a plugin's
+/// command is a `_` in its file name).
+pub const KUBECTL_PLUGIN: &str = "kubectl-canary_guard";
+
+/// Parses the command line. Run as [`KUBECTL_PLUGIN`] (a link to this binary), the usage
+/// says `kubectl canary-guard` and offers the operator's commands, `status` and `restore`.
+pub fn parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    let plugin = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .is_some_and(|n| n == KUBECTL_PLUGIN);
+    let mut cmd = Cli::command();
+    if plugin {
+        cmd = cmd
+            .name("kubectl canary-guard")
+            .bin_name("kubectl canary-guard")
+            .about("kubectl canary-guard: see and restore a guarded canary");
+        // The sidecar's own commands stay usable but out of the plugin's help.
+        for sub in ["run", "demo", "inject", "webhook"] {
+            cmd = cmd.mut_subcommand(sub, |s| s.hide(true));
+        }
+    }
+    let matches = cmd.try_get_matches_from(args)?;
+    Cli::from_arg_matches(&matches)
 }
 
 /// How the guard observes the canary's traffic.
@@ -295,6 +326,22 @@ pub struct ClusterArgs {
     #[arg(long, env = "CANARY_GUARD_RESTORE_ON_NEW_REVISION", default_value = "true",
           action = clap::ArgAction::Set, value_name = "BOOL")]
     pub restore_on_new_revision: bool,
+
+    /// POST a message here when the leader rolls back, re-asserts or restores
+    /// (http only: use an in-cluster relay for https). Best set from a Secret through
+    /// the environment; never logged.
+    #[arg(long, env = "CANARY_GUARD_NOTIFY_URL", value_name = "URL", hide_env_values = true,
+          value_parser = crate::notify::url::NotifyUrlParser)]
+    pub notify_url: Option<crate::notify::url::NotifyUrl>,
+
+    /// Body of the --notify-url requests: a JSON object, or Slack's `{"text": ...}`.
+    #[arg(
+        long,
+        env = "CANARY_GUARD_NOTIFY_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
+    pub notify_format: crate::notify::message::NotifyFormat,
 }
 
 /// The cluster settings once every required one is known.
@@ -937,6 +984,64 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("--group"));
+    }
+
+    #[test]
+    fn kubectl_plugin_usage_names_kubectl() {
+        let e = parse_args(["/usr/local/bin/kubectl-canary_guard", "status"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Usage: kubectl canary-guard status"), "{e}");
+        assert!(e.contains("--group"), "{e}");
+        let help = parse_args(["kubectl-canary_guard", "--help"])
+            .unwrap_err()
+            .to_string();
+        assert!(help.contains("Usage: kubectl canary-guard"), "{help}");
+        assert!(
+            help.contains("status") && help.contains("restore"),
+            "{help}"
+        );
+        assert!(!help.contains("webhook"), "{help}");
+        let cli = parse_args([
+            "kubectl-canary_guard",
+            "status",
+            "--group",
+            "reviews",
+            "--virtual-service",
+            "reviews",
+            "--watch",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Command::Status(s) if s.watch));
+        let e = parse_args(["canary-guard", "status"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Usage: canary-guard status"), "{e}");
+    }
+
+    #[test]
+    fn notify_url_is_never_echoed() {
+        let e = parse(&["--notify-url", "https://hooks.example/services/SECRET"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--notify-url") && e.contains("https is not supported"),
+            "{e}"
+        );
+        assert!(!e.contains("SECRET"), "{e}");
+        let a = parse(&[
+            "--notify-url",
+            "http://relay.monitoring:8080/hook/SECRET",
+            "--notify-format",
+            "slack",
+        ])
+        .unwrap();
+        assert!(a.cluster.notify_url.is_some());
+        assert_eq!(
+            a.cluster.notify_format,
+            crate::notify::message::NotifyFormat::Slack
+        );
+        assert!(!format!("{a:?}").contains("SECRET"));
     }
 
     #[test]

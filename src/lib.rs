@@ -7,6 +7,7 @@
 //! - [`observe`]: where samples come from (the reverse proxy).
 //! - [`admin`]: the admin server (`/metrics`, `/healthz`, `/readyz`, `/v1/state`).
 //! - [`cluster`]: Kubernetes adapters (leases, leader election, VirtualService, Events).
+//! - [`notify`]: the leader's rollback / re-assert / restore notifications (webhook, Slack).
 //! - [`embedded_api`]: an in-memory Kubernetes API used by tests and by `demo`.
 //! - [`inject`]: `canary-guard inject`, the sidecar added to manifests.
 //! - [`webhook`]: `canary-guard webhook`, the same injection as an admission webhook.
@@ -19,6 +20,7 @@ pub mod config;
 pub mod domain;
 pub mod embedded_api;
 pub mod inject;
+pub mod notify;
 pub mod observe;
 pub mod runtime;
 pub mod server;

@@ -1,9 +1,12 @@
+//! The `canary-guard` binary; also `kubectl canary-guard` when linked as
+//! `kubectl-canary_guard` (see [`canary_guard::config::parse_args`]).
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use canary_guard::config::{Cli, Command, LogFormat};
+use canary_guard::config::{parse_args, Command, LogFormat};
 
 fn init_logs(format: LogFormat, default_level: &str) {
     let filter = EnvFilter::try_from_env("CANARY_GUARD_LOG")
@@ -18,7 +21,7 @@ fn init_logs(format: LogFormat, default_level: &str) {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -38,6 +41,12 @@ fn main() -> ExitCode {
                 canary_guard::runtime::demo::run(args)
                     .await
                     .map(|rolled_back| ExitCode::from(u8::from(!rolled_back)))
+            }
+            Command::Status(args) if args.watch => {
+                init_logs(LogFormat::Text, "error");
+                canary_guard::runtime::ops::watch(args, std::io::stdout())
+                    .await
+                    .map(|()| ExitCode::SUCCESS)
             }
             Command::Status(args) => {
                 init_logs(LogFormat::Text, "error");

@@ -518,6 +518,9 @@ async fn virtual_service_deleted_then_recreated_is_reported_then_rolled_back() {
     })
     .await;
     assert!(problems(&s)[0].contains("reviews"), "{s}");
+    // The gauge behind the CanaryGuardVirtualServiceProblem alert.
+    let problem = "canary_guard_virtualservice_problem{reason=\"VirtualServiceNotFound\"}";
+    wait_metrics(&guard, |p| series(p, problem) == Some(1.0)).await;
     checks(&guard, 10).await;
     assert_eq!(events(&api, "VirtualServiceInvalid").len(), 1);
 
@@ -530,6 +533,7 @@ async fn virtual_service_deleted_then_recreated_is_reported_then_rolled_back() {
     assert_eq!(vs_writes(&api).len(), 1);
     wait_state(&guard, |s| s["problems"].as_array().unwrap().is_empty()).await;
     assert_eq!(events(&api, "VirtualServiceInvalid").len(), 1);
+    wait_metrics(&guard, |p| series(p, problem) == Some(0.0)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,8 @@ use parking_lot::Mutex;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{
-    Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::domain::histogram;
@@ -42,6 +43,22 @@ pub struct Metrics {
     proxy_refusals: IntCounterVec,
     scrape_errors: IntCounterVec,
     member_summaries_rejected: IntCounterVec,
+    notifications: IntCounterVec,
+    max_error_ratio: Gauge,
+    max_latency: GaugeVec,
+    vs_problem: IntGaugeVec,
+    /// The reason `vs_problem` is 1 for, if any.
+    vs_problem_now: Arc<Mutex<Option<&'static str>>>,
+}
+
+/// `result` values of `canary_guard_notifications_total`.
+pub mod notification_results {
+    /// The receiver answered 2xx.
+    pub const SENT: &str = "sent";
+    /// Every attempt failed (error status, refused, timed out).
+    pub const FAILED: &str = "failed";
+    /// The queue was full: the notification was never attempted.
+    pub const DROPPED: &str = "dropped";
 }
 
 impl Metrics {
@@ -122,6 +139,36 @@ impl Metrics {
         )
         .expect("valid metric");
 
+        let notifications = IntCounterVec::new(
+            Opts::new(
+                "canary_guard_notifications_total",
+                "Rollback, re-assert and restore notifications, by result (sent, failed after every retry, dropped because the queue was full).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let max_error_ratio = Gauge::new(
+            "canary_guard_max_error_ratio",
+            "The configured --max-error-ratio: the limit canary_guard_window_error_ratio is judged against.",
+        )
+        .expect("valid metric");
+        let max_latency = GaugeVec::new(
+            Opts::new(
+                "canary_guard_max_latency_seconds",
+                "The configured --max-latency, labelled with the --latency-quantile it applies to (not `quantile`: the text format keeps that label for summaries).",
+            ),
+            &["latency_quantile"],
+        )
+        .expect("valid metric");
+        let vs_problem = IntGaugeVec::new(
+            Opts::new(
+                "canary_guard_virtualservice_problem",
+                "1 while the leader cannot use the VirtualService, by reason (VirtualServiceNotFound, Forbidden, VirtualServiceInvalid, RollbackRecordUnreadable, VirtualServiceConflict, CanaryRollbackSkipped, KubernetesApiError).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(window_requests.clone()),
@@ -136,12 +183,23 @@ impl Metrics {
             Box::new(proxy_refusals.clone()),
             Box::new(scrape_errors.clone()),
             Box::new(member_summaries_rejected.clone()),
+            Box::new(notifications.clone()),
+            Box::new(max_error_ratio.clone()),
+            Box::new(max_latency.clone()),
+            Box::new(vs_problem.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
         // Create every label value up front so series exist (at 0) from the first scrape.
         for v in Verdict::ALL {
             verdict.with_label_values(&[v.as_str()]);
+        }
+        for r in [
+            notification_results::SENT,
+            notification_results::FAILED,
+            notification_results::DROPPED,
+        ] {
+            notifications.with_label_values(&[r]);
         }
         Self {
             registry,
@@ -158,7 +216,37 @@ impl Metrics {
             proxy_refusals,
             scrape_errors,
             member_summaries_rejected,
+            notifications,
+            max_error_ratio,
+            max_latency,
+            vs_problem,
+            vs_problem_now: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// Publishes the limits the window is judged against, for dashboards.
+    pub fn set_limits(&self, max_error_ratio: f64, max_latency: Duration, quantile: f64) {
+        self.max_error_ratio.set(max_error_ratio);
+        self.max_latency
+            .with_label_values(&[&quantile.to_string()])
+            .set(max_latency.as_secs_f64());
+    }
+
+    /// Counts a notification by result (see [`notification_results`]).
+    pub fn notification(&self, result: &str) {
+        self.notifications.with_label_values(&[result]).inc();
+    }
+
+    /// Sets the VirtualService problem the leader has now (`None`: none).
+    pub fn set_virtual_service_problem(&self, reason: Option<&'static str>) {
+        let mut now = self.vs_problem_now.lock();
+        if let Some(old) = now.take() {
+            self.vs_problem.with_label_values(&[old]).set(0);
+        }
+        if let Some(r) = reason {
+            self.vs_problem.with_label_values(&[r]).set(1);
+        }
+        *now = reason;
     }
 
     /// Exports `canary_guard_requests_total` and, with `per_request_latency`,
@@ -447,6 +535,10 @@ mod tests {
         m.init_scrape_errors(&["timeout", "parse"]);
         m.scrape_error("parse");
         m.member_summary_rejected("unknown_version");
+        m.notification(notification_results::SENT);
+        m.set_limits(0.05, Duration::from_millis(500), 0.99);
+        m.set_virtual_service_problem(Some("Forbidden"));
+        m.set_virtual_service_problem(Some("VirtualServiceInvalid"));
         let mut s = Summary::empty(30);
         s.requests = 2;
         s.errors = 1;
@@ -477,6 +569,12 @@ mod tests {
             "canary_guard_scrape_errors_total{reason=\"parse\"} 1",
             "canary_guard_scrape_errors_total{reason=\"timeout\"} 0",
             "canary_guard_member_summaries_rejected_total{reason=\"unknown_version\"} 1",
+            "canary_guard_notifications_total{result=\"sent\"} 1",
+            "canary_guard_notifications_total{result=\"dropped\"} 0",
+            "canary_guard_max_error_ratio 0.05",
+            "canary_guard_max_latency_seconds{latency_quantile=\"0.99\"} 0.5",
+            "canary_guard_virtualservice_problem{reason=\"Forbidden\"} 0",
+            "canary_guard_virtualservice_problem{reason=\"VirtualServiceInvalid\"} 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -1,5 +1,6 @@
 //! The cluster loop: leader election, member summaries, and the leader's
-//! rollback / re-assert / restore of the VirtualService.
+//! rollback / re-assert / restore of the VirtualService, announced by Events
+//! and notifications once written.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -30,6 +31,8 @@ use crate::domain::judge::{decide, Action, Judge, MemberSample, Recorded};
 use crate::domain::policy::{Check, Thresholds, Verdict};
 use crate::domain::routes::{CanaryTarget, StableTarget};
 use crate::domain::window::Window;
+use crate::notify::message::{Kind, Notification};
+use crate::notify::Notifier;
 use crate::{Error, Result};
 
 /// Shortest time between two looks at the VirtualService while a rollback is in force.
@@ -71,6 +74,8 @@ pub struct Cluster {
     pub metrics: Arc<Metrics>,
     /// `/v1/state`.
     pub state: SharedState,
+    /// Sends rollback / re-assert / restore notifications (`--notify-url`).
+    pub notifier: Option<Notifier>,
 }
 
 impl Cluster {
@@ -387,6 +392,7 @@ async fn leader_loop(
                 let mut s = cluster.state.write();
                 // Problems the leader raised are the new leader's to report.
                 s.problems.retain(|p| p.reason == lease_problems::PUBLISH);
+                cluster.metrics.set_virtual_service_problem(None);
             }
             cluster.metrics.members.set(0);
             let mut s = cluster.state.write();
@@ -425,6 +431,11 @@ async fn leader_loop(
             &leadership,
         )
         .await;
+    }
+    // Give queued notifications a bounded moment to go out; shutdown does not wait longer.
+    let limit = cluster.call_timeout();
+    if let Some(n) = cluster.notifier {
+        let _ = tokio::time::timeout(limit, n.close()).await;
     }
 }
 
@@ -607,8 +618,7 @@ async fn lead_once(
                         restored: false,
                     });
                     r.next_vs_look = Instant::now();
-                    announce_rollback(c, recorder, &summary, &why.reason, reasserted, *regarding)
-                        .await;
+                    announce_rollback(c, recorder, &summary, &why, reasserted, *regarding).await;
                 }
                 Ok(RollbackOutcome::AlreadyRolledBack) => {
                     vs_answered = true;
@@ -618,7 +628,7 @@ async fn lead_once(
                             c,
                             recorder,
                             "the canary receives no traffic (written by an earlier attempt whose answer was lost)",
-                            &why.reason,
+                            &why,
                             false,
                             vs_ref(c),
                         )
@@ -668,6 +678,13 @@ async fn lead_once(
                     vs_answered = true;
                     let note = format!("a new canary revision runs: restored {summary}");
                     tracing::info!(%summary, "restored the recorded weights");
+                    notify(
+                        c,
+                        Kind::Restore,
+                        c.config.revision.as_deref().unwrap_or_default(),
+                        &summary,
+                        "a new canary revision runs",
+                    );
                     publish(
                         c,
                         recorder,
@@ -752,11 +769,24 @@ async fn announce_rollback(
     c: &Cluster,
     recorder: &events::Recorder,
     summary: &str,
-    reason: &str,
+    why: &RollbackReason,
     reasserted: bool,
     regarding: ObjectReference,
 ) {
+    let reason = why.reason.as_str();
     c.metrics.rollbacks_total.inc();
+    // Queued only: a slow receiver must not delay the Events or the next round.
+    notify(
+        c,
+        if reasserted {
+            Kind::Reassert
+        } else {
+            Kind::Rollback
+        },
+        &why.canary_revision,
+        summary,
+        reason,
+    );
     let (event_reason, verb) = if reasserted {
         (
             events::reasons::CANARY_ROLLBACK_REASSERTED,
@@ -791,6 +821,23 @@ async fn announce_rollback(
     }
     if c.args.on_rollback == OnRollback::Pause && !c.args.dry_run {
         set_paused(c, true).await;
+    }
+}
+
+/// Queues a notification for `--notify-url`, if set.
+fn notify(c: &Cluster, event: Kind, revision: &str, summary: &str, reason: &str) {
+    if let Some(n) = &c.notifier {
+        n.notify(Notification {
+            event,
+            group: c.config.group.clone(),
+            namespace: c.namespace.clone(),
+            virtual_service: c.config.virtual_service.clone(),
+            revision: revision.to_owned(),
+            summary: summary.to_owned(),
+            reason: reason.to_owned(),
+            leader: c.config.pod_name.clone(),
+            time: k8s_openapi::jiff::Timestamp::now().to_string(),
+        });
     }
 }
 
@@ -937,6 +984,7 @@ async fn set_problem(
         None => false,
     };
     raise(&c.state, reason, message);
+    c.metrics.set_virtual_service_problem(Some(reason));
     r.vs_problem = Some((reason, already_told || event));
     if event && !already_told {
         publish(
@@ -958,5 +1006,6 @@ fn clear_problem(c: &Cluster, r: &mut LeaderRound) {
     if let Some((reason, _)) = r.vs_problem.take() {
         r.vs_streak.recovered("VirtualService problem resolved");
         settle(&c.state, reason);
+        c.metrics.set_virtual_service_problem(None);
     }
 }

@@ -83,6 +83,15 @@ pub struct DemoArgs {
     /// Print one JSON object at the end instead of the timeline.
     #[arg(long)]
     pub json: bool,
+
+    /// The guards' `--notify-url`: watch the leader's rollback notification arrive.
+    #[arg(long, env = "CANARY_GUARD_NOTIFY_URL", value_name = "URL", hide_env_values = true,
+          value_parser = crate::notify::url::NotifyUrlParser)]
+    pub notify_url: Option<crate::notify::url::NotifyUrl>,
+
+    /// The guards' `--notify-format`.
+    #[arg(long, value_enum, default_value = "json")]
+    pub notify_format: crate::notify::message::NotifyFormat,
 }
 
 fn parse_fault_ratio(s: &str) -> Result<f64, String> {
@@ -304,12 +313,15 @@ pub async fn run(args: DemoArgs) -> Result<bool> {
         if let Some(r) = &max_error_ratio {
             argv.extend(["--max-error-ratio", r]);
         }
-        let Command::Run(run_args) = Cli::try_parse_from(argv)
+        let Command::Run(mut run_args) = Cli::try_parse_from(argv)
             .map_err(|e| Error::Config(e.to_string()))?
             .command
         else {
             unreachable!("the demo builds a run command");
         };
+        // Passed as a value, not on an argv: the URL is never formatted.
+        run_args.cluster.notify_url = args.notify_url.clone();
+        run_args.cluster.notify_format = args.notify_format;
         let client = running.client(NAMESPACE, &crate::cluster::client::user_agent())?;
         guards.push((
             pod,

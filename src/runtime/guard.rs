@@ -17,6 +17,7 @@ use crate::admin::state::{GuardState, SharedState, WindowView};
 use crate::config::{Mode, RunArgs};
 use crate::domain::policy::{Policy, Thresholds};
 use crate::domain::window::Window;
+use crate::notify::{Notifier, NotifyConfig};
 use crate::observe::proxy::{Proxy, ProxyConfig};
 use crate::observe::scrape::{ScrapeConfig, Scraper};
 use crate::observe::Recorder;
@@ -96,6 +97,11 @@ pub async fn start_with_client(args: &RunArgs, client: Option<kube::Client>) -> 
         Some((config, client))
     };
     let metrics = Arc::new(Metrics::new());
+    metrics.set_limits(
+        args.max_error_ratio,
+        args.max_latency,
+        args.latency_quantile,
+    );
     let window =
         Arc::new(Window::new(args.window, Instant::now()).with_latency_limit(args.max_latency));
     let mut initial = GuardState::new(args.mode.as_str());
@@ -182,6 +188,12 @@ pub async fn start_with_client(args: &RunArgs, client: Option<kube::Client>) -> 
                     interval: args.interval,
                     metrics: metrics.clone(),
                     state: state.clone(),
+                    notifier: args.cluster.notify_url.clone().map(|url| {
+                        Notifier::spawn(
+                            NotifyConfig::new(url, args.cluster.notify_format),
+                            metrics.clone(),
+                        )
+                    }),
                 },
                 shutdown_rx.clone(),
             )?)

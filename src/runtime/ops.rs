@@ -1,5 +1,6 @@
 //! `canary-guard status` and `canary-guard restore`: what an operator runs by
 //! hand, in the spirit of `kubectl rollout status` and `kubectl rollout undo`.
+//! `status --watch` redraws only when the report changes.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -56,6 +57,43 @@ pub struct StatusArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Look again every second and redraw when something changed; Ctrl-C ends it.
+    #[arg(long, short = 'w')]
+    pub watch: bool,
+}
+
+/// Time between two looks of `status --watch`.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `status --watch`: clears the screen and draws the report each time it changes (an
+/// error is drawn as the report, so a flapping API shows and the watch goes on); ends
+/// with success on Ctrl-C.
+pub async fn watch(args: StatusArgs, mut out: impl std::io::Write) -> Result<()> {
+    let mut shown: Option<String> = None;
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One listener for the whole watch, so a Ctrl-C during a look is not lost.
+    let stop = super::terminated();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut stop => return Ok(()),
+        }
+        let frame = tokio::select! {
+            r = status(args.clone()) => match r {
+                Ok(s) => s,
+                Err(e) => format!("error: {e}\n"),
+            },
+            _ = &mut stop => return Ok(()),
+        };
+        if shown.as_deref() != Some(frame.as_str()) {
+            // Clear the screen and home the cursor, as `watch` does.
+            let _ = write!(out, "\x1b[2J\x1b[H{frame}");
+            let _ = out.flush();
+            shown = Some(frame);
+        }
+    }
 }
 
 /// Flags of `canary-guard restore`.

@@ -24,6 +24,7 @@ pub mod differential;
 pub mod envoy;
 pub mod pod;
 pub mod process;
+pub mod prometheus;
 pub mod realk8s;
 
 pub type BoxBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
