@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 
 use super::classify;
 use super::pending::Pending;
+use super::upload::BrokeOff;
 use crate::domain::window::Outcome;
 
 /// What the end of an upstream body decides.
@@ -34,6 +35,8 @@ pub enum ProxyBody {
         inner: Incoming,
         /// The request, until its body ends.
         pending: Option<(Pending, AtEnd)>,
+        /// Whether the client's own upload broke off.
+        broke: BrokeOff,
     },
     /// An answer the guard wrote itself (502, 504, ...).
     Local(Full<Bytes>),
@@ -45,14 +48,17 @@ impl ProxyBody {
         Self::Upstream {
             inner,
             pending: None,
+            broke: BrokeOff::default(),
         }
     }
 
-    /// The upstream body of a request recorded when the body ends, as `at_end` says.
-    pub fn watched(inner: Incoming, pending: Pending, at_end: AtEnd) -> Self {
+    /// The upstream body of a request recorded when the body ends, as `at_end` says;
+    /// `broke` tells whether the client's own upload broke off.
+    pub fn watched(inner: Incoming, pending: Pending, at_end: AtEnd, broke: BrokeOff) -> Self {
         Self::Upstream {
             inner,
             pending: Some((pending, at_end)),
+            broke,
         }
     }
 
@@ -95,7 +101,11 @@ impl Body for ProxyBody {
             ProxyBody::Local(full) => Pin::new(full)
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(|never| match never {}))),
-            ProxyBody::Upstream { inner, pending } => {
+            ProxyBody::Upstream {
+                inner,
+                pending,
+                broke,
+            } => {
                 let polled = Pin::new(&mut *inner).poll_frame(cx);
                 match &polled {
                     Poll::Pending => {}
@@ -118,10 +128,15 @@ impl Body for ProxyBody {
                             }
                         }
                     },
-                    // The upstream broke off mid-stream.
+                    // The upstream broke off mid-stream: the canary's fault, unless it
+                    // broke off because the client's own upload did.
                     Poll::Ready(Some(Err(_))) => {
                         if let Some((p, _)) = pending.take() {
-                            p.finish(Outcome::Error);
+                            if broke.get() {
+                                p.client_fault();
+                            } else {
+                                p.finish(Outcome::Error);
+                            }
                         }
                     }
                     Poll::Ready(None) => {
@@ -152,7 +167,7 @@ impl Body for ProxyBody {
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
-        if let ProxyBody::Upstream { inner, pending } = self {
+        if let ProxyBody::Upstream { inner, pending, .. } = self {
             if let Some((p, end)) = pending.take() {
                 if inner.is_end_stream() {
                     // Whole, though never polled to its end.

@@ -8,6 +8,7 @@ pub mod pending;
 pub mod promtext;
 pub mod proxy;
 pub mod scrape;
+pub mod upload;
 
 use std::sync::Arc;
 

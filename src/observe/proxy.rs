@@ -20,6 +20,7 @@ use super::body::{AtEnd, ProxyBody};
 use super::classify::{self, AtHeaders};
 use super::headers::{is_upgrade, strip_hop_by_hop};
 use super::pending::Pending;
+use super::upload::Upload;
 use super::Recorder;
 use crate::domain::window::Outcome;
 
@@ -42,8 +43,8 @@ pub struct ProxyConfig {
 pub struct Proxy {
     scheme: Scheme,
     authority: Authority,
-    http1: Client<HttpConnector, Incoming>,
-    http2: Client<HttpConnector, Incoming>,
+    http1: Client<HttpConnector, Upload>,
+    http2: Client<HttpConnector, Upload>,
     upstream_timeout: Option<Duration>,
     recorder: Recorder,
 }
@@ -104,7 +105,9 @@ impl Proxy {
                 .flatten(),
         );
         let client = if is_h2 { &self.http2 } else { &self.http1 };
-        let sent = client.request(req);
+        let (parts, body) = req.into_parts();
+        let (upload, broke) = Upload::new(body);
+        let sent = client.request(Request::from_parts(parts, upload));
         let result = match self.upstream_timeout {
             Some(t) => match tokio::time::timeout(t, sent).await {
                 Ok(r) => r,
@@ -158,7 +161,7 @@ impl Proxy {
             }
             AtHeaders::Done(Outcome::Success) if !body.is_end_stream() => {
                 pending.headers();
-                ProxyBody::watched(body, pending, AtEnd::Outcome(Outcome::Success))
+                ProxyBody::watched(body, pending, AtEnd::Outcome(Outcome::Success), broke)
             }
             // An error is an error whatever becomes of its body.
             AtHeaders::Done(outcome) => {
@@ -168,7 +171,7 @@ impl Proxy {
             }
             AtHeaders::AwaitTrailers => {
                 pending.headers();
-                ProxyBody::watched(body, pending, AtEnd::Trailers)
+                ProxyBody::watched(body, pending, AtEnd::Trailers, broke)
             }
         };
         strip_hop_by_hop(&mut parts.headers, false);
