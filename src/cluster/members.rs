@@ -334,7 +334,18 @@ impl Observer {
         &mut self,
         store: &S,
     ) -> Result<Vec<MemberReport>, StoreError> {
-        let leases = store.list(&format!("{GROUP_LABEL}={}", self.group)).await?;
+        let leases = store.list(&self.selector()).await?;
+        Ok(self.observe(leases))
+    }
+
+    /// The label selector of the group's member leases.
+    pub fn selector(&self) -> String {
+        format!("{GROUP_LABEL}={}", self.group)
+    }
+
+    /// The live members among `leases` (the group's member leases, as listed or as a
+    /// watch keeps them), as [`Observer::list`] reports them.
+    pub fn observe(&mut self, leases: Vec<Lease>) -> Vec<MemberReport> {
         let now = Instant::now();
         let mut live = Vec::new();
         let mut names = Vec::with_capacity(leases.len());
@@ -384,7 +395,7 @@ impl Observer {
         }
         // Forget leases that are gone, so memory follows the group's size.
         self.seen.retain(|n, _| names.contains(n));
-        Ok(live)
+        live
     }
 }
 

@@ -4,5 +4,6 @@ pub mod api_error;
 pub mod client;
 pub mod election;
 pub mod events;
+pub mod member_watch;
 pub mod members;
 pub mod virtual_service;

@@ -21,6 +21,7 @@ use crate::admin::state::{MemberView, Problem, SharedState, WindowView};
 use crate::cluster::api_error::Readable;
 use crate::cluster::election::{ElectionConfig, Elector, Jitter, Leadership};
 use crate::cluster::events::{self, EventSpec, EventType};
+use crate::cluster::member_watch::{MemberWatch, View};
 use crate::cluster::members;
 use crate::cluster::virtual_service::{
     self, RestoreOutcome, RollbackOutcome, RollbackReason, RouteTargets, VirtualServiceError,
@@ -359,6 +360,8 @@ struct LeaderRound {
     /// A rollback patch was sent but its answer never came: it may have landed.
     unconfirmed: bool,
     observer: members::Observer,
+    /// The member leases, kept by a watch while this guard leads.
+    watch: MemberWatch,
 }
 
 async fn leader_loop(
@@ -404,6 +407,7 @@ async fn leader_loop(
         }
         let r = round.get_or_insert_with(|| {
             let metrics = cluster.metrics.clone();
+            let selector = format!("{}={}", members::GROUP_LABEL, cluster.config.group);
             LeaderRound {
                 judge: Judge::new(cluster.thresholds.clone(), cluster.args.per_member),
                 recorded: None,
@@ -419,6 +423,7 @@ async fn leader_loop(
                     cluster.args.publish_interval,
                 )
                 .on_rejected(move |why| metrics.member_summary_rejected(why.as_str())),
+                watch: MemberWatch::start(leases.clone(), selector),
             }
         });
         lead_once(
@@ -476,7 +481,18 @@ async fn lead_once(
     let now = Instant::now();
     let own = c.window.summary(now);
     let timeout = c.call_timeout();
-    let listed = match bounded(timeout, r.observer.list(leases)).await {
+    let from_watch = match r.watch.view() {
+        View::Synced(leases) => Some(Ok(r.observer.observe(leases))),
+        // A new leader's first list is under way: judge at the next round.
+        View::Pending => return,
+        View::Failing(why) => Some(Err(why)),
+        View::Unsupported => None,
+    };
+    let listed = match from_watch {
+        Some(result) => result,
+        None => bounded(timeout, r.observer.list(leases)).await,
+    };
+    let listed = match listed {
         Ok(m) => m,
         Err(e) => {
             c.metrics.kube_error("lease_list");
