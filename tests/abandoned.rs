@@ -11,18 +11,6 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-async fn outcomes(guard: &Guard) -> (f64, f64, f64) {
-    let page = metrics(guard).await;
-    let n = |o: &str| {
-        series(
-            &page,
-            &format!("canary_guard_requests_total{{outcome=\"{o}\"}}"),
-        )
-        .unwrap()
-    };
-    (n("success"), n("error"), n("abandoned"))
-}
-
 /// Runs `n` concurrent `curl --max-time MAX` calls of `url`; returns their exit codes.
 async fn curls(n: usize, max_time: &str, url: &str) -> Vec<i32> {
     let runs = (0..n).map(|_| {

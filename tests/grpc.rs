@@ -82,18 +82,6 @@ async fn call(python: &str, guard: &Guard, case: &str, n: u32) -> serde_json::Va
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-async fn outcomes(guard: &Guard) -> (f64, f64, f64) {
-    let page = metrics(guard).await;
-    let n = |o: &str| {
-        series(
-            &page,
-            &format!("canary_guard_requests_total{{outcome=\"{o}\"}}"),
-        )
-        .unwrap()
-    };
-    (n("success"), n("error"), n("abandoned"))
-}
-
 /// Runs `case` against a fresh guard (500 ms limit) and returns the client's
 /// tally, the guard's outcomes once all `n` are recorded, and its window once
 /// a check shows what `window` expects.

@@ -190,6 +190,26 @@ async fn wait_event(k8s: &RealApi, ns: &str, reason: &str, kind: &str) -> Value 
     .await
 }
 
+/// `spec.paused` of the canary Deployment, as kubectl prints it.
+fn paused(k8s: &RealApi, ns: &str) -> String {
+    k8s.kubectl(&[
+        "get",
+        "deploy",
+        "reviews-v2",
+        "-n",
+        ns,
+        "-o",
+        "jsonpath={.spec.paused}",
+    ])
+}
+
+/// `canary-guard COMMAND --kubeconfig PATH`, for `status` and `restore` by hand.
+fn cli(command: &str, kubeconfig: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(support::pod::binary());
+    cmd.arg(command).arg("--kubeconfig").arg(kubeconfig);
+    cmd
+}
+
 /// The holder of the group's leader lease.
 async fn holder(client: &kube::Client) -> Option<String> {
     let leases: Api<Lease> = Api::default_namespaced(client.clone());
@@ -299,15 +319,7 @@ async fn incident_is_rolled_back_reasserted_and_restored_for_a_new_revision() {
     assert_eq!(ev["involvedObject"]["name"], "reviews");
     wait_event(&k8s, &ns, "CanaryRollback", "Deployment").await;
     // --on-rollback=pause: the Deployment is paused, and kubectl says so.
-    let paused = k8s.kubectl(&[
-        "get",
-        "deploy",
-        "reviews-v2",
-        "-n",
-        &ns,
-        "-o",
-        "jsonpath={.spec.paused}",
-    ]);
+    let paused = paused(&k8s, &ns);
     assert_eq!(paused, "true");
     // What `kubectl get deploy` and `describe` show: the controller saw the pause.
     poll(
@@ -436,16 +448,9 @@ async fn restore_and_status_by_hand() {
     );
     k8s.kubectl(&["rollout", "pause", "-n", &ns, "deploy/reviews-v2"]);
 
-    let status = std::process::Command::new(support::pod::binary())
-        .args([
-            "status",
-            "--group",
-            "reviews",
-            "--virtual-service",
-            "reviews",
-        ])
-        .args(["--canary-subset", "v2", "-n", &ns, "--json", "--kubeconfig"])
-        .arg(k8s.kubeconfig())
+    let status = cli("status", k8s.kubeconfig())
+        .args(["--group", "reviews", "--virtual-service", "reviews"])
+        .args(["--canary-subset", "v2", "-n", &ns, "--json"])
         .output()
         .unwrap();
     assert!(
@@ -457,9 +462,8 @@ async fn restore_and_status_by_hand() {
     assert_eq!(s["last_rollback"]["canaryRevision"], "7d9f", "{s}");
     assert_eq!(s["last_rollback"]["reason"], reason.reason.as_str());
 
-    let restore = std::process::Command::new(support::pod::binary())
+    let restore = cli("restore", k8s.kubeconfig())
         .args([
-            "restore",
             "--virtual-service",
             "reviews",
             "--deployment",
@@ -467,8 +471,6 @@ async fn restore_and_status_by_hand() {
             "-n",
             &ns,
         ])
-        .arg("--kubeconfig")
-        .arg(k8s.kubeconfig())
         .output()
         .unwrap();
     assert!(
@@ -481,15 +483,7 @@ async fn restore_and_status_by_hand() {
     assert_eq!(weights(&after), SPLIT);
     assert!(record(&after)["restoredAt"].is_string());
     assert_eq!(without_our_changes(&after), without_our_changes(&before));
-    let paused = k8s.kubectl(&[
-        "get",
-        "deploy",
-        "reviews-v2",
-        "-n",
-        &ns,
-        "-o",
-        "jsonpath={.spec.paused}",
-    ]);
+    let paused = paused(&k8s, &ns);
     assert_ne!(paused, "true", "restore resumes the paused rollout");
 }
 
@@ -516,7 +510,7 @@ async fn another_writers_edit_between_our_read_and_patch_is_kept() {
         async move {
             let is_patch = req.method() == http::Method::PATCH;
             if is_patch && !flag.swap(true, Ordering::SeqCst) {
-                let ok = std::process::Command::new(std::env::var("CANARY_GUARD_TEST_KUBECTL").unwrap_or("kubectl".into()))
+                let ok = std::process::Command::new(support::realk8s::kubectl_path())
                     .arg("--kubeconfig")
                     .arg(&kubeconfig)
                     .args(["patch", "-n", &ns, "virtualservices.networking.istio.io", "reviews", "--type", "json", "-p"])
@@ -620,15 +614,7 @@ async fn least_privilege_role_is_enough_and_no_more() {
     wait_weights(&client, ROLLED_BACK, 30, "the rollback").await;
     wait_event(&k8s, &ns, "CanaryRollback", "VirtualService").await;
     wait_event(&k8s, &ns, "CanaryRollback", "Deployment").await;
-    let paused = k8s.kubectl(&[
-        "get",
-        "deploy",
-        "reviews-v2",
-        "-n",
-        &ns,
-        "-o",
-        "jsonpath={.spec.paused}",
-    ]);
+    let paused = paused(&k8s, &ns);
     assert_eq!(paused, "true");
     for g in &guards {
         let page = g.metrics().await;
@@ -640,9 +626,8 @@ async fn least_privilege_role_is_enough_and_no_more() {
         );
     }
     // `status` and `restore` work with the same token.
-    let restore = std::process::Command::new(support::pod::binary())
+    let restore = cli("restore", &kubeconfig)
         .args([
-            "restore",
             "--virtual-service",
             "reviews",
             "--deployment",
@@ -650,8 +635,6 @@ async fn least_privilege_role_is_enough_and_no_more() {
             "-n",
             &ns,
         ])
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
         .output()
         .unwrap();
     // The guards re-assert while the failed revision runs; stop them first.
@@ -667,14 +650,12 @@ async fn least_privilege_role_is_enough_and_no_more() {
     other["metadata"]["name"] = "ratings".into();
     k8s.apply(&other.to_string());
     let as_guard = |args: &[&str]| {
-        let out = std::process::Command::new(
-            std::env::var("CANARY_GUARD_TEST_KUBECTL").unwrap_or("kubectl".into()),
-        )
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(args)
-        .output()
-        .unwrap();
+        let out = std::process::Command::new(support::realk8s::kubectl_path())
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(args)
+            .output()
+            .unwrap();
         assert!(!out.status.success(), "kubectl {args:?} was allowed");
         let err = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(
@@ -695,16 +676,9 @@ async fn least_privilege_role_is_enough_and_no_more() {
     as_guard(&["get", "secrets"]);
     as_guard(&["get", "leases", "-n", "default"]);
     // The guard's own refusal reads as code, reason, message and what to do.
-    let status = std::process::Command::new(support::pod::binary())
-        .args([
-            "status",
-            "--group",
-            "reviews",
-            "--virtual-service",
-            "reviews",
-        ])
-        .args(["--canary-subset", "v2", "-n", "default", "--kubeconfig"])
-        .arg(&kubeconfig)
+    let status = cli("status", &kubeconfig)
+        .args(["--group", "reviews", "--virtual-service", "reviews"])
+        .args(["--canary-subset", "v2", "-n", "default"])
         .output()
         .unwrap();
     assert_eq!(status.status.code(), Some(2));

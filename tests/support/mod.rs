@@ -212,6 +212,19 @@ pub fn body(b: impl Into<Bytes>) -> BoxBody {
     full(b)
 }
 
+/// `canary_guard_requests_total` by outcome: (success, error, abandoned).
+pub async fn outcomes(guard: &Guard) -> (f64, f64, f64) {
+    let page = metrics(guard).await;
+    let n = |o: &str| {
+        series(
+            &page,
+            &format!("canary_guard_requests_total{{outcome=\"{o}\"}}"),
+        )
+        .unwrap()
+    };
+    (n("success"), n("error"), n("abandoned"))
+}
+
 /// `/v1/state` of a guard as JSON.
 pub async fn state(guard: &Guard) -> serde_json::Value {
     let (_, b) = get(&http1(), &format!("http://{}/v1/state", guard.admin_addr)).await;

@@ -26,6 +26,11 @@ const KUBECONFIG_VAR: &str = "CANARY_GUARD_TEST_KUBECONFIG";
 const REALK8S_VAR: &str = "CANARY_GUARD_TEST_REALK8S";
 const KUBECTL_VAR: &str = "CANARY_GUARD_TEST_KUBECTL";
 
+/// The kubectl the tests run (`CANARY_GUARD_TEST_KUBECTL`, else the one on `PATH`).
+pub fn kubectl_path() -> String {
+    std::env::var(KUBECTL_VAR).unwrap_or_else(|_| "kubectl".to_owned())
+}
+
 /// The VirtualService CRD, as Istio publishes it.
 pub const VS_CRD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -167,7 +172,7 @@ impl RealApi {
 
     /// `kubectl --kubeconfig … ARGS`; the output, whether or not it succeeded.
     pub fn kubectl_output(&self, args: &[&str]) -> Output {
-        let kubectl = std::env::var(KUBECTL_VAR).unwrap_or_else(|_| "kubectl".to_owned());
+        let kubectl = kubectl_path();
         Command::new(&kubectl)
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
@@ -191,7 +196,7 @@ impl RealApi {
     /// `kubectl apply -f -` of `yaml`.
     pub fn apply(&self, yaml: &str) {
         use std::io::Write;
-        let kubectl = std::env::var(KUBECTL_VAR).unwrap_or_else(|_| "kubectl".to_owned());
+        let kubectl = kubectl_path();
         let mut child = Command::new(kubectl)
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
@@ -219,7 +224,7 @@ impl RealApi {
     /// Installs the CRD once per cluster (test processes start together, and two creates
     /// of one CRD race) and waits until it is served.
     fn install_crd(&self) {
-        let kubectl = std::env::var(KUBECTL_VAR).unwrap_or_else(|_| "kubectl".to_owned());
+        let kubectl = kubectl_path();
         let lock = Path::new(env!("CARGO_TARGET_TMPDIR")).join("realk8s-crd.lock");
         run(Command::new("flock")
             .arg(&lock)
