@@ -43,13 +43,18 @@ pub async fn start_api() -> (EmbeddedApi, RunningApi) {
 
 /// Flags for a guard of group `reviews` in front of `app`.
 pub fn guard_flags(app: SocketAddr, pod: &str, revision: &str) -> Vec<String> {
+    let mut flags = vec!["--upstream".to_owned(), format!("http://{app}")];
+    flags.extend(group_flags(NS, pod, revision));
+    flags
+}
+
+/// Identity, VirtualService and fast timings of guard `pod` of group `reviews`.
+pub fn group_flags(namespace: &str, pod: &str, revision: &str) -> Vec<String> {
     [
-        "--upstream",
-        &format!("http://{app}"),
         "--group",
         "reviews",
         "--namespace",
-        NS,
+        namespace,
         "--pod-name",
         pod,
         "--revision",

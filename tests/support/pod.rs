@@ -70,41 +70,11 @@ pub fn binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_canary-guard")))
 }
 
-/// Cluster flags for a guard of group `reviews` with fast timings.
+/// Cluster flags for the guard of `pod`, group `reviews`, with fast timings.
 pub fn flags(namespace: &str, pod: &PodIdentity) -> Vec<String> {
-    [
-        "--group",
-        "reviews",
-        "--namespace",
-        namespace,
-        "--pod-name",
-        &pod.name,
-        "--pod-uid",
-        &pod.uid,
-        "--revision",
-        &pod.revision,
-        "--virtual-service",
-        "reviews",
-        "--canary-host",
-        "reviews",
-        "--canary-subset",
-        "v2",
-        "--interval",
-        "200ms",
-        "--publish-interval",
-        "500ms",
-        "--window",
-        "10s",
-        "--lease-duration",
-        "3s",
-        "--renew-deadline",
-        "2s",
-        "--retry-period",
-        "500ms",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    let mut flags = super::cluster::group_flags(namespace, &pod.name, &pod.revision);
+    flags.extend(["--pod-uid".to_owned(), pod.uid.clone()]);
+    flags
 }
 
 /// A `canary-guard run` process in front of the test app.
