@@ -407,7 +407,9 @@ async fn leader_loop(
         }
         let r = round.get_or_insert_with(|| {
             let metrics = cluster.metrics.clone();
-            let selector = format!("{}={}", members::GROUP_LABEL, cluster.config.group);
+            let observer =
+                members::Observer::new(&cluster.config.group, cluster.args.publish_interval)
+                    .on_rejected(move |why| metrics.member_summary_rejected(why.as_str()));
             LeaderRound {
                 judge: Judge::new(cluster.thresholds.clone(), cluster.args.per_member),
                 recorded: None,
@@ -418,12 +420,8 @@ async fn leader_loop(
                 vs_streak: Streak::default(),
                 list_streak: Streak::default(),
                 unconfirmed: false,
-                observer: members::Observer::new(
-                    &cluster.config.group,
-                    cluster.args.publish_interval,
-                )
-                .on_rejected(move |why| metrics.member_summary_rejected(why.as_str())),
-                watch: MemberWatch::start(leases.clone(), selector),
+                watch: MemberWatch::start(leases.clone(), observer.selector()),
+                observer,
             }
         });
         lead_once(
