@@ -188,7 +188,10 @@ mod tests {
             }
         }
         let bound = n as f64 * (-h).exp();
-        assert!(alarms > 0, "at the limit some alarms must happen in 2M requests");
+        assert!(
+            alarms > 0,
+            "at the limit some alarms must happen in 2M requests"
+        );
         assert!((alarms as f64) <= bound, "{alarms} alarms > bound {bound}");
     }
 
