@@ -213,8 +213,14 @@ impl Thresholds {
         let judged = &series[series.len() - strongest.slots..];
         let sum = |i: usize| judged.iter().map(|c| c[i]).sum::<u64>();
         let (requests, errors_n) = (sum(0), sum(1));
+        // Without seconds, the two parts are the window before its recent part and the recent part.
+        let seconds = match (s.slots.is_empty(), s.recent.as_deref(), judged.len()) {
+            (false, _, n) => n as u64,
+            (true, Some(r), 1) => r.seconds,
+            (true, _, _) => s.seconds,
+        };
         Some(Breach {
-            seconds: judged.len() as u64,
+            seconds,
             requests,
             errors: errors_n,
             error_ratio: by_errors.then(|| errors_n as f64 / requests.max(1) as f64),
@@ -520,8 +526,20 @@ mod tests {
         // The whole window is diluted to 3.3%; its last 5 s are at 20%.
         let mut whole = s.clone();
         whole.recent = None;
+        whole.slots.clear();
         assert_eq!(t.check(&whole), Check::Healthy);
+        // Second by second, the sequential test finds the fault's seconds alone.
         match t.check(&s) {
+            Check::Failing(b) => {
+                assert_eq!((b.seconds, b.requests, b.errors), (5, 250, 50));
+                assert!(b.evidence.is_some_and(|e| e >= t.sequential_threshold()));
+            }
+            other => panic!("expected failing, got {other:?}"),
+        }
+        // Without the seconds (a guard that predates them), the recent part still shows it.
+        let mut old = s.clone();
+        old.slots.clear();
+        match t.check(&old) {
             Check::Failing(b) => {
                 assert_eq!((b.seconds, b.requests, b.errors), (5, 250, 50));
                 assert!(b.to_string().contains("50 of 250"), "{b}");
@@ -594,7 +612,10 @@ mod tests {
 
     #[test]
     fn inconclusive_breaks_a_failure_run() {
-        let mut p = Policy::new(Thresholds::default());
+        let mut p = Policy::new(Thresholds {
+            failure_threshold: 2,
+            ..Thresholds::default()
+        });
         let bad = summary(100, 50, ms(10));
         p.observe(&bad);
         p.observe(&bad);

@@ -550,7 +550,7 @@ mod tests {
         assert_eq!(
             json,
             format!(
-                r#"{{"v":1,"s":30,"n":2,"e":1,"h":[[{idx},2]],"r":{{"v":1,"s":5,"n":2,"e":1,"h":[[{idx},2]]}}}}"#
+                r#"{{"v":1,"s":30,"n":2,"e":1,"h":[[{idx},2]],"q":[[2,1,2,0]],"r":{{"v":1,"s":5,"n":2,"e":1,"h":[[{idx},2]]}}}}"#
             )
         );
         let back: Summary = serde_json::from_str(&json).unwrap();
@@ -586,6 +586,25 @@ mod tests {
         let short = Window::new(Duration::from_secs(RECENT_SECONDS), t0);
         short.record(t0, ms(1), Outcome::Success);
         assert_eq!(short.summary(t0).recent, None);
+    }
+
+    #[test]
+    fn seconds_are_listed_oldest_first_and_merge_aligned_on_the_newest() {
+        let t0 = Instant::now();
+        let w = Window::new(Duration::from_secs(30), t0).with_latency_limit(ms(500));
+        w.record(t0 + ms(1000), ms(900), Outcome::Error);
+        w.record(t0 + ms(3000), ms(5), Outcome::Success);
+        let _slow = w.in_flight().enter(t0 + ms(3000));
+        // The second before the first request is left out; the one in flight past
+        // the limit is slow evidence in the newest second.
+        let s = w.summary(t0 + ms(3600));
+        assert_eq!(s.slots, vec![[1, 1, 1, 1], [0, 0, 0, 0], [2, 0, 2, 1]]);
+        let mut agg = Summary::empty(0);
+        let other = Window::new(Duration::from_secs(30), t0);
+        other.record(t0 + ms(9000), ms(5), Outcome::Error);
+        agg.merge(&other.summary(t0 + ms(9000)));
+        agg.merge(&s);
+        assert_eq!(agg.slots, vec![[1, 1, 1, 1], [0, 0, 0, 0], [3, 1, 3, 1]]);
     }
 
     #[test]
