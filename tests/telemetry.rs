@@ -47,7 +47,11 @@ async fn forty_errors_in_two_hundred_fail_the_canary() {
         series(&page, "canary_guard_requests_total{outcome=\"success\"}"),
         Some(160.0)
     );
-    let s = wait_child_state(&g, |s| s["verdict"] == "failing").await;
+    // The sequential test may fail the canary before all 200 are in: wait for them too.
+    let s = wait_child_state(&g, |s| {
+        s["verdict"] == "failing" && s["window"]["requests"] == 200
+    })
+    .await;
     assert_eq!(s["window"]["requests"], 200);
     assert_eq!(s["window"]["errors"], 40);
     assert_eq!(s["window"]["error_ratio"], 0.2);
