@@ -3,12 +3,15 @@
 //!
 //! A canary served by three guards: requests arrive as a Poisson process, go to
 //! a guard at random, and are recorded in that guard's [`Window`] when they
-//! finish. Every quarter interval each member publishes its summary when due
-//! (every 2 s, or at once when its window starts or stops crossing a threshold,
-//! as the cluster loop does); every interval the leader judges its own window
-//! and the members' last published summaries with [`Judge`] (aggregate and
-//! per member, default thresholds). A failing verdict counts as a rollback;
-//! the canary is then deployed again (fresh guards) and the count goes on.
+//! finish. Every tenth of an interval each member publishes its summary when
+//! due (every 2 s, at once when its window starts or stops crossing a
+//! threshold or gathering sequential evidence, and at every look while it
+//! does, as the cluster loop does); the leader judges its own window and the
+//! members' last published summaries with [`Judge`] (aggregate and per
+//! member, default thresholds) every interval, and at every look while the
+//! evidence builds. A failing verdict counts as a rollback; the canary is then
+//! deployed again (fresh guards) and the count goes on. With `churn`, a member
+//! leaves and a fresh one joins every few minutes.
 //!
 //! Prints Markdown table rows for `scripts/bench`; `--quick` runs fewer and
 //! shorter simulations.
@@ -18,15 +21,15 @@ use std::collections::BinaryHeap;
 use std::time::Duration;
 
 use canary_guard::domain::judge::{Judge, MemberSample};
-use canary_guard::domain::policy::{Check, Thresholds, Verdict};
+use canary_guard::domain::policy::{Check, Thresholds, Verdict, SUSPECT};
 use canary_guard::domain::window::{Outcome, Summary, Window};
 use tokio::time::Instant;
 
 const GUARDS: usize = 3;
 /// The leader's check interval (`--interval`).
 const INTERVAL: Duration = Duration::from_secs(1);
-/// How often members look at their window (a quarter interval).
-const LOOK: Duration = Duration::from_millis(250);
+/// How often guards look at their window (a tenth of an interval).
+const LOOK: Duration = Duration::from_millis(100);
 /// `--publish-interval`.
 const PUBLISH_EVERY: Duration = Duration::from_secs(2);
 /// `--window`.
@@ -103,6 +106,8 @@ struct Scenario {
     leader_change_at: Option<Duration>,
     /// End at the first failing verdict (detection) or count every one.
     stop_at_first: bool,
+    /// Replace a member (not the leader) with a fresh guard every this long.
+    churn: Option<Duration>,
 }
 
 /// A failing verdict: when, who failed (aggregate or a member), and on what.
@@ -118,8 +123,9 @@ type Finish = Reverse<(Duration, usize, Duration, bool)>;
 fn simulate(sc: &Scenario, seed: u64) -> Vec<Rollback> {
     let mut rng = Rng::new(seed);
     let t0 = Instant::now();
-    let mut windows: Vec<Window> = (0..GUARDS).map(|_| Window::new(WINDOW, t0)).collect();
     let thresholds = Thresholds::default();
+    let fresh = |at: Instant| Window::new(WINDOW, at).with_latency_limit(thresholds.max_latency);
+    let mut windows: Vec<Window> = (0..GUARDS).map(|_| fresh(t0)).collect();
     // Members judge their own window eagerly to decide when to publish early.
     let eager = Thresholds {
         min_requests: 1,
@@ -136,6 +142,9 @@ fn simulate(sc: &Scenario, seed: u64) -> Vec<Rollback> {
     let mut single_error_left = matches!(sc.errors, Errors::Single(_));
     let mut now = Duration::ZERO;
     let mut looks = 0u64;
+    let mut fast = false;
+    let mut pod_ids: Vec<usize> = (0..GUARDS).collect();
+    let mut next_pod = GUARDS;
     while now < sc.duration {
         now += LOOK;
         looks += 1;
@@ -183,14 +192,11 @@ fn simulate(sc: &Scenario, seed: u64) -> Vec<Rollback> {
         let at = t0 + now;
         for (g, w) in windows.iter().enumerate() {
             let summary = w.summary(at);
-            let breach = matches!(eager.check(&summary), Check::Failing(_));
+            let breach = matches!(eager.check(&summary), Check::Failing(_))
+                || thresholds.evidence(&summary) >= SUSPECT;
             let due = match &published[g] {
                 None => true,
-                Some((when, was, _)) => {
-                    *was != breach
-                        || now >= *when + PUBLISH_EVERY
-                        || (breach && now >= *when + INTERVAL)
-                }
+                Some((when, was, _)) => *was != breach || now >= *when + PUBLISH_EVERY || breach,
             };
             if due {
                 published[g] = Some((now, breach, summary));
@@ -203,7 +209,21 @@ fn simulate(sc: &Scenario, seed: u64) -> Vec<Rollback> {
             leader = (leader + 1) % GUARDS;
             judge = Judge::new(thresholds.clone(), true);
         }
-        if looks % (INTERVAL.as_millis() / LOOK.as_millis()) as u64 != 0 {
+        if let Some(every) = sc.churn {
+            if looks % (every.as_millis() / LOOK.as_millis()) as u64 == 0 {
+                // A member leaves (its requests in flight are lost with it) and a fresh one joins.
+                let g = (leader + 1 + (looks as usize / 7) % (GUARDS - 1)) % GUARDS;
+                windows[g] = fresh(at);
+                published[g] = None;
+                pod_ids[g] = next_pod;
+                next_pod += 1;
+                in_flight.retain(|Reverse((_, guard, _, _))| *guard != g);
+            }
+        }
+        // The leader judges every interval, at every look while evidence
+        // builds, and at once when its own window gathers evidence.
+        let own_suspect = thresholds.evidence(&windows[leader].summary(at)) >= SUSPECT;
+        if !fast && !own_suspect && looks % (INTERVAL.as_millis() / LOOK.as_millis()) as u64 != 0 {
             continue;
         }
         // The leader judges its own fresh window and the others' leases.
@@ -215,13 +235,14 @@ fn simulate(sc: &Scenario, seed: u64) -> Vec<Rollback> {
                     published[g].as_ref()?.2.clone()
                 };
                 Some(MemberSample {
-                    pod: format!("guard-{g}"),
+                    pod: format!("guard-{}", pod_ids[g]),
                     revision: Some("r1".into()),
                     summary,
                 })
             })
             .collect();
         let j = judge.judge(&samples);
+        fast = j.evidence >= SUSPECT;
         if j.verdict == Verdict::Failing {
             let (who, breach) = j.breach.expect("a failing verdict names its breach");
             rollbacks.push(Rollback {
@@ -234,7 +255,8 @@ fn simulate(sc: &Scenario, seed: u64) -> Vec<Rollback> {
             }
             // The canary is deployed again: fresh guards, fresh windows, and a
             // leader that starts over.
-            windows = (0..GUARDS).map(|_| Window::new(WINDOW, at)).collect();
+            windows = (0..GUARDS).map(|_| fresh(at)).collect();
+            fast = false;
             published = vec![None; GUARDS];
             in_flight.clear();
             judge = Judge::new(thresholds.clone(), true);
@@ -297,6 +319,7 @@ fn sensitivity(rate: f64, runs: usize) -> Option<(u32, usize)> {
             },
             leader_change_at: None,
             stop_at_first: true,
+            churn: None,
         };
         let mut caught = 0;
         let mut set_aside = 0;
@@ -346,10 +369,31 @@ fn main() {
                 },
                 leader_change_at: Some(duration / 2),
                 stop_at_first: false,
+                churn: None,
             },
             runs,
         );
     }
+    // The long row: 10,000 simulated healthy minutes at 50 rps (as 10 runs of 1,000),
+    // with a member replaced every 3 minutes and the leader changing halfway.
+    let (long_runs, long_minutes) = if quick { (1, 20) } else { (10, 1_000) };
+    false_rollback_row(
+        &format!("healthy canary, 50 rps, 1% 5xx, {tail}, a member replaced every 3 min, leader change halfway"),
+        &Scenario {
+            rate: 50.0,
+            duration: Duration::from_secs(60 * long_minutes),
+            latency: Latency::HeavyTail,
+            errors: Errors::Ratio {
+                background: 0.01,
+                fault_at: None,
+                fault: 0.0,
+            },
+            leader_change_at: Some(Duration::from_secs(30 * long_minutes)),
+            stop_at_first: false,
+            churn: Some(Duration::from_secs(180)),
+        },
+        long_runs,
+    );
     false_rollback_row(
         "1 rps canary that serves one 5xx (at 20 s, when the window first holds 20 requests), narrow latency",
         &Scenario {
@@ -359,6 +403,7 @@ fn main() {
             errors: Errors::Single(Duration::from_secs(20)),
             leader_change_at: None,
             stop_at_first: false,
+            churn: None,
         },
         runs,
     );
@@ -375,6 +420,7 @@ fn main() {
             },
             leader_change_at: None,
             stop_at_first: false,
+            churn: None,
         },
         runs,
     );
@@ -391,6 +437,7 @@ fn main() {
             },
             leader_change_at: Some(duration / 2),
             stop_at_first: false,
+            churn: None,
         },
         runs.min(2),
     );

@@ -152,14 +152,17 @@ pub struct RunArgs {
           default_value = "1s", value_parser = parse_interval)]
     pub interval: Duration,
 
-    /// Consecutive failing checks before the verdict is failing (1..=1000).
+    /// Consecutive failing checks before the verdict is failing (1..=1000). The
+    /// sequential test needs no confirmation (its evidence accumulates), so the
+    /// default is 1; a larger N delays every rollback by N - 1 checks.
     #[arg(long, env = "CANARY_GUARD_FAILURE_THRESHOLD", value_name = "N",
-          default_value = "2", value_parser = clap::value_parser!(u32).range(1..=1000))]
+          default_value = "1", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub failure_threshold: u32,
 
     /// How sure a check must be that a limit is crossed before it fails (0.5..=0.999999):
-    /// a canary within its limits fails a check by bad luck less than once in
-    /// 1/(1 - CONFIDENCE) checks. 0.5 judges the window's own ratio and quantile as they are.
+    /// for a canary within its limits, 1 - CONFIDENCE bounds the chance that a check of the
+    /// window fails by bad luck, and the chance that any one request starts a false alarm
+    /// of the sequential test. 0.5 judges the window's own ratio and quantile as they are.
     #[arg(long, env = "CANARY_GUARD_CONFIDENCE", value_name = "C",
           default_value = "0.99999", value_parser = parse_confidence)]
     pub confidence: f64,
@@ -805,7 +808,7 @@ mod tests {
         assert_eq!(a.min_requests, 20);
         assert_eq!(a.window, ms(30_000));
         assert_eq!(a.interval, ms(1_000));
-        assert_eq!(a.failure_threshold, 2);
+        assert_eq!(a.failure_threshold, 1);
         assert_eq!(a.confidence, crate::domain::policy::DEFAULT_CONFIDENCE);
         assert!(!a.standalone);
         a.validate().unwrap();

@@ -20,6 +20,12 @@ pub const LAYOUT_VERSION: u32 = 1;
 
 /// Lower bounds (ns) of every bucket; bucket `i` is `[bounds[i], bounds[i+1])`,
 /// the first starts at 0 and the last is open-ended.
+/// The first bucket [`Histogram::count_from`] counts for `limit`.
+pub fn first_bucket_from(limit: Duration) -> usize {
+    let ns = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
+    lower_bounds().partition_point(|&b| b < ns)
+}
+
 fn lower_bounds() -> &'static [u64] {
     static BOUNDS: OnceLock<Vec<u64>> = OnceLock::new();
     BOUNDS.get_or_init(|| {
@@ -124,11 +130,9 @@ impl Histogram {
     /// boundary at or above it (so at most 5% above `limit`): a bucket that
     /// straddles the limit is not counted, since its samples may all be under it.
     pub fn count_from(&self, limit: Duration) -> u64 {
-        let ns = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
-        let first = lower_bounds().partition_point(|&b| b < ns);
         self.counts
             .iter()
-            .skip(first)
+            .skip(first_bucket_from(limit))
             .fold(0u64, |a, &c| a.saturating_add(c))
     }
 

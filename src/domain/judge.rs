@@ -26,6 +26,9 @@ pub struct Judgement {
     pub verdict: Verdict,
     /// Consecutive failing checks of the aggregate.
     pub consecutive_failures: u32,
+    /// The strongest sequential evidence of the round, aggregate or member
+    /// (a fraction of the threshold: 1 fails).
+    pub evidence: f64,
     /// Each member's own verdict, by pod.
     pub members: HashMap<String, Verdict>,
     /// Why the verdict is failing: who (`aggregate` or a pod) and the numbers.
@@ -66,8 +69,12 @@ impl Judge {
             .last_breach()
             .filter(|_| verdict == Verdict::Failing)
             .map(|b| ("aggregate".to_string(), b.clone()));
+        let mut evidence = self.thresholds.evidence(&aggregate);
         let mut members = HashMap::new();
         for s in samples {
+            if self.per_member {
+                evidence = evidence.max(self.thresholds.evidence(&s.summary));
+            }
             let policy = self
                 .members
                 .entry(s.pod.clone())
@@ -83,6 +90,7 @@ impl Judge {
             aggregate,
             verdict,
             consecutive_failures: self.aggregate.consecutive_failures(),
+            evidence,
             members,
             breach,
         }

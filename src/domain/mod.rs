@@ -7,4 +7,5 @@ pub mod in_flight;
 pub mod judge;
 pub mod policy;
 pub mod routes;
+pub mod sequential;
 pub mod window;

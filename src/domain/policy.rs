@@ -1,4 +1,10 @@
 //! The verdict: pure code that judges a window summary against thresholds.
+//!
+//! Design rule: two tests share the false-alarm budget that `confidence`
+//! sets. The sequential test (a CUSUM over the window's seconds, see
+//! [`super::sequential`]) catches strong faults within a few requests; the
+//! fixed-sample binomial tests of the whole window and its recent part catch
+//! small excesses over the limit that the sequential test is not tuned for.
 
 use std::fmt;
 use std::time::Duration;
@@ -6,10 +12,20 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::binomial::significantly_above;
+use super::sequential::{self, Counts, Evidence, Test};
 use super::window::Summary;
 
 /// The default [`Thresholds::confidence`]: one unlucky check in 100,000.
 pub const DEFAULT_CONFIDENCE: f64 = 0.99999;
+
+/// Sequential evidence (a fraction of the threshold, see
+/// [`Thresholds::evidence`]) from which guards look, publish and judge at
+/// the fast pace: the evidence may cross any moment, so waiting for the next
+/// interval would only add delay.
+pub const SUSPECT: f64 = 0.25;
+
+/// Looks per `--interval` at the fast pace (and of the local check always).
+pub const FAST_LOOKS: u32 = 10;
 
 /// What a canary must stay within.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,9 +41,11 @@ pub struct Thresholds {
     /// Consecutive failing checks before the verdict is `failing`.
     pub failure_threshold: u32,
     /// How sure a check must be that a limit is crossed before it fails
-    /// (0.5 ≤ c < 1): the chance that a canary within its limits fails one
-    /// check by bad luck stays under `1 − confidence`. At 0.5 a check fails as
-    /// soon as the window's own ratio or quantile is over the limit.
+    /// (0.5 ≤ c < 1). For a canary within its limits, `1 − confidence`
+    /// bounds both the chance that one check of the window fails by bad luck
+    /// and the chance that any one request starts a false alarm of the
+    /// sequential test. At 0.5 a window check fails as soon as the window's
+    /// own ratio or quantile is over the limit.
     pub confidence: f64,
 }
 
@@ -38,7 +56,7 @@ impl Default for Thresholds {
             max_latency: Duration::from_millis(500),
             latency_quantile: 0.99,
             min_requests: 20,
-            failure_threshold: 2,
+            failure_threshold: 1,
             confidence: DEFAULT_CONFIDENCE,
         }
     }
@@ -69,6 +87,10 @@ pub struct Breach {
     pub latency_samples: u64,
     /// Of those, samples over the latency limit.
     pub over_limit: u64,
+    /// Set when the sequential test failed: its log-likelihood ratio, which
+    /// reached the threshold over the judged seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<f64>,
 }
 
 impl fmt::Display for Breach {
@@ -88,6 +110,12 @@ impl fmt::Display for Breach {
                 self.max_latency_ms,
                 self.over_limit,
                 self.latency_samples
+            ));
+        }
+        if let Some(e) = self.evidence {
+            parts.push(format!(
+                "sequential evidence {e:.1} over the last {}s",
+                self.seconds
             ));
         }
         f.write_str(&parts.join(", "))
@@ -133,12 +161,85 @@ impl Thresholds {
         };
         // The recent part needs no minimum of its own: the test asks more of fewer requests.
         match self
-            .breach(s, confidence)
+            .sequential_breach(s)
+            .or_else(|| self.breach(s, confidence))
             .or_else(|| s.recent.as_deref().and_then(|r| self.breach(r, confidence)))
         {
             Some(b) => Check::Failing(b),
             None => Check::Healthy,
         }
+    }
+
+    /// The CUSUM threshold: the two limits (errors, latency) share `1 − confidence`.
+    pub fn sequential_threshold(&self) -> f64 {
+        sequential::threshold((1.0 - self.confidence) / 2.0)
+    }
+
+    /// How far the sequential test has gone towards failing, as a fraction
+    /// of its threshold (1 or more fails): the stronger of the two limits.
+    pub fn evidence(&self, s: &Summary) -> f64 {
+        let (errors, latency) = self.sequential(s);
+        errors.llr.max(latency.llr) / self.sequential_threshold()
+    }
+
+    /// The sequential evidence on errors and on latency over `s`'s seconds.
+    fn sequential(&self, s: &Summary) -> (Evidence, Evidence) {
+        let series = slot_series(s, self.max_latency);
+        let errors = Test::new(self.max_error_ratio).strongest(series.iter().map(|c| Counts {
+            trials: c[0],
+            events: c[1],
+        }));
+        let latency =
+            Test::new(1.0 - self.latency_quantile).strongest(series.iter().map(|c| Counts {
+                trials: c[2],
+                events: c[3],
+            }));
+        (errors, latency)
+    }
+
+    fn sequential_breach(&self, s: &Summary) -> Option<Breach> {
+        let h = self.sequential_threshold();
+        let (errors, latency) = self.sequential(s);
+        let (by_errors, by_latency) = (errors.llr >= h, latency.llr >= h);
+        if !by_errors && !by_latency {
+            return None;
+        }
+        let strongest = if errors.llr >= latency.llr {
+            errors
+        } else {
+            latency
+        };
+        let series = slot_series(s, self.max_latency);
+        let judged = &series[series.len() - strongest.slots..];
+        let sum = |i: usize| judged.iter().map(|c| c[i]).sum::<u64>();
+        let (requests, errors_n) = (sum(0), sum(1));
+        // Without seconds, the two parts are the window before its recent part and the recent part.
+        let seconds = match (s.slots.is_empty(), s.recent.as_deref(), judged.len()) {
+            (false, _, n) => n as u64,
+            (true, Some(r), 1) => r.seconds,
+            (true, _, _) => s.seconds,
+        };
+        Some(Breach {
+            seconds,
+            requests,
+            errors: errors_n,
+            error_ratio: by_errors.then(|| errors_n as f64 / requests.max(1) as f64),
+            max_error_ratio: self.max_error_ratio,
+            latency_ms: by_latency
+                .then(|| {
+                    s.recent
+                        .as_deref()
+                        .unwrap_or(s)
+                        .latency_quantile(self.latency_quantile)
+                })
+                .flatten()
+                .map(|l| l.as_secs_f64() * 1000.0),
+            max_latency_ms: self.max_latency.as_secs_f64() * 1000.0,
+            quantile: self.latency_quantile,
+            latency_samples: sum(2),
+            over_limit: sum(3),
+            evidence: Some(strongest.llr),
+        })
     }
 
     fn breach(&self, s: &Summary, confidence: f64) -> Option<Breach> {
@@ -162,7 +263,34 @@ impl Thresholds {
             quantile: self.latency_quantile,
             latency_samples: samples,
             over_limit,
+            evidence: None,
         })
+    }
+}
+
+/// `s`'s seconds for the sequential test. A summary without them (from a
+/// guard that predates them) reads as two slots: the window before its
+/// recent part, and the recent part.
+fn slot_series(s: &Summary, limit: Duration) -> Vec<[u64; 4]> {
+    if !s.slots.is_empty() {
+        return s.slots.clone();
+    }
+    let counts = |x: &Summary| {
+        [
+            x.requests,
+            x.errors,
+            x.latency.total(),
+            x.latency.count_from(limit),
+        ]
+    };
+    let whole = counts(s);
+    match s.recent.as_deref() {
+        Some(r) => {
+            let recent = counts(r);
+            let before = std::array::from_fn(|i| whole[i].saturating_sub(recent[i]));
+            vec![before, recent]
+        }
+        None => vec![whole],
     }
 }
 
@@ -398,8 +526,20 @@ mod tests {
         // The whole window is diluted to 3.3%; its last 5 s are at 20%.
         let mut whole = s.clone();
         whole.recent = None;
+        whole.slots.clear();
         assert_eq!(t.check(&whole), Check::Healthy);
+        // Second by second, the sequential test finds the fault's seconds alone.
         match t.check(&s) {
+            Check::Failing(b) => {
+                assert_eq!((b.seconds, b.requests, b.errors), (5, 250, 50));
+                assert!(b.evidence.is_some_and(|e| e >= t.sequential_threshold()));
+            }
+            other => panic!("expected failing, got {other:?}"),
+        }
+        // Without the seconds (a guard that predates them), the recent part still shows it.
+        let mut old = s.clone();
+        old.slots.clear();
+        match t.check(&old) {
             Check::Failing(b) => {
                 assert_eq!((b.seconds, b.requests, b.errors), (5, 250, 50));
                 assert!(b.to_string().contains("50 of 250"), "{b}");
@@ -472,7 +612,10 @@ mod tests {
 
     #[test]
     fn inconclusive_breaks_a_failure_run() {
-        let mut p = Policy::new(Thresholds::default());
+        let mut p = Policy::new(Thresholds {
+            failure_threshold: 2,
+            ..Thresholds::default()
+        });
         let bad = summary(100, 50, ms(10));
         p.observe(&bad);
         p.observe(&bad);

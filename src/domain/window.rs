@@ -267,6 +267,9 @@ impl Window {
         let oldest = current.saturating_sub(self.seconds() - 1);
         let recent_from = current.saturating_sub(RECENT_SECONDS - 1);
         let mut summary = Summary::empty(self.seconds());
+        // Oldest first, one entry per second, for the sequential test.
+        let mut series = vec![[0u64; 4]; (current - oldest + 1) as usize];
+        let over_from = self.latency_limit.map(histogram::first_bucket_from);
         let mut recent =
             (self.seconds() > RECENT_SECONDS).then(|| Box::new(Summary::empty(RECENT_SECONDS)));
         for slot in self.slots.iter() {
@@ -285,9 +288,16 @@ impl Window {
                 t.errors += errors;
                 t.abandoned += abandoned;
             }
+            let counts = &mut series[(s - oldest) as usize];
+            counts[0] = requests;
+            counts[1] = errors;
             for (i, b) in slot.buckets.iter().enumerate() {
                 let c = b.load(Ordering::Relaxed);
                 if c > 0 {
+                    counts[2] += c;
+                    if over_from.is_some_and(|f| i >= f) {
+                        counts[3] += c;
+                    }
                     summary.latency.add(i, c);
                     if let Some(r) = recent.as_deref_mut() {
                         r.latency.add(i, c);
@@ -303,8 +313,21 @@ impl Window {
                     t.overdue += 1;
                     t.latency.add(bucket, 1);
                 }
+                // Slow now, so evidence now: in the newest second.
+                if let Some(newest) = series.last_mut() {
+                    newest[0] += 1;
+                    newest[2] += 1;
+                    newest[3] += 1;
+                }
             });
         }
+        // Seconds before the first request carry no evidence either way.
+        let first = series
+            .iter()
+            .position(|c| *c != [0; 4])
+            .unwrap_or(series.len());
+        series.drain(..first);
+        summary.slots = series;
         summary.recent = recent;
         summary
     }
@@ -348,6 +371,12 @@ pub struct Summary {
     /// Latency histogram (sparse on the wire).
     #[serde(rename = "h")]
     pub latency: Histogram,
+    /// The window second by second, oldest first and ending at the second it
+    /// was taken in: `[requests, errors, latency samples, samples over the
+    /// latency limit]`, for the sequential test. Seconds before the first
+    /// request are left out; guards that predate it send none.
+    #[serde(rename = "q", default, skip_serializing_if = "Vec::is_empty")]
+    pub slots: Vec<[u64; 4]>,
     /// The last [`RECENT_SECONDS`] of the window, when the window is longer
     /// (absent from guards that predate it; they ignore it when reading).
     #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
@@ -365,6 +394,7 @@ impl Summary {
             abandoned: 0,
             overdue: 0,
             latency: Histogram::default(),
+            slots: Vec::new(),
             recent: None,
         }
     }
@@ -373,6 +403,17 @@ impl Summary {
     /// that sends none adds nothing to it).
     pub fn merge(&mut self, other: &Summary) {
         self.add(other);
+        // Aligned on the newest second: each summary ends at the second it was taken in.
+        if self.slots.len() < other.slots.len() {
+            let pad = other.slots.len() - self.slots.len();
+            self.slots.splice(0..0, std::iter::repeat_n([0u64; 4], pad));
+        }
+        let offset = self.slots.len() - other.slots.len();
+        for (mine, theirs) in self.slots[offset..].iter_mut().zip(&other.slots) {
+            for (a, b) in mine.iter_mut().zip(theirs) {
+                *a = a.saturating_add(*b);
+            }
+        }
         if let Some(theirs) = &other.recent {
             self.recent
                 .get_or_insert_with(|| Box::new(Summary::empty(theirs.seconds)))
@@ -509,7 +550,7 @@ mod tests {
         assert_eq!(
             json,
             format!(
-                r#"{{"v":1,"s":30,"n":2,"e":1,"h":[[{idx},2]],"r":{{"v":1,"s":5,"n":2,"e":1,"h":[[{idx},2]]}}}}"#
+                r#"{{"v":1,"s":30,"n":2,"e":1,"h":[[{idx},2]],"q":[[2,1,2,0]],"r":{{"v":1,"s":5,"n":2,"e":1,"h":[[{idx},2]]}}}}"#
             )
         );
         let back: Summary = serde_json::from_str(&json).unwrap();
@@ -545,6 +586,25 @@ mod tests {
         let short = Window::new(Duration::from_secs(RECENT_SECONDS), t0);
         short.record(t0, ms(1), Outcome::Success);
         assert_eq!(short.summary(t0).recent, None);
+    }
+
+    #[test]
+    fn seconds_are_listed_oldest_first_and_merge_aligned_on_the_newest() {
+        let t0 = Instant::now();
+        let w = Window::new(Duration::from_secs(30), t0).with_latency_limit(ms(500));
+        w.record(t0 + ms(1000), ms(900), Outcome::Error);
+        w.record(t0 + ms(3000), ms(5), Outcome::Success);
+        let _slow = w.in_flight().enter(t0 + ms(3000));
+        // The second before the first request is left out; the one in flight past
+        // the limit is slow evidence in the newest second.
+        let s = w.summary(t0 + ms(3600));
+        assert_eq!(s.slots, vec![[1, 1, 1, 1], [0, 0, 0, 0], [2, 0, 2, 1]]);
+        let mut agg = Summary::empty(0);
+        let other = Window::new(Duration::from_secs(30), t0);
+        other.record(t0 + ms(9000), ms(5), Outcome::Error);
+        agg.merge(&other.summary(t0 + ms(9000)));
+        agg.merge(&s);
+        assert_eq!(agg.slots, vec![[1, 1, 1, 1], [0, 0, 0, 0], [3, 1, 3, 1]]);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -29,7 +29,7 @@ use crate::cluster::virtual_service::{
 };
 use crate::config::{ClusterArgs, ClusterConfig, OnRollback};
 use crate::domain::judge::{decide, Action, Judge, MemberSample, Recorded};
-use crate::domain::policy::{Check, Thresholds, Verdict};
+use crate::domain::policy::{Check, Thresholds, Verdict, FAST_LOOKS, SUSPECT};
 use crate::domain::routes::{CanaryTarget, StableTarget};
 use crate::domain::window::Window;
 use crate::notify::message::{Kind, Notification};
@@ -77,6 +77,8 @@ pub struct Cluster {
     pub state: SharedState,
     /// Sends rollback / re-assert / restore notifications (`--notify-url`).
     pub notifier: Option<Notifier>,
+    /// Poked by the local check while its window is suspect: the leader judges at once.
+    pub suspect: Arc<Notify>,
 }
 
 impl Cluster {
@@ -276,8 +278,9 @@ async fn publish_loop(
         confidence: 0.5,
         ..cluster.thresholds.clone()
     };
+    let fast = cluster.interval / FAST_LOOKS;
     // Looking is cheap (microseconds); publishing happens only when due.
-    let mut tick = tokio::time::interval((cluster.interval / 4).min(cluster.every));
+    let mut tick = tokio::time::interval(fast.min(cluster.every));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last: Option<(Instant, bool)> = None;
     let mut backoff = Backoff::new(cluster.interval, &config.pod_name);
@@ -293,15 +296,14 @@ async fn publish_loop(
             continue;
         }
         let summary = window.summary(now);
-        let breach = matches!(eager.check(&summary), Check::Failing(_));
-        // While the window crosses a limit, the leader's evidence grows by the check:
-        // publish every check interval, not every publish interval.
+        let breach = matches!(eager.check(&summary), Check::Failing(_))
+            || cluster.thresholds.evidence(&summary) >= SUSPECT;
+        // While the window crosses a limit or gathers sequential evidence, the
+        // leader's evidence grows by the look: publish at the fast pace.
         let due = match last {
             None => true,
             Some((at, was)) => {
-                was != breach
-                    || now >= at + cluster.every
-                    || (breach && now >= at + cluster.interval)
+                was != breach || now >= at + cluster.every || (breach && now >= at + fast)
             }
         };
         if !due {
@@ -347,6 +349,8 @@ struct PublishSettings {
 /// State the leader keeps between rounds.
 struct LeaderRound {
     judge: Judge,
+    /// The strongest sequential evidence of the last round.
+    evidence: f64,
     recorded: Option<Recorded>,
     /// Next time to read the VirtualService's record.
     next_vs_look: Instant,
@@ -377,14 +381,23 @@ async fn leader_loop(
         &cluster.args.virtual_service_version,
     );
     let recorder = events::Recorder::new(cluster.client.clone(), cluster.config.pod_name.clone());
-    let mut tick = tokio::time::interval(cluster.interval);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut round: Option<LeaderRound> = None;
+    let mut next = Instant::now();
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep_until(next) => {}
+            // Our own window gathers evidence: judge now, not at the next interval.
+            _ = cluster.suspect.notified() => {}
             _ = shutdown.wait_for(|s| *s) => break,
         }
+        // While the group's evidence builds, judge at the fast pace.
+        let fast = round.as_ref().is_some_and(|r| r.evidence >= SUSPECT);
+        next = Instant::now()
+            + if fast {
+                cluster.interval / FAST_LOOKS
+            } else {
+                cluster.interval
+            };
         let leader_state = leadership.state();
         cluster
             .metrics
@@ -412,6 +425,7 @@ async fn leader_loop(
                     .on_rejected(move |why| metrics.member_summary_rejected(why.as_str()));
             LeaderRound {
                 judge: Judge::new(cluster.thresholds.clone(), cluster.args.per_member),
+                evidence: 0.0,
                 recorded: None,
                 next_vs_look: Instant::now(),
                 retry_at: None,
@@ -532,6 +546,7 @@ async fn lead_once(
         summary: own,
     });
     let judgement = r.judge.judge(&samples);
+    r.evidence = judgement.evidence;
     let revisions: BTreeSet<Option<String>> = samples.iter().map(|s| s.revision.clone()).collect();
 
     // After a failure, no VirtualService call until the backoff has passed.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -15,7 +15,7 @@ use crate::admin::metrics::Metrics;
 use crate::admin::server::{Admin, Readiness};
 use crate::admin::state::{GuardState, SharedState, WindowView};
 use crate::config::{Mode, RunArgs};
-use crate::domain::policy::{Policy, Thresholds};
+use crate::domain::policy::{Policy, Thresholds, FAST_LOOKS, SUSPECT};
 use crate::domain::window::Window;
 use crate::notify::{Notifier, NotifyConfig};
 use crate::observe::proxy::{Proxy, ProxyConfig};
@@ -170,6 +170,7 @@ pub async fn start_with_client(args: &RunArgs, client: Option<kube::Client>) -> 
         |_| {},
         signalled(admin_stop.1),
     ));
+    let suspect = Arc::new(Notify::new());
     let cluster_task = match cluster {
         None => None,
         Some((config, client)) => {
@@ -194,6 +195,7 @@ pub async fn start_with_client(args: &RunArgs, client: Option<kube::Client>) -> 
                             metrics.clone(),
                         )
                     }),
+                    suspect: suspect.clone(),
                 },
                 shutdown_rx.clone(),
             )?)
@@ -205,6 +207,7 @@ pub async fn start_with_client(args: &RunArgs, client: Option<kube::Client>) -> 
         metrics.clone(),
         state.clone(),
         args.interval,
+        suspect,
         checks_tx,
         shutdown_rx.clone(),
     ));
@@ -274,17 +277,22 @@ pub async fn signalled(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-/// Judges the local window every `interval` and publishes the result.
+/// Judges the local window [`FAST_LOOKS`] times per `interval` (a summary
+/// costs microseconds, and the sequential test decides when its evidence
+/// crosses, not at the next interval), pokes `suspect` while the window
+/// gathers evidence, and publishes the result.
+#[allow(clippy::too_many_arguments)]
 async fn check_loop(
     window: Arc<Window>,
     mut policy: Policy,
     metrics: Arc<Metrics>,
     state: SharedState,
     interval: std::time::Duration,
+    suspect: Arc<Notify>,
     checks: watch::Sender<u64>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(interval);
+    let mut tick = tokio::time::interval(interval / FAST_LOOKS);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -292,6 +300,9 @@ async fn check_loop(
             _ = shutdown.wait_for(|s| *s) => return,
         }
         let summary = window.summary(Instant::now());
+        if policy.thresholds().evidence(&summary) >= SUSPECT {
+            suspect.notify_one();
+        }
         let before = policy.verdict();
         let verdict = policy.observe(&summary);
         // On the leader, the cluster loop publishes the group's verdict instead.
