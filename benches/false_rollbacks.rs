@@ -4,12 +4,12 @@
 //! A canary served by three guards: requests arrive as a Poisson process, go to
 //! a guard at random, and are recorded in that guard's [`Window`] when they
 //! finish. Every tenth of an interval each member publishes its summary when
-//! due (every 2 s, at once when its window starts or stops crossing a
+//! due (every 10 s, at once when its window starts or stops crossing a
 //! threshold or gathering sequential evidence, and at every look while it
 //! does, as the cluster loop does); the leader judges its own window and the
 //! members' last published summaries with [`Judge`] (aggregate and per
-//! member, default thresholds) every interval, and at every look while the
-//! evidence builds. A failing verdict counts as a rollback; the canary is then
+//! member, default thresholds) every interval, at every look while the
+//! evidence builds, and at the look a member published in (its watch). A failing verdict counts as a rollback; the canary is then
 //! deployed again (fresh guards) and the count goes on. With `churn`, a member
 //! leaves and a fresh one joins every few minutes.
 //!
@@ -31,9 +31,12 @@ const INTERVAL: Duration = Duration::from_secs(1);
 /// How often guards look at their window (a tenth of an interval).
 const LOOK: Duration = Duration::from_millis(100);
 /// `--publish-interval`.
-const PUBLISH_EVERY: Duration = Duration::from_secs(2);
+const PUBLISH_EVERY: Duration = Duration::from_secs(10);
 /// `--window`.
 const WINDOW: Duration = Duration::from_secs(30);
+/// [`Latency::Creep`]'s p99 at the start, and its rise per second.
+const CREEP_START_MS: f64 = 200.0;
+const CREEP_MS_PER_S: f64 = 10.0;
 
 /// xorshift64*: small, fast and deterministic.
 struct Rng(u64);
@@ -66,15 +69,24 @@ impl Rng {
 enum Latency {
     /// Log-normal, median 40 ms, σ 0.3: p99 ≈ 80 ms, nothing near the limit.
     Narrow,
+    /// Log-normal with σ 0.3 whose p99 starts at 200 ms and rises 10 ms per
+    /// second (passing the 500 ms limit at 30 s, 1.2× it at 40 s).
+    Creep,
     /// 99.5% log-normal (median 40 ms, σ 0.6) and 0.5% Pareto (from 200 ms,
     /// α 1.2): p99 ≈ 190 ms, yet about 0.17% of requests exceed 500 ms.
     HeavyTail,
 }
 
 impl Latency {
-    fn sample(self, rng: &mut Rng) -> Duration {
+    /// A request's latency when it starts at `at`.
+    fn sample(self, rng: &mut Rng, at: Duration) -> Duration {
         let ms = match self {
             Latency::Narrow => 40.0 * (0.3 * rng.normal()).exp(),
+            Latency::Creep => {
+                let p99 = CREEP_START_MS + CREEP_MS_PER_S * at.as_secs_f64();
+                // The p99 of a log-normal is its median times e^(2.326 σ).
+                p99 / (2.326f64 * 0.3).exp() * (0.3 * rng.normal()).exp()
+            }
             Latency::HeavyTail if rng.unit() < 0.005 => 200.0 * rng.unit().powf(-1.0 / 1.2),
             Latency::HeavyTail => 40.0 * (0.6 * rng.normal()).exp(),
         };
@@ -152,7 +164,7 @@ fn simulate(sc: &Scenario, seed: u64) -> Vec<Rollback> {
         while sc.rate > 0.0 && next_arrival < now {
             let at = next_arrival;
             next_arrival += Duration::from_secs_f64(-rng.unit().ln() / sc.rate);
-            let latency = sc.latency.sample(&mut rng);
+            let latency = sc.latency.sample(&mut rng, at);
             let error = match sc.errors {
                 Errors::Ratio {
                     background,
@@ -190,6 +202,7 @@ fn simulate(sc: &Scenario, seed: u64) -> Vec<Rollback> {
         }
         // Members publish when due.
         let at = t0 + now;
+        let mut news = false;
         for (g, w) in windows.iter().enumerate() {
             let summary = w.summary(at);
             let breach = matches!(eager.check(&summary), Check::Failing(_))
@@ -200,6 +213,7 @@ fn simulate(sc: &Scenario, seed: u64) -> Vec<Rollback> {
             };
             if due {
                 published[g] = Some((now, breach, summary));
+                news |= g != leader;
             }
         }
         if sc
@@ -221,9 +235,14 @@ fn simulate(sc: &Scenario, seed: u64) -> Vec<Rollback> {
             }
         }
         // The leader judges every interval, at every look while evidence
-        // builds, and at once when its own window gathers evidence.
+        // builds, at once when its own window gathers evidence, and when a
+        // member published.
         let own_suspect = thresholds.evidence(&windows[leader].summary(at)) >= SUSPECT;
-        if !fast && !own_suspect && looks % (INTERVAL.as_millis() / LOOK.as_millis()) as u64 != 0 {
+        if !fast
+            && !own_suspect
+            && !news
+            && looks % (INTERVAL.as_millis() / LOOK.as_millis()) as u64 != 0
+        {
             continue;
         }
         // The leader judges its own fresh window and the others' leases.
@@ -341,7 +360,7 @@ fn sensitivity(rate: f64, runs: usize) -> Option<(u32, usize)> {
 fn describe(latency: Latency) -> (f64, f64) {
     let mut rng = Rng::new(42);
     let mut xs: Vec<f64> = (0..1_000_000)
-        .map(|_| latency.sample(&mut rng).as_secs_f64() * 1000.0)
+        .map(|_| latency.sample(&mut rng, Duration::ZERO).as_secs_f64() * 1000.0)
         .collect();
     xs.sort_by(f64::total_cmp);
     let over = xs.iter().filter(|&&x| x > 500.0).count() as f64 / xs.len() as f64;
@@ -461,4 +480,51 @@ fn main() {
             None,
         );
     }
+    creep_row(sens_runs);
+}
+
+/// When a latency creep is caught, in seconds after its p99 passes 1.2× the limit.
+fn creep_row(runs: usize) {
+    const LIMIT_MS: f64 = 500.0;
+    let past = |ms: f64| Duration::from_secs_f64((ms - CREEP_START_MS) / CREEP_MS_PER_S);
+    let (at_limit, at_1_2) = (past(LIMIT_MS), past(1.2 * LIMIT_MS));
+    let sc = Scenario {
+        rate: 50.0,
+        duration: at_1_2 + Duration::from_secs(60),
+        latency: Latency::Creep,
+        errors: Errors::Ratio {
+            background: 0.01,
+            fault_at: None,
+            fault: 0.0,
+        },
+        leader_change_at: None,
+        stop_at_first: true,
+        churn: None,
+    };
+    let mut after: Vec<f64> = (0..runs as u64)
+        .filter_map(|seed| simulate(&sc, seed).first().map(|r| r.at.as_secs_f64()))
+        .map(|t| t - at_1_2.as_secs_f64())
+        .collect();
+    after.sort_by(f64::total_cmp);
+    let (result, met) = match after.len() {
+        n if n == runs => (
+            format!(
+                "{:.1} s median, {:.1} s max after 1.2× ({:.1} s median after the limit; {runs} runs)",
+                after[runs / 2],
+                after[runs - 1],
+                after[runs / 2] + (at_1_2 - at_limit).as_secs_f64()
+            ),
+            after[runs - 1] <= 15.0,
+        ),
+        n => (format!("caught in {n} of {runs} runs"), false),
+    };
+    row(
+        "detection",
+        &format!(
+            "latency creep: p99 rising {CREEP_MS_PER_S} ms per second through the 500 ms limit, 50 rps, 1% 5xx"
+        ),
+        result,
+        "every run ≤ 15 s after the p99 passes 1.2× the limit",
+        Some(met),
+    );
 }

@@ -17,6 +17,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use parking_lot::Mutex;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::api_error::Readable;
@@ -50,6 +51,7 @@ struct Shared {
 /// A running watch of the Leases matching one label selector; stopped when dropped.
 pub struct MemberWatch {
     shared: Arc<Mutex<Shared>>,
+    changed: Arc<Notify>,
     task: JoinHandle<()>,
 }
 
@@ -57,8 +59,19 @@ impl MemberWatch {
     /// Starts watching the Leases of `api` that match `selector`.
     pub fn start(api: Api<Lease>, selector: String) -> Self {
         let shared = Arc::new(Mutex::new(Shared::default()));
-        let task = tokio::spawn(run(api, selector, shared.clone()));
-        Self { shared, task }
+        let changed = Arc::new(Notify::new());
+        let task = tokio::spawn(run(api, selector, shared.clone(), changed.clone()));
+        Self {
+            shared,
+            changed,
+            task,
+        }
+    }
+
+    /// Resolves once a Lease changed since the last call returned (or since the start):
+    /// a member's news, for the leader to judge at once instead of at its next round.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
     }
 
     /// The current view.
@@ -91,7 +104,7 @@ enum Ended {
     Unsupported,
 }
 
-async fn run(api: Api<Lease>, selector: String, shared: Arc<Mutex<Shared>>) {
+async fn run(api: Api<Lease>, selector: String, shared: Arc<Mutex<Shared>>, changed: Arc<Notify>) {
     let mut backoff = FIRST_BACKOFF;
     loop {
         let version = match api.list(&ListParams::default().labels(&selector)).await {
@@ -103,6 +116,7 @@ async fn run(api: Api<Lease>, selector: String, shared: Arc<Mutex<Shared>>) {
                     .filter_map(|l| Some((l.metadata.name.clone()?, l)))
                     .collect();
                 s.state = Some(Ok(()));
+                changed.notify_one();
                 list.metadata.resource_version.unwrap_or_default()
             }
             Err(e) => {
@@ -114,7 +128,7 @@ async fn run(api: Api<Lease>, selector: String, shared: Arc<Mutex<Shared>>) {
         };
         let mut version = version;
         loop {
-            match watch_once(&api, &selector, &version, &shared).await {
+            match watch_once(&api, &selector, &version, &shared, &changed).await {
                 Ended::Rewatch(v) => {
                     backoff = FIRST_BACKOFF;
                     version = v;
@@ -142,6 +156,7 @@ async fn watch_once(
     selector: &str,
     version: &str,
     shared: &Mutex<Shared>,
+    changed: &Notify,
 ) -> Ended {
     let params = WatchParams::default()
         .labels(selector)
@@ -162,6 +177,7 @@ async fn watch_once(
                     }
                     if let Some(name) = l.metadata.name.clone() {
                         shared.lock().leases.insert(name, l);
+                        changed.notify_one();
                     }
                 }
                 WatchEvent::Deleted(l) => {
@@ -170,6 +186,7 @@ async fn watch_once(
                     }
                     if let Some(name) = &l.metadata.name {
                         shared.lock().leases.remove(name);
+                        changed.notify_one();
                     }
                 }
                 WatchEvent::Bookmark(b) => last = b.metadata.resource_version,

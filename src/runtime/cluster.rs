@@ -382,22 +382,36 @@ async fn leader_loop(
     );
     let recorder = events::Recorder::new(cluster.client.clone(), cluster.config.pod_name.clone());
     let mut round: Option<LeaderRound> = None;
+    let fast_pace = cluster.interval / FAST_LOOKS;
     let mut next = Instant::now();
+    let mut last_round: Option<Instant> = None;
     loop {
+        let member_news = async {
+            match &round {
+                Some(r) => r.watch.changed().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
             // Our own window gathers evidence: judge now, not at the next interval.
             _ = cluster.suspect.notified() => {}
+            // A member published: judge now, but never more often than the fast pace,
+            // so a hundred members publishing during an incident cost ten rounds a second.
+            _ = member_news => {
+                let soon = last_round.map_or(Instant::now(), |at| at + fast_pace);
+                if soon > Instant::now() {
+                    next = next.min(soon);
+                    continue;
+                }
+            }
             _ = shutdown.wait_for(|s| *s) => break,
         }
+        let now = Instant::now();
+        last_round = Some(now);
         // While the group's evidence builds, judge at the fast pace.
         let fast = round.as_ref().is_some_and(|r| r.evidence >= SUSPECT);
-        next = Instant::now()
-            + if fast {
-                cluster.interval / FAST_LOOKS
-            } else {
-                cluster.interval
-            };
+        next = now + if fast { fast_pace } else { cluster.interval };
         let leader_state = leadership.state();
         cluster
             .metrics
