@@ -209,7 +209,14 @@ fn simulate(sc: &Scenario, seed: u64) -> Vec<Rollback> {
                 || thresholds.evidence(&summary) >= SUSPECT;
             let due = match &published[g] {
                 None => true,
-                Some((when, was, _)) => *was != breach || now >= *when + PUBLISH_EVERY || breach,
+                // While it breaches, a member publishes each new batch of evidence.
+                Some((when, was, before)) => {
+                    *was != breach
+                        || now >= *when + PUBLISH_EVERY
+                        || (breach
+                            && (before.requests, before.overdue)
+                                != (summary.requests, summary.overdue))
+                }
             };
             if due {
                 published[g] = Some((now, breach, summary));

@@ -31,7 +31,7 @@ use crate::config::{ClusterArgs, ClusterConfig, OnRollback};
 use crate::domain::judge::{decide, Action, Judge, MemberSample, Recorded};
 use crate::domain::policy::{Check, Thresholds, Verdict, FAST_LOOKS, SUSPECT};
 use crate::domain::routes::{CanaryTarget, StableTarget};
-use crate::domain::window::Window;
+use crate::domain::window::{Summary, Window};
 use crate::notify::message::{Kind, Notification};
 use crate::notify::Notifier;
 use crate::{Error, Result};
@@ -282,7 +282,7 @@ async fn publish_loop(
     // Looking is cheap (microseconds); publishing happens only when due.
     let mut tick = tokio::time::interval(fast.min(cluster.every));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last: Option<(Instant, bool)> = None;
+    let mut last: Option<(Instant, bool, [u64; 4])> = None;
     let mut backoff = Backoff::new(cluster.interval, &config.pod_name);
     let mut retry_at: Option<Instant> = None;
     let mut streak = Streak::default();
@@ -298,12 +298,15 @@ async fn publish_loop(
         let summary = window.summary(now);
         let breach = matches!(eager.check(&summary), Check::Failing(_))
             || cluster.thresholds.evidence(&summary) >= SUSPECT;
-        // While the window crosses a limit or gathers sequential evidence, the
-        // leader's evidence grows by the look: publish at the fast pace.
+        // While the window crosses a limit or gathers sequential evidence, publish each
+        // new batch of evidence at the fast pace; a look that saw nothing new writes nothing.
+        let seen = evidence_seen(&summary);
         let due = match last {
             None => true,
-            Some((at, was)) => {
-                was != breach || now >= at + cluster.every || (breach && now >= at + fast)
+            Some((at, was, before)) => {
+                was != breach
+                    || now >= at + cluster.every
+                    || (breach && now >= at + fast && seen != before)
             }
         };
         if !due {
@@ -311,7 +314,7 @@ async fn publish_loop(
         }
         match bounded(cluster.call_timeout, member.publish(&leases, &summary)).await {
             Ok(()) => {
-                last = Some((now, breach));
+                last = Some((now, breach, seen));
                 retry_at = None;
                 backoff.reset();
                 if streak.recovered("member lease written again") {
@@ -335,6 +338,11 @@ async fn publish_loop(
     }
     // Leave at once so the leader stops counting us.
     let _ = bounded(cluster.call_timeout, member.leave(&leases)).await;
+}
+
+/// What a summary has seen: it changes when a request finishes, is given up or becomes overdue.
+fn evidence_seen(s: &Summary) -> [u64; 4] {
+    [s.requests, s.errors, s.abandoned, s.overdue]
 }
 
 /// What the publisher needs from the cluster settings.
