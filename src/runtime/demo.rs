@@ -80,6 +80,10 @@ pub struct DemoArgs {
     #[arg(long)]
     pub max_error_ratio: Option<f64>,
 
+    /// The guards' `--confidence` (their default when not given): lower decides sooner.
+    #[arg(long, value_name = "C", value_parser = crate::config::parse_confidence)]
+    pub confidence: Option<f64>,
+
     /// Print one JSON object at the end instead of the timeline.
     #[arg(long)]
     pub json: bool,
@@ -312,6 +316,10 @@ pub async fn run(args: DemoArgs) -> Result<bool> {
         let max_error_ratio = args.max_error_ratio.map(|r| r.to_string());
         if let Some(r) = &max_error_ratio {
             argv.extend(["--max-error-ratio", r]);
+        }
+        let confidence = args.confidence.map(|c| c.to_string());
+        if let Some(c) = &confidence {
+            argv.extend(["--confidence", c]);
         }
         let Command::Run(mut run_args) = Cli::try_parse_from(argv)
             .map_err(|e| Error::Config(e.to_string()))?
