@@ -1,8 +1,9 @@
 //! The embedded API answers like a real kube-apiserver: each sequence runs on both, through
 //! the same kube client and the same bytes, and every step must give the same status code,
-//! reason, message and resulting object (server-assigned values normalized away; whether
-//! the resourceVersion moved is compared). Needs a real API server (see
-//! `support::realk8s`); without one each test says it was skipped.
+//! reason, message and resulting object, or for a watch the same events in the same order
+//! (server-assigned values normalized away; whether the resourceVersion moved is compared).
+//! Needs a real API server (see `support::realk8s`); without one each test says it was
+//! skipped.
 
 mod support;
 
@@ -442,4 +443,52 @@ async fn two_writers_racing_on_one_lease_one_wins() {
         },
     ];
     assert_same_answers(&real, "diff-race", &steps).await;
+}
+
+#[tokio::test]
+async fn a_watch_sees_the_same_events() {
+    let Some(real) = shared() else { return };
+    let group = "labelSelector=canary-guard.io%2Fgroup%3Dreviews";
+    let (m1, m2, m3) = (
+        format!("{LEASES}/m1"),
+        format!("{LEASES}/m2"),
+        format!("{LEASES}/m3"),
+    );
+    let relabel =
+        |g: &str| format!(r#"{{"metadata":{{"labels":{{"canary-guard.io/group":"{g}"}}}}}}"#);
+    let steps = [
+        post("m1 joins", LEASES, &lease("m1", "reviews", "a")),
+        get("list the group", &format!("{LEASES}?{group}")).save_rv("listed"),
+        post("m2 joins", LEASES, &lease("m2", "reviews", "b")),
+        merge_patch("m1 renews", &m1, r#"{"spec":{"holderIdentity":"c"}}"#),
+        post("m3 of another group", LEASES, &lease("m3", "ratings", "d")),
+        merge_patch("m2 leaves the group", &m2, &relabel("ratings")),
+        merge_patch("m3 joins the group", &m3, &relabel("reviews")),
+        delete("m1 is deleted", &m1),
+        watch(
+            "watch from the list",
+            &format!("{LEASES}?watch=true&{group}&resourceVersion={{rv:listed}}&timeoutSeconds=1"),
+        ),
+        // From its watch cache, which has had the second of the watch above to take the
+        // delete in.
+        watch(
+            "watch from now",
+            &format!("{LEASES}?watch=true&{group}&resourceVersion=0&timeoutSeconds=1"),
+        ),
+        get(
+            "watch from a version that is not a number",
+            &format!("{LEASES}?watch=true&resourceVersion=abc"),
+        ),
+        get(
+            "watch with a timeout that is not a number",
+            &format!("{LEASES}?watch=true&timeoutSeconds=x"),
+        ),
+        // Go's selector parser words each syntax error its own way; the code is what matters.
+        get(
+            "watch with a selector that does not parse",
+            &format!("{LEASES}?watch=true&labelSelector=a+in+%28b&timeoutSeconds=1"),
+        )
+        .ignoring_message(),
+    ];
+    assert_same_answers(&real, "diff-watch", &steps).await;
 }

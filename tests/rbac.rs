@@ -12,12 +12,11 @@ use support::cluster::*;
 use support::*;
 
 /// Reads the guard makes (the history records writes only): the elector and the
-/// leader get and list leases; the leader gets the VirtualService.
+/// leader get, list and watch leases; the leader gets the VirtualService.
 const READS: [(&str, &str); 4] = [
     ("coordination.k8s.io", "leases/get"),
     ("coordination.k8s.io", "leases/list"),
-    // The leader's watch of the member leases: the embedded API answers 405 (the guard
-    // lists instead); tests/real_cluster.rs shows a real server needs the grant.
+    // The leader's watch of the member leases.
     ("coordination.k8s.io", "leases/watch"),
     ("networking.istio.io", "virtualservices/get"),
 ];

@@ -11,6 +11,8 @@ pub enum Verb {
     Get,
     /// Read a collection.
     List,
+    /// Follow a collection's changes (a list request with `watch=true`).
+    Watch,
     /// POST a new object.
     Create,
     /// PUT a whole object.
@@ -27,6 +29,7 @@ impl Verb {
         match self {
             Verb::Get => "get",
             Verb::List => "list",
+            Verb::Watch => "watch",
             Verb::Create => "create",
             Verb::Update => "update",
             Verb::Patch => "patch",
@@ -36,7 +39,7 @@ impl Verb {
 
     /// True for create, update, patch and delete.
     pub fn is_write(self) -> bool {
-        !matches!(self, Verb::Get | Verb::List)
+        !matches!(self, Verb::Get | Verb::List | Verb::Watch)
     }
 }
 
@@ -85,7 +88,7 @@ pub struct Call {
     pub resource: Resource,
     /// The API version the caller speaks; the answer's `apiVersion` follows it.
     pub version: String,
-    /// Namespace; `None` only for a list across all namespaces.
+    /// Namespace; `None` only for a list or watch across all namespaces.
     pub namespace: Option<String>,
     /// Object name (get, update, patch, delete).
     pub name: Option<String>,
@@ -96,7 +99,7 @@ pub struct Call {
     pub raw_body: Option<String>,
     /// The patch flavour (patch only).
     pub patch_type: Option<PatchType>,
-    /// The `labelSelector` (list only).
+    /// The `labelSelector` (list and watch).
     pub label_selector: Option<String>,
     /// The `fieldManager` query parameter.
     pub field_manager: Option<String>,

@@ -2,7 +2,7 @@
 //! until a test lets them go, dropped connections, and a switch that makes the API
 //! unreachable.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -183,7 +183,8 @@ pub struct Verdict {
 pub struct Faults {
     rules: Mutex<Vec<(FaultId, FaultRule)>>,
     next_id: AtomicU64,
-    refusing: AtomicBool,
+    /// A channel rather than a flag so that open watches can end the moment it turns on.
+    refusing: watch::Sender<bool>,
 }
 
 impl Faults {
@@ -204,15 +205,20 @@ impl Faults {
         self.rules.lock().clear();
     }
 
-    /// While on, new connections are closed at once and requests on open ones are dropped:
-    /// the API looks gone.
+    /// While on, new connections are closed at once, requests on open ones are dropped and
+    /// open watches are cut: the API looks gone.
     pub fn set_refusing(&self, refusing: bool) {
-        self.refusing.store(refusing, Ordering::SeqCst);
+        self.refusing.send_replace(refusing);
     }
 
     /// Whether the refuse switch is on.
     pub fn is_refusing(&self) -> bool {
-        self.refusing.load(Ordering::SeqCst)
+        *self.refusing.borrow()
+    }
+
+    /// Sees the refuse switch change.
+    pub(crate) fn refusing_changes(&self) -> watch::Receiver<bool> {
+        self.refusing.subscribe()
     }
 
     /// Consumes the rules matching a request: delays add up, the first hold, status or

@@ -1,43 +1,50 @@
-//! HTTP routing: turns REST requests into [`Call`]s on the store, applies injected faults,
-//! and serves a little discovery.
+//! HTTP routing: turns REST requests into [`Call`]s on the store (or into [`Watch`]es),
+//! applies injected faults, and serves a little discovery.
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::TryStreamExt;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::call::{Call, PatchType, Verb};
 use super::faults::{self, FaultAction, Verdict};
 use super::resource::Resource;
 use super::status::Status;
+use super::watches::Watch;
 use super::EmbeddedApi;
 
 /// Largest request body accepted, like the real server's 3 MB limit.
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 
-/// How long open connections get to finish when the server stops.
+/// How long open connections get to finish when the server stops (open watches end at
+/// once).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// The error that makes hyper close a connection without answering.
+/// The error that makes hyper close a connection without answering, or cut an answer short.
 #[derive(Debug, thiserror::Error)]
 #[error("connection dropped on purpose")]
-struct Dropped;
+pub struct Dropped;
 
-type Reply = Response<Full<Bytes>>;
+/// A whole JSON document, or a watch's events as they come.
+type Reply = Response<UnsyncBoxBody<Bytes, Dropped>>;
 
 /// Accepts connections on `listener` until `stop` fires, then lets open ones finish.
 pub(crate) async fn run(api: EmbeddedApi, listener: TcpListener, mut stop: oneshot::Receiver<()>) {
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
+    // Turns true on stop: graceful shutdown waits for answers to end, and watches would not.
+    let closing = watch::Sender::new(false);
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -56,7 +63,9 @@ pub(crate) async fn run(api: EmbeddedApi, listener: TcpListener, mut stop: onesh
             continue;
         }
         let api = api.clone();
-        let service = hyper::service::service_fn(move |req| handle(api.clone(), req));
+        let closing = closing.subscribe();
+        let service =
+            hyper::service::service_fn(move |req| handle(api.clone(), closing.clone(), req));
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
@@ -67,6 +76,7 @@ pub(crate) async fn run(api: EmbeddedApi, listener: TcpListener, mut stop: onesh
         });
     }
     drop(listener);
+    closing.send_replace(true);
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
 }
 
@@ -165,7 +175,10 @@ fn query_pairs(query: &str) -> Vec<(String, String)> {
 }
 
 fn json_reply(code: u16, body: &Value) -> Reply {
-    let mut reply = Response::new(Full::new(Bytes::from(body.to_string())));
+    let body = Full::new(Bytes::from(body.to_string()))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut reply = Response::new(body);
     *reply.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     reply.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -185,7 +198,22 @@ fn status_reply(status: &Status) -> Reply {
     reply
 }
 
-async fn handle(api: EmbeddedApi, req: Request<Incoming>) -> Result<Reply, Dropped> {
+/// A watch's answer: 200 and its events, chunk by chunk, as they happen.
+fn watch_reply(api: EmbeddedApi, watch: Watch, closing: watch::Receiver<bool>) -> Reply {
+    let events = watch.events(api, closing).map_ok(Frame::data);
+    let mut reply = Response::new(StreamBody::new(events).boxed_unsync());
+    reply.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    reply
+}
+
+async fn handle(
+    api: EmbeddedApi,
+    closing: watch::Receiver<bool>,
+    req: Request<Incoming>,
+) -> Result<Reply, Dropped> {
     if api.faults().is_refusing() {
         return Err(Dropped);
     }
@@ -204,11 +232,11 @@ async fn handle(api: EmbeddedApi, req: Request<Incoming>) -> Result<Reply, Dropp
     };
     let query = query_pairs(req.uri().query().unwrap_or_default());
     let param = |key: &str| query.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    // Go's query decoding takes any value but "0" and "false" as true, even an empty one.
+    let watching = param("watch").is_some_and(|w| w != "0" && !w.eq_ignore_ascii_case("false"));
     let verb = match (req.method(), target.name.is_some()) {
         (&Method::GET, true) => Verb::Get,
-        (&Method::GET, false) if param("watch").is_some_and(|w| w == "true" || w == "1") => {
-            return Ok(status_reply(&Status::method_not_allowed()));
-        }
+        (&Method::GET, false) if watching => Verb::Watch,
         (&Method::GET, false) => Verb::List,
         (&Method::POST, false) => Verb::Create,
         (&Method::PUT, true) => Verb::Update,
@@ -216,7 +244,7 @@ async fn handle(api: EmbeddedApi, req: Request<Incoming>) -> Result<Reply, Dropp
         (&Method::DELETE, true) => Verb::Delete,
         _ => return Ok(status_reply(&Status::method_not_allowed())),
     };
-    if verb != Verb::List && target.namespace.is_none() {
+    if !matches!(verb, Verb::List | Verb::Watch) && target.namespace.is_none() {
         return Ok(status_reply(&Status::path_not_found()));
     }
     let content_type = req
@@ -267,6 +295,21 @@ async fn handle(api: EmbeddedApi, req: Request<Incoming>) -> Result<Reply, Dropp
         }
         Some(FaultAction::Hold(gate)) => hold = Some(gate),
         Some(FaultAction::Delay(_)) | None => {}
+    }
+
+    if verb == Verb::Watch {
+        let watch = match Watch::new(
+            &call,
+            param("resourceVersion").as_deref(),
+            param("timeoutSeconds").as_deref(),
+        ) {
+            Ok(w) => w,
+            Err(status) => return Ok(status_reply(&status)),
+        };
+        if let Some(gate) = hold {
+            gate.pass().await;
+        }
+        return Ok(watch_reply(api, watch, closing));
     }
 
     if verb == Verb::Patch {

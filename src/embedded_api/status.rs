@@ -4,6 +4,8 @@ use serde_json::{json, Map, Value};
 
 use super::resource::Resource;
 
+const METHOD_NOT_ALLOWED: &str = "the server does not allow this method on the requested resource";
+
 /// A failed (or, for deletes, successful) API answer: the `meta.k8s.io/v1` `Status` kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
@@ -197,13 +199,36 @@ impl Status {
         )
     }
 
+    /// 410 `Expired`: a watch from a resourceVersion older than the kept history, worded as
+    /// the real watch cache words it, with the newest version no longer kept.
+    pub fn expired(resource_version: u64, forgotten: u64) -> Self {
+        Self::new(
+            410,
+            "Expired",
+            format!("too old resource version: {resource_version} ({forgotten})"),
+        )
+    }
+
+    /// 500 without a reason for a watch whose resourceVersion is not a number: the storage
+    /// layer's parse error, which the real server passes through unwrapped.
+    pub fn unparsable_resource_version(given: &str) -> Self {
+        let why = if !given.is_empty() && given.bytes().all(|b| b.is_ascii_digit()) {
+            "value out of range"
+        } else {
+            "invalid syntax"
+        };
+        Self::new(
+            500,
+            "",
+            format!(
+                "resourceVersion: Invalid value: {given:?}: strconv.ParseUint: parsing {given:?}: {why}"
+            ),
+        )
+    }
+
     /// 405 `MethodNotAllowed`.
     pub fn method_not_allowed() -> Self {
-        Self::new(
-            405,
-            "MethodNotAllowed",
-            "the server does not allow this method on the requested resource",
-        )
+        Self::new(405, "MethodNotAllowed", METHOD_NOT_ALLOWED)
     }
 
     /// 413 `RequestEntityTooLarge`.
@@ -251,6 +276,7 @@ impl Status {
                 ),
             ),
             404 => ("NotFound", format!("{target} not found")),
+            405 => ("MethodNotAllowed", METHOD_NOT_ALLOWED.to_owned()),
             409 => (
                 "Conflict",
                 format!(

@@ -1,7 +1,11 @@
 //! The object store and the verbs, with the real server's semantics. The HTTP layer is a
-//! thin wrapper over [`Store::call`].
+//! thin wrapper over [`Store::call`]; watches read the log of stored changes it keeps.
+//!
+//! Design rule: every stored write bumps the global resourceVersion by one and logs one
+//! [`Change`]; both logs (writes for tests, changes for watches) are bounded.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use parking_lot::Mutex;
@@ -19,6 +23,11 @@ use super::validate;
 
 /// How many write records are kept; older ones are dropped so memory stays bounded.
 const HISTORY_LIMIT: usize = 10_000;
+
+/// How many stored changes are kept for watches, all resources together (the real server
+/// keeps a window per resource, 100 events and up). A watch from an older resourceVersion
+/// is told `410 Expired` and must list again.
+pub const CHANGE_LIMIT: usize = 1_000;
 
 /// One write (create, update, patch, delete), successful or not.
 #[derive(Debug, Clone)]
@@ -60,11 +69,30 @@ impl WriteRecord {
 
 type Key = (Resource, String, String);
 
+/// One stored write, as watches see it.
+#[derive(Debug)]
+pub struct Change {
+    /// The resourceVersion the write produced.
+    pub resource_version: u64,
+    /// The resource written.
+    pub resource: Resource,
+    /// The namespace written in.
+    pub namespace: String,
+    /// The stored object after the write; `None` for a delete.
+    pub object: Option<Value>,
+    /// The stored object before the write; `None` for a create.
+    pub previous: Option<Value>,
+}
+
 struct State {
     objects: BTreeMap<Key, Value>,
     resource_version: u64,
     history: VecDeque<WriteRecord>,
     next_seq: u64,
+    /// The last [`CHANGE_LIMIT`] changes, oldest first; shared with watches reading them.
+    change_log: VecDeque<Arc<Change>>,
+    /// The resourceVersion of the newest change dropped from `change_log` (0: none yet).
+    forgotten: u64,
 }
 
 /// All objects of all served resources, one global resourceVersion counter, and the
@@ -82,6 +110,8 @@ impl Default for Store {
                 resource_version: 0,
                 history: VecDeque::new(),
                 next_seq: 1,
+                change_log: VecDeque::new(),
+                forgotten: 0,
             }),
             changes: watch::channel(0).0,
         }
@@ -113,6 +143,8 @@ impl Store {
         let outcome = match call.verb {
             Verb::Get => get(&state, &call),
             Verb::List => list(&state, &call),
+            // A watch is a stream: only the HTTP layer serves it, from `changes_since`.
+            Verb::Watch => Err(Status::method_not_allowed()),
             Verb::Create => create(&mut state, &call),
             Verb::Update => update(&mut state, &call),
             Verb::Patch => patch_object(&mut state, &call),
@@ -133,6 +165,32 @@ impl Store {
             code,
             result: outcome.map(|w| w.body),
         }
+    }
+
+    /// The objects of `resource` in `namespace` (every namespace for `None`), by namespace
+    /// and name, and the resourceVersion they are current at.
+    pub fn snapshot(&self, resource: Resource, namespace: Option<&str>) -> (Vec<Value>, u64) {
+        let state = self.state.lock();
+        let objects = state
+            .objects
+            .iter()
+            .filter(|((r, ns, _), _)| *r == resource && namespace.is_none_or(|want| want == ns))
+            .map(|(_, o)| o.clone())
+            .collect();
+        (objects, state.resource_version)
+    }
+
+    /// Every change after `resource_version`, oldest first; `Err` with the newest forgotten
+    /// version if some of them are no longer kept.
+    pub fn changes_since(&self, resource_version: u64) -> Result<Vec<Arc<Change>>, u64> {
+        let state = self.state.lock();
+        if resource_version < state.forgotten {
+            return Err(state.forgotten);
+        }
+        let first = state
+            .change_log
+            .partition_point(|c| c.resource_version <= resource_version);
+        Ok(state.change_log.range(first..).cloned().collect())
     }
 
     /// Records a write that an injected fault answered (`code` 0: the connection was dropped).
@@ -225,7 +283,7 @@ fn record(state: &mut State, call: &Call, outcome: &Result<Written, Status>, cod
 }
 
 /// The object as the caller's version shows it.
-fn present(resource: Resource, version: &str, mut object: Value) -> Value {
+pub fn present(resource: Resource, version: &str, mut object: Value) -> Value {
     object["apiVersion"] = Value::String(resource.api_version(version));
     object["kind"] = Value::String(resource.kind().to_owned());
     object
@@ -347,6 +405,35 @@ fn next_version(state: &mut State) -> String {
     state.resource_version.to_string()
 }
 
+/// Stores `object` (already at the new resourceVersion) and logs the change.
+fn put(state: &mut State, key: Key, object: Value) {
+    let previous = state.objects.insert(key.clone(), object.clone());
+    log_change(state, key, Some(object), previous);
+}
+
+/// Removes the object at `key`, moves the resourceVersion on and logs the change.
+fn remove(state: &mut State, key: Key) {
+    let previous = state.objects.remove(&key);
+    next_version(state);
+    log_change(state, key, None, previous);
+}
+
+fn log_change(state: &mut State, key: Key, object: Option<Value>, previous: Option<Value>) {
+    if state.change_log.len() == CHANGE_LIMIT {
+        if let Some(oldest) = state.change_log.pop_front() {
+            state.forgotten = oldest.resource_version;
+        }
+    }
+    let (resource, namespace, _) = key;
+    state.change_log.push_back(Arc::new(Change {
+        resource_version: state.resource_version,
+        resource,
+        namespace,
+        object,
+        previous,
+    }));
+}
+
 fn create(state: &mut State, call: &Call) -> Result<Written, Status> {
     let ns = namespace(call)?;
     let mut object = decode(call, call.body.as_ref())?;
@@ -379,7 +466,7 @@ fn create(state: &mut State, call: &Call) -> Result<Written, Status> {
     set_meta(&mut object, "creationTimestamp", now_time());
     if !call.dry_run {
         set_meta(&mut object, "resourceVersion", next_version(state).into());
-        state.objects.insert(key, object.clone());
+        put(state, key, object.clone());
     }
     Ok(Written {
         body: present(resource, &call.version, object.clone()),
@@ -444,7 +531,7 @@ fn seed(
         set_meta(&mut object, "generation", 1.into());
     }
     set_meta(&mut object, "resourceVersion", next_version(state).into());
-    state.objects.insert(key, object.clone());
+    put(state, key, object.clone());
     Ok(Written {
         body: present(resource, version, object.clone()),
         object: Some(object),
@@ -583,7 +670,7 @@ fn store_update(
     }
     if !call.dry_run {
         set_meta(&mut object, "resourceVersion", next_version(state).into());
-        state.objects.insert(key, object.clone());
+        put(state, key, object.clone());
     }
     Ok(Written {
         body: present(resource, &call.version, object.clone()),
@@ -683,9 +770,8 @@ fn delete(state: &mut State, call: &Call) -> Result<Written, Status> {
         .ok_or_else(|| Status::not_found(resource, name))?;
     check_preconditions(call, &old)?;
     if !call.dry_run {
-        state.objects.remove(&key);
         // A delete is a write: the global resourceVersion moves on.
-        next_version(state);
+        remove(state, key);
     }
     let body = if resource.delete_returns_object() {
         present(resource, &call.version, old.clone())
@@ -910,6 +996,59 @@ mod tests {
         let mut list = Call::new(Verb::List, Resource::Pods, None);
         list.label_selector = Some("app".into());
         assert_eq!(store.call(list).result.unwrap()["items"], json!([]));
+    }
+
+    #[test]
+    fn every_stored_write_logs_one_change_and_the_log_is_bounded() {
+        let store = Store::default();
+        let lease = |holder: &str| json!({"metadata": {"name": "a", "namespace": NS}, "spec": {"holderIdentity": holder}});
+        store.seed(Resource::Leases, lease("x")).unwrap();
+        store.seed(Resource::Leases, lease("y")).unwrap();
+        let mut dry = call(
+            Verb::Create,
+            Resource::Leases,
+            None,
+            Some(
+                json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": "b"}}),
+            ),
+        );
+        dry.dry_run = true;
+        store.call(dry).result.unwrap();
+        store
+            .call(call(Verb::Delete, Resource::Leases, Some("a"), None))
+            .result
+            .unwrap();
+        let holder = |o: &Option<Value>| {
+            o.as_ref()
+                .map(|o| o["spec"]["holderIdentity"].as_str().unwrap().to_owned())
+        };
+        let log: Vec<_> = store
+            .changes_since(0)
+            .unwrap()
+            .iter()
+            .map(|c| (c.resource_version, holder(&c.object), holder(&c.previous)))
+            .collect();
+        let some = |h: &str| Some(h.to_owned());
+        assert_eq!(
+            log,
+            [
+                (1, some("x"), None),
+                (2, some("y"), some("x")),
+                (3, None, some("y")),
+            ]
+        );
+        assert_eq!(store.changes_since(2).unwrap().len(), 1);
+        assert!(store.changes_since(3).unwrap().is_empty());
+        assert!(store.changes_since(99).unwrap().is_empty());
+
+        for _ in 0..CHANGE_LIMIT {
+            store.seed(Resource::Leases, lease("z")).unwrap();
+        }
+        assert_eq!(store.changes_since(2).unwrap_err(), 3);
+        let kept = store.changes_since(3).unwrap();
+        assert_eq!(kept.len(), CHANGE_LIMIT);
+        assert_eq!(kept[0].resource_version, 4);
     }
 
     #[test]

@@ -42,6 +42,12 @@ pub enum Step {
         name: &'static str,
         requests: [Request; 2],
     },
+    /// A watch, read to its end (give it a short `timeoutSeconds`); its events are compared
+    /// in order, each object normalized as a single answer is.
+    Watch {
+        name: &'static str,
+        request: Request,
+    },
 }
 
 fn request(
@@ -121,6 +127,14 @@ pub fn delete(name: &'static str, path: &str) -> Step {
     send(name, request(Method::DELETE, path, "", None))
 }
 
+/// GET `path`, a watch that ends by itself (`timeoutSeconds`), and compare its events.
+pub fn watch(name: &'static str, path: &str) -> Step {
+    Step::Watch {
+        name,
+        request: request(Method::GET, path, "", None),
+    }
+}
+
 impl Step {
     /// Keeps the resourceVersion this step answers as `{rv:NAME}` for later steps.
     pub fn save_rv(mut self, as_name: &'static str) -> Step {
@@ -149,7 +163,7 @@ impl Step {
 
     fn name(&self) -> &'static str {
         match self {
-            Step::Send { name, .. } | Step::Race { name, .. } => name,
+            Step::Send { name, .. } | Step::Race { name, .. } | Step::Watch { name, .. } => name,
         }
     }
 }
@@ -174,6 +188,14 @@ impl Side {
     }
 
     async fn send(&self, r: &Request) -> (u16, Value) {
+        let (code, bytes) = self.send_raw(r).await;
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (code, body)
+    }
+
+    /// The status code and the whole body, read to its end.
+    async fn send_raw(&self, r: &Request) -> (u16, bytes::Bytes) {
         let mut builder = http::Request::builder()
             .method(r.method.clone())
             .uri(self.fill(&r.path));
@@ -191,9 +213,7 @@ impl Side {
             .unwrap_or_else(|e| panic!("{}: {} {}: {e}", self.label, r.method, r.path));
         let code = resp.status().as_u16();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let body = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        (code, body)
+        (code, bytes)
     }
 
     /// Runs `steps` in order; one normalized answer per step.
@@ -229,6 +249,21 @@ impl Side {
                     );
                     pair.sort_by_key(|a| a.to_string());
                     json!(pair)
+                }
+                Step::Watch { request, .. } => {
+                    let (code, bytes) = self.send_raw(request).await;
+                    let events: Vec<Value> = serde_json::Deserializer::from_slice(&bytes)
+                        .into_iter::<Value>()
+                        .map(|event| {
+                            let mut event = event.unwrap_or_else(|e| {
+                                panic!("{}: a watch event is not JSON: {e}", self.label)
+                            });
+                            let object = event["object"].take();
+                            event["object"] = self.normalize(object);
+                            event
+                        })
+                        .collect();
+                    json!({"code": code, "events": events})
                 }
             };
             answers.push(answer);
