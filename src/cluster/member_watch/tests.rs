@@ -82,13 +82,25 @@ async fn the_leader_watches_the_embedded_api_and_sees_members_come_and_go() {
     api.faults().add(FaultRule::status(500).verb(Verb::List));
     api.seed(Resource::Leases, member("m2")).unwrap();
     gate.open();
-    until(&watch, "the member created after the list", |v| {
+    woken_until(&watch, "the member created after the list", |v| {
         names(v) == ["m1", "m2"]
     })
     .await;
     api.delete(Resource::Leases, "default", "m1").unwrap();
-    until(&watch, "the deleted member to go", |v| names(v) == ["m2"]).await;
+    woken_until(&watch, "the deleted member to go", |v| names(v) == ["m2"]).await;
     assert_eq!(gate.arrivals(), 1, "the watch was opened again");
+}
+
+/// Waits on [`MemberWatch::changed`] alone, as the leader does: fails unless every
+/// change that matters wakes the waiter.
+async fn woken_until(watch: &MemberWatch, what: &str, done: impl Fn(&View) -> bool) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !done(&watch.view()) {
+            watch.changed().await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no wake-up brought {what}; the view is {:?}", watch.view()))
 }
 
 #[tokio::test]
