@@ -440,6 +440,13 @@ async fn leader_loop(
             s.aggregate = None;
             continue;
         }
+        // Say we lead before acting: a patch or an Event of ours must never be seen while
+        // `/v1/state` still calls us a member.
+        if !cluster.state.read().leader {
+            let mut s = cluster.state.write();
+            s.leader = true;
+            s.leader_identity = leader_state.leader.clone();
+        }
         let r = round.get_or_insert_with(|| {
             let metrics = cluster.metrics.clone();
             let observer =
