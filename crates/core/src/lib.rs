@@ -1,0 +1,20 @@
+//! canary-guard's core: the pure decisions the sidecar is built around. The
+//! window of recent requests and its summary, the policy's tests (binomial and
+//! sequential), the leader's judgement of its members, VirtualService route
+//! rewriting, counter deltas between scrapes and the registry of requests in flight.
+//!
+//! Design rule: pure decisions, no I/O and no Kubernetes types; callers bring the
+//! samples, the scraped pages and the VirtualService, and act on what comes back.
+//! Nothing here reads the clock outside tests: time is always a parameter (`at`, `now`), so the
+//! caller's clock, paused in tests, is the only one.
+#![forbid(unsafe_code)]
+
+pub mod binomial;
+pub mod counters;
+pub mod histogram;
+pub mod in_flight;
+pub mod judge;
+pub mod policy;
+pub mod routes;
+pub mod sequential;
+pub mod window;
