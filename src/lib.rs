@@ -26,7 +26,9 @@ pub mod runtime;
 pub mod server;
 pub mod webhook;
 
-/// The core crate keeps its old path, so `crate::domain::...` reads as before.
+/// The core crate keeps its old path, so `crate::domain::...` reads as before. It
+/// takes std's `Instant`: callers read tokio's clock (paused in tests) and pass
+/// `Instant::into_std()`, which keeps the paused time.
 pub use canary_guard_core as domain;
 
 /// Errors surfaced by canary-guard.

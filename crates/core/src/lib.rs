@@ -5,8 +5,10 @@
 //!
 //! Design rule: pure decisions, no I/O and no Kubernetes types; callers bring the
 //! samples, the scraped pages and the VirtualService, and act on what comes back.
-//! Nothing here reads the clock outside tests: time is always a parameter (`at`, `now`), so the
-//! caller's clock, paused in tests, is the only one.
+//! The compiler enforces it: this crate depends on serde, serde_json, thiserror and
+//! parking_lot only (no kube, hyper or tokio). Nothing here reads the clock outside
+//! tests: time is always a parameter (`at`, `now`, a [`std::time::Instant`]), so the
+//! caller's clock, tokio's paused one in its tests, is the only one.
 #![forbid(unsafe_code)]
 
 pub mod binomial;

@@ -414,7 +414,7 @@ impl Policy {
 mod tests {
     use super::*;
     use crate::window::{Outcome, Window};
-    use tokio::time::Instant;
+    use std::time::Instant;
 
     fn summary(requests: u64, errors: u64, latency: Duration) -> Summary {
         let mut s = Summary::empty(30);
