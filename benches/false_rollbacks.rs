@@ -18,12 +18,11 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use canary_guard::domain::judge::{Judge, MemberSample};
 use canary_guard::domain::policy::{Check, Thresholds, Verdict, SUSPECT};
 use canary_guard::domain::window::{Outcome, Summary, Window};
-use tokio::time::Instant;
 
 const GUARDS: usize = 3;
 /// The leader's check interval (`--interval`).

@@ -76,7 +76,7 @@ fn record_rows(n: u64, reps: usize) {
         } else {
             "2 threads"
         };
-        let origin = Instant::now();
+        let origin = Instant::now().into_std();
         let window = Arc::new(Window::new(Duration::from_secs(30), origin));
         let w = window.clone();
         let ns = per_call_ns(threads, n, reps, move |i| {
@@ -94,7 +94,10 @@ fn record_rows(n: u64, reps: usize) {
             Some(ns <= RECORD_TARGET_NS),
         );
 
-        let window = Arc::new(Window::new(Duration::from_secs(30), Instant::now()));
+        let window = Arc::new(Window::new(
+            Duration::from_secs(30),
+            Instant::now().into_std(),
+        ));
         let recorder = Recorder::new(window, Arc::new(Metrics::new()));
         let ns = per_call_ns(threads, n, reps, move |i| {
             let outcome = if i % 100 == 0 {
@@ -128,7 +131,7 @@ fn record_rows(n: u64, reps: usize) {
 
 /// A member's full 30 s window as it writes it to its lease annotation.
 fn member_annotation(seed: u64) -> String {
-    let origin = Instant::now();
+    let origin = Instant::now().into_std();
     let w = Window::new(Duration::from_secs(30), origin);
     for s in 0..30 {
         for i in 0..50 {
@@ -228,7 +231,7 @@ fn leader_rows(reps: usize, rounds: usize) {
     );
 
     // What a member's publisher reads every quarter interval.
-    let origin = Instant::now();
+    let origin = Instant::now().into_std();
     let w = Window::new(Duration::from_secs(30), origin);
     for s in 0..30 {
         for i in 0..100 {

@@ -3,7 +3,8 @@
 //! revert the Istio VirtualService to stable when the canary crosses its thresholds.
 //!
 //! Layout:
-//! - [`domain`]: pure logic (window, policy, route rewriting) that knows nothing of I/O.
+//! - [`domain`]: pure logic (window, policy, route rewriting) that knows nothing of I/O;
+//!   the `canary-guard-core` crate (`crates/core`), re-exported under this name.
 //! - [`observe`]: where samples come from (the reverse proxy).
 //! - [`admin`]: the admin server (`/metrics`, `/healthz`, `/readyz`, `/v1/state`).
 //! - [`cluster`]: Kubernetes adapters (leases, leader election, VirtualService, Events).
@@ -17,7 +18,6 @@
 pub mod admin;
 pub mod cluster;
 pub mod config;
-pub mod domain;
 pub mod embedded_api;
 pub mod inject;
 pub mod notify;
@@ -25,6 +25,11 @@ pub mod observe;
 pub mod runtime;
 pub mod server;
 pub mod webhook;
+
+/// The core crate keeps its old path, so `crate::domain::...` reads as before. It
+/// takes std's `Instant`: callers read tokio's clock (paused in tests) and pass
+/// `Instant::into_std()`, which keeps the paused time.
+pub use canary_guard_core as domain;
 
 /// Errors surfaced by canary-guard.
 #[derive(Debug, thiserror::Error)]

@@ -519,7 +519,7 @@ impl Collector for WindowLatency {
 mod tests {
     use super::*;
     use crate::domain::window::Outcome;
-    use tokio::time::Instant;
+    use std::time::Instant;
 
     #[test]
     fn exports_the_documented_names() {

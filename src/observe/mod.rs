@@ -37,7 +37,7 @@ impl Recorder {
     /// per-request latency, so `canary_guard_request_duration_seconds` is not fed;
     /// the latency buckets go to the window.
     pub fn record_delta(&self, delta: &Delta) {
-        let at = Instant::now();
+        let at = Instant::now().into_std();
         self.window
             .record_counts(at, delta.requests, delta.errors, delta.abandoned);
         for &(bucket, n) in &delta.latency {

@@ -33,7 +33,7 @@ pub struct Pending {
 impl Pending {
     /// A request that arrived at `start`, with the client's gRPC deadline if it sent one.
     pub fn new(recorder: Recorder, start: Instant, deadline: Option<Duration>) -> Self {
-        let ticket = Some(recorder.window.in_flight().enter(start));
+        let ticket = Some(recorder.window.in_flight().enter(start.into_std()));
         Self {
             recorder,
             start,
@@ -74,7 +74,7 @@ impl Pending {
         self.recorded = true;
         self.recorder
             .window
-            .record(Instant::now(), latency, outcome);
+            .record(Instant::now().into_std(), latency, outcome);
     }
 
     /// Records a request the client gave up on (see [`Window::record_abandoned`]).
@@ -92,7 +92,7 @@ impl Pending {
         let now = Instant::now();
         self.recorder
             .window
-            .record_abandoned(now, Duration::ZERO, None);
+            .record_abandoned(now.into_std(), Duration::ZERO, None);
     }
 
     fn record_abandoned(&mut self) {
@@ -105,7 +105,7 @@ impl Pending {
         let waited = now.saturating_duration_since(self.progress);
         self.recorder
             .window
-            .record_abandoned(now, waited, self.latency);
+            .record_abandoned(now.into_std(), waited, self.latency);
     }
 
     fn leave(&mut self) {

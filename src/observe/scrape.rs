@@ -194,7 +194,7 @@ pub fn digest(
     if let Some(e) = overflow {
         return Err(e.into());
     }
-    Ok(diff.apply(at, collected))
+    Ok(diff.apply(at.into_std(), collected))
 }
 
 /// A bucket's histogram identity (its label text without `le`) and its `le`.

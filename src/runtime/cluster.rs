@@ -295,7 +295,7 @@ async fn publish_loop(
         if retry_at.is_some_and(|at| now < at) {
             continue;
         }
-        let summary = window.summary(now);
+        let summary = window.summary(now.into_std());
         let breach = matches!(eager.check(&summary), Check::Failing(_))
             || cluster.thresholds.evidence(&summary) >= SUSPECT;
         // While the window crosses a limit or gathers sequential evidence, publish each
@@ -520,7 +520,7 @@ async fn lead_once(
     leadership: &Leadership,
 ) {
     let now = Instant::now();
-    let own = c.window.summary(now);
+    let own = c.window.summary(now.into_std());
     let timeout = c.call_timeout();
     let from_watch = match r.watch.view() {
         View::Synced(leases) => Some(Ok(r.observer.observe(leases))),

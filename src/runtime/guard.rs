@@ -102,8 +102,9 @@ pub async fn start_with_client(args: &RunArgs, client: Option<kube::Client>) -> 
         args.max_latency,
         args.latency_quantile,
     );
-    let window =
-        Arc::new(Window::new(args.window, Instant::now()).with_latency_limit(args.max_latency));
+    let window = Arc::new(
+        Window::new(args.window, Instant::now().into_std()).with_latency_limit(args.max_latency),
+    );
     let mut initial = GuardState::new(args.mode.as_str());
     if let Some((config, _)) = &cluster {
         initial.group = Some(config.group.clone());
@@ -299,7 +300,7 @@ async fn check_loop(
             _ = tick.tick() => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
-        let summary = window.summary(Instant::now());
+        let summary = window.summary(Instant::now().into_std());
         if policy.thresholds().evidence(&summary) >= SUSPECT {
             suspect.notify_one();
         }

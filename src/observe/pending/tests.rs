@@ -9,14 +9,15 @@ fn ms(n: u64) -> Duration {
 }
 
 fn setup() -> (Arc<Window>, Recorder) {
-    let window =
-        Arc::new(Window::new(Duration::from_secs(30), Instant::now()).with_latency_limit(ms(500)));
+    let window = Arc::new(
+        Window::new(Duration::from_secs(30), Instant::now().into_std()).with_latency_limit(ms(500)),
+    );
     let recorder = Recorder::new(window.clone(), Arc::new(Metrics::new()));
     (window, recorder)
 }
 
 fn now(w: &Window) -> Summary {
-    w.summary(Instant::now())
+    w.summary(Instant::now().into_std())
 }
 
 #[tokio::test(start_paused = true)]

@@ -24,9 +24,7 @@
 //! latency sample. A response code of `0` (no response sent) is abandoned too.
 
 use std::collections::HashMap;
-use std::time::Duration;
-
-use tokio::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::histogram;
 use super::window::Outcome;

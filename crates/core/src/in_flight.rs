@@ -8,10 +8,9 @@
 //! later finishes or is abandoned is recorded once, by its own record.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tokio::time::Instant;
 
 /// Shards of the registry: enough that concurrent requests rarely share one.
 const SHARDS: usize = 16;

@@ -413,17 +413,15 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::window::{Outcome, Window};
-    use tokio::time::Instant;
+    use crate::window::{Outcome, Window};
+    use std::time::Instant;
 
     fn summary(requests: u64, errors: u64, latency: Duration) -> Summary {
         let mut s = Summary::empty(30);
         s.requests = requests;
         s.errors = errors;
-        s.latency.add(
-            crate::domain::histogram::bucket_index(latency),
-            requests.max(1),
-        );
+        s.latency
+            .add(crate::histogram::bucket_index(latency), requests.max(1));
         s
     }
 
@@ -497,8 +495,7 @@ mod tests {
         // ... but one request in 50 over the limit fits a p99 under it.
         assert_eq!(Thresholds::default().check(&s), Check::Healthy);
         // Ten in 50 do not.
-        s.latency
-            .add(crate::domain::histogram::bucket_index(ms(900)), 9);
+        s.latency.add(crate::histogram::bucket_index(ms(900)), 9);
         s.requests = 59;
         assert!(matches!(
             Thresholds::default().check(&s),

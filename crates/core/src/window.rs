@@ -15,11 +15,10 @@
 //! once, by its own record.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
 
 use super::histogram::{self, Histogram, LAYOUT_VERSION};
 use super::in_flight::InFlight;
