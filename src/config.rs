@@ -557,7 +557,7 @@ fn parse_header_timeout(s: &str) -> Result<Duration, String> {
     duration_in(s, ms(1_000), ms(300_000))
 }
 
-fn parse_drain_timeout(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_drain_timeout(s: &str) -> Result<Duration, String> {
     duration_in(s, ms(0), ms(600_000))
 }
 

@@ -1,5 +1,6 @@
 //! `canary-guard webhook` over real TLS: AdmissionReview requests in, JSON patches
-//! out, and a certificate rotated on disk without a restart.
+//! out, a certificate rotated on disk without a restart, and the shared accept
+//! loop's limits: handshake timeout, connection cap, drain on SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -15,6 +16,10 @@ use hyper_util::rt::TokioIo;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_rustls::client::TlsStream;
 
 /// A CA and a server certificate for `localhost` signed by it.
 struct Pki {
@@ -95,13 +100,11 @@ async fn start(dir: &Path, extra: &[&str]) -> webhook::Webhook {
     webhook::start(&cli.args).await.unwrap()
 }
 
-/// POSTs `body` to `path` over TLS trusting only `ca`; `Err` when the handshake fails.
-async fn post(
+/// A TLS connection trusting only `ca`; `Err` when the handshake fails.
+async fn tls_connect(
     addr: SocketAddr,
     ca: &CertificateDer<'static>,
-    path: &str,
-    body: &Value,
-) -> Result<(u16, Value), String> {
+) -> Result<TlsStream<TcpStream>, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.clone()).unwrap();
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -111,11 +114,21 @@ async fn post(
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+/// POSTs `body` to `path` over TLS trusting only `ca`; `Err` when the handshake fails.
+async fn post(
+    addr: SocketAddr,
+    ca: &CertificateDer<'static>,
+    path: &str,
+    body: &Value,
+) -> Result<(u16, Value), String> {
+    let tls = tls_connect(addr, ca).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .unwrap();
@@ -245,7 +258,7 @@ async fn a_labelled_pod_gets_the_guard_by_json_patch() {
     assert_eq!(guard["ports"][0]["name"], "http");
     // The app container is otherwise untouched.
     assert_eq!(patched["spec"]["containers"][0]["image"], "reviews:2");
-    hook.stop();
+    hook.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,7 +302,7 @@ async fn unlabelled_or_unconfigured_pods_are_admitted_unchanged() {
         .await
         .unwrap();
     assert_eq!(status, 400);
-    hook.stop();
+    hook.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,5 +341,178 @@ async fn a_rotated_certificate_is_served_without_a_restart() {
     assert!(post(hook.addr, &second.ca, "/mutate", &review)
         .await
         .is_ok());
-    hook.stop();
+    hook.shutdown().await;
+}
+
+/// The shared accept loop's handshake deadline, as the webhook runs it.
+fn handshake_timeout() -> Duration {
+    canary_guard::server::Limits::default().handshake_timeout
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_never_starts_tls_is_dropped_at_the_handshake_timeout_and_holds_up_no_one() {
+    let dir = TempDir::new();
+    let pki = pki();
+    write_pair(&dir.0, &pki);
+    let hook = start(
+        &dir.0,
+        &["--virtual-service", "reviews", "--max-connections", "2"],
+    )
+    .await;
+    let started = Instant::now();
+    let mut silent = TcpStream::connect(hook.addr).await.unwrap();
+
+    // Answered while the silent client holds the other slot.
+    let review = admission_review("u-5", &pod(json!({}), json!({})));
+    let (status, _) = post(hook.addr, &pki.ca, "/mutate", &review).await.unwrap();
+    assert_eq!(status, 200);
+    assert!(started.elapsed() < handshake_timeout());
+
+    // EOF or a reset: either way the webhook closed it.
+    let closed =
+        tokio::time::timeout(handshake_timeout() * 2, silent.read_to_end(&mut Vec::new())).await;
+    assert!(closed.is_ok(), "the silent client is still connected");
+    assert!(started.elapsed() >= handshake_timeout());
+    assert_eq!(hook.shutdown().await, 0, "a connection outlived the drain");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_connection_cap_counts_clients_still_in_their_handshake() {
+    let dir = TempDir::new();
+    let pki = pki();
+    write_pair(&dir.0, &pki);
+    let hook = start(
+        &dir.0,
+        &["--virtual-service", "reviews", "--max-connections", "1"],
+    )
+    .await;
+    let started = Instant::now();
+    let _silent = TcpStream::connect(hook.addr).await.unwrap();
+
+    // Waits in the backlog until the silent client's handshake times out.
+    let review = admission_review("u-6", &pod(json!({}), json!({})));
+    let (status, _) = post(hook.addr, &pki.ca, "/mutate", &review).await.unwrap();
+    assert_eq!(status, 200);
+    let waited = started.elapsed();
+    assert!(waited >= handshake_timeout(), "served after {waited:?}");
+    assert_eq!(hook.shutdown().await, 0, "a connection outlived the drain");
+}
+
+/// Reads one response head.
+async fn read_head(io: &mut (impl AsyncRead + Unpin)) -> String {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(io.read_u8().await.unwrap());
+    }
+    String::from_utf8(head).unwrap()
+}
+
+/// Reads one response with a content-length: its status and JSON body.
+async fn read_response(io: &mut (impl AsyncRead + Unpin)) -> (u16, Value) {
+    let head = read_head(io).await;
+    let status = head[9..12].parse().unwrap();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no content-length in {head}"));
+    let mut body = vec![0; length];
+    io.read_exact(&mut body).await.unwrap();
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+/// A `canary-guard webhook` child process, killed if the test fails.
+struct WebhookProcess(std::process::Child);
+
+impl Drop for WebhookProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_in_flight_review_finish_then_exits_zero() {
+    let dir = TempDir::new();
+    let pki = pki();
+    write_pair(&dir.0, &pki);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut child = WebhookProcess(
+        std::process::Command::new(env!("CARGO_BIN_EXE_canary-guard"))
+            .args(["webhook", "--listen", &addr.to_string()])
+            .arg("--tls-cert")
+            .arg(dir.0.join("tls.crt"))
+            .arg("--tls-key")
+            .arg(dir.0.join("tls.key"))
+            .args(["--virtual-service", "reviews", "--canary-subset", "v2"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut listening = false;
+    for _ in 0..200 {
+        if TcpStream::connect(addr).await.is_ok() {
+            listening = true;
+            break;
+        }
+        // The webhook is another process: nothing to await but its port.
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(listening, "the webhook never listened");
+    let mut tls = tls_connect(addr, &pki.ca).await.unwrap();
+
+    let body = serde_json::to_vec(&admission_review(
+        "u-7",
+        &pod(canary_labels(), canary_annotations()),
+    ))
+    .unwrap();
+    let head = format!(
+        "POST /mutate HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nexpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    // hyper sends 100 Continue once the handler reads the body: the review is
+    // in flight.
+    let continued = read_head(&mut tls).await;
+    assert!(continued.starts_with("HTTP/1.1 100"), "{continued}");
+
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // The drain begins by closing the listener.
+    let mut refused = false;
+    for _ in 0..400 {
+        if TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(refused, "still accepting after SIGTERM");
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "exited with a review in flight"
+    );
+
+    tls.write_all(&body).await.unwrap();
+    let (status, review) = read_response(&mut tls).await;
+    assert_eq!(status, 200, "{review}");
+    assert_eq!(review["response"]["uid"], "u-7");
+    assert_eq!(review["response"]["patchType"], "JSONPatch");
+    let exit = tokio::task::spawn_blocking(move || child.0.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exit.success(), "exit status {exit}");
 }

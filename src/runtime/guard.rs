@@ -156,6 +156,8 @@ pub async fn start_with_client(args: &RunArgs, client: Option<kube::Client>) -> 
         header_read_timeout: args.header_read_timeout,
         max_header_bytes: args.max_header_bytes as usize,
         drain_timeout: args.drain_timeout,
+        // Plain TCP: no handshake to time.
+        ..Limits::default()
     };
     let admin = Admin {
         metrics: metrics.clone(),
@@ -165,6 +167,7 @@ pub async fn start_with_client(args: &RunArgs, client: Option<kube::Client>) -> 
     let admin_stop = watch::channel(false);
     let admin_task = tokio::spawn(server::serve(
         admin_listener,
+        server::Plain,
         admin.service(),
         Limits::default(),
         // The metric counts refusals on the proxy port only.
@@ -233,8 +236,15 @@ pub async fn start_with_client(args: &RunArgs, client: Option<kube::Client>) -> 
         match observer {
             Observer::Proxy(proxy, listener) => {
                 let refused = move |r: server::Refusal| refusal_metrics.proxy_refusal(r.reason());
-                let left =
-                    server::serve(listener, proxy.service(), limits, refused, draining).await;
+                let left = server::serve(
+                    listener,
+                    server::Plain,
+                    proxy.service(),
+                    limits,
+                    refused,
+                    draining,
+                )
+                .await;
                 if left > 0 {
                     tracing::warn!(left, "connections still open after the drain timeout");
                 }

@@ -3,6 +3,10 @@
 //!
 //! AdmissionReview v1 over TLS (rustls with ring). The certificate and key files are
 //! read again when they change on disk, so a rotated Secret needs no restart.
+//!
+//! Design rule: no server of its own. It serves through [`crate::server`], the
+//! proxy's accept loop, over [`Tls`]: the same connection cap, handshake and
+//! header-read timeouts, and drain on SIGTERM.
 
 mod review;
 mod tls;
@@ -10,20 +14,22 @@ mod tls;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Args;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
+use tokio::sync::oneshot;
 
 pub use review::{mutate, review, INJECT_LABEL};
 pub use tls::ReloadingCert;
 
+use crate::config::parse_drain_timeout;
 use crate::inject::{Settings, SidecarArgs};
+use crate::server::{self, Limits, Refusal, Tls};
 
 /// Largest AdmissionReview accepted; the API server sends at most a few MiB.
 const MAX_BODY: usize = 8 << 20;
@@ -48,6 +54,16 @@ pub struct WebhookArgs {
     #[arg(long, env = "CANARY_GUARD_TLS_KEY", value_name = "PATH")]
     pub tls_key: PathBuf,
 
+    /// Open client connections at most, TLS handshakes included (1..=1000000).
+    #[arg(long, env = "CANARY_GUARD_MAX_CONNECTIONS", value_name = "N",
+          default_value = "1000", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
+    /// On SIGTERM, time in-flight reviews get to finish (0s..=10m).
+    #[arg(long, env = "CANARY_GUARD_DRAIN_TIMEOUT", value_name = "DURATION",
+          default_value = "20s", value_parser = parse_drain_timeout)]
+    pub drain_timeout: Duration,
+
     /// The sidecar's settings.
     #[command(flatten)]
     pub sidecar: SidecarArgs,
@@ -57,13 +73,17 @@ pub struct WebhookArgs {
 pub struct Webhook {
     /// Where it listens.
     pub addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<usize>,
 }
 
 impl Webhook {
-    /// Stops accepting connections.
-    pub fn stop(self) {
-        self.task.abort();
+    /// Stops accepting and gives in-flight reviews `--drain-timeout` to finish.
+    /// Returns the number of connections still open when the drain gave up.
+    /// Dropping the `Webhook` begins the same drain without waiting for it.
+    pub async fn shutdown(self) -> usize {
+        let _ = self.stop.send(());
+        self.task.await.expect("the webhook's accept loop panicked")
     }
 }
 
@@ -94,10 +114,9 @@ async fn handle(req: Request<Incoming>, settings: Arc<Settings>) -> Response<Bod
     }
 }
 
-/// Binds and serves until stopped.
+/// Binds and serves until [`Webhook::shutdown`], or until the `Webhook` is dropped.
 pub async fn start(args: &WebhookArgs) -> crate::Result<Webhook> {
     let cert = ReloadingCert::load(args.tls_cert.clone(), args.tls_key.clone())?;
-    let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(cert)?));
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|source| crate::Error::Io {
@@ -109,33 +128,29 @@ pub async fn start(args: &WebhookArgs) -> crate::Result<Webhook> {
         source,
     })?;
     let settings = Arc::new(Settings::from(&args.sidecar));
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((tcp, peer)) = listener.accept().await else {
-                continue;
-            };
-            let acceptor = acceptor.clone();
-            let settings = settings.clone();
-            tokio::spawn(async move {
-                let tls = match acceptor.accept(tcp).await {
-                    Ok(tls) => tls,
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                };
-                let service = hyper::service::service_fn(move |req| {
-                    let settings = settings.clone();
-                    async move { Ok::<_, std::convert::Infallible>(handle(req, settings).await) }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await;
-            });
-        }
+    let service = hyper::service::service_fn(move |req| {
+        let settings = settings.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(req, settings).await) }
     });
+    let limits = Limits {
+        max_connections: args.max_connections as usize,
+        drain_timeout: args.drain_timeout,
+        ..Limits::default()
+    };
+    let (stop, stopped) = oneshot::channel();
+    let task = tokio::spawn(server::serve(
+        listener,
+        Tls::new(Arc::new(tls::server_config(cert)?)),
+        service,
+        limits,
+        // Its one client is the API server: a refusal means something is amiss.
+        |r: Refusal| tracing::info!(reason = r.reason(), "refused a client"),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     tracing::info!(%addr, "admission webhook listening");
-    Ok(Webhook { addr, task })
+    Ok(Webhook { addr, stop, task })
 }
 
 /// `canary-guard webhook`: serves until SIGTERM or Ctrl-C.
@@ -150,6 +165,7 @@ pub async fn run(args: WebhookArgs) -> crate::Result<()> {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-    webhook.stop();
+    tracing::info!("shutting down: draining in-flight reviews");
+    webhook.shutdown().await;
     Ok(())
 }
