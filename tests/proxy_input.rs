@@ -242,7 +242,9 @@ fn open_fds(pid: u32) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_thousand_connections_with_bounded_memory_and_no_fd_leak() {
     let app = start_app().await;
-    let g = GuardProcess::start(app, &[]).await;
+    // Opening 5,000 connections can outlast the default 10 s header timeout on a busy
+    // machine, which would close the first ones before they are counted.
+    let g = GuardProcess::start(app, &["--header-read-timeout", "5m"]).await;
     let pid = g.child.id();
     let fds_before = open_fds(pid);
     let rss_before = g.peak_rss_kib();

@@ -2,7 +2,6 @@
 //! rollback / re-assert / restore of the VirtualService, announced by Events
 //! and notifications once written.
 
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +27,8 @@ use crate::cluster::virtual_service::{
     FIELD_MANAGER,
 };
 use crate::config::{ClusterArgs, ClusterConfig, OnRollback};
-use crate::domain::judge::{decide, Action, Judge, MemberSample, Recorded};
+use crate::domain::judge::{Judge, MemberSample, Recorded};
+use crate::domain::leader::{self, Announce, Leader, Round, Write};
 use crate::domain::policy::{Check, Thresholds, Verdict, FAST_LOOKS, SUSPECT};
 use crate::domain::routes::{CanaryTarget, StableTarget};
 use crate::domain::window::{Summary, Window};
@@ -356,12 +356,10 @@ struct PublishSettings {
 
 /// State the leader keeps between rounds.
 struct LeaderRound {
-    judge: Judge,
+    /// The decisions: judge, record, which write, and what its outcome changes.
+    leader: Leader,
     /// The strongest sequential evidence of the last round.
     evidence: f64,
-    recorded: Option<Recorded>,
-    /// Next time to read the VirtualService's record.
-    next_vs_look: Instant,
     /// After a failure: no VirtualService call before this.
     retry_at: Option<Instant>,
     backoff: Backoff,
@@ -369,8 +367,6 @@ struct LeaderRound {
     vs_problem: Option<(&'static str, bool)>,
     vs_streak: Streak,
     list_streak: Streak,
-    /// A rollback patch was sent but its answer never came: it may have landed.
-    unconfirmed: bool,
     observer: members::Observer,
     /// The member leases, kept by a watch while this guard leads.
     watch: MemberWatch,
@@ -453,16 +449,21 @@ async fn leader_loop(
                 members::Observer::new(&cluster.config.group, cluster.args.publish_interval)
                     .on_rejected(move |why| metrics.member_summary_rejected(why.as_str()));
             LeaderRound {
-                judge: Judge::new(cluster.thresholds.clone(), cluster.args.per_member),
+                leader: Leader::new(
+                    leader::Settings {
+                        own_revision: cluster.config.revision.clone(),
+                        restore_on_new_revision: cluster.args.restore_on_new_revision,
+                        failure_threshold: cluster.thresholds.failure_threshold,
+                        look_every: REASSERT_EVERY,
+                    },
+                    Judge::new(cluster.thresholds.clone(), cluster.args.per_member),
+                ),
                 evidence: 0.0,
-                recorded: None,
-                next_vs_look: Instant::now(),
                 retry_at: None,
                 backoff: Backoff::new(cluster.interval, &cluster.config.pod_name),
                 vs_problem: None,
                 vs_streak: Streak::default(),
                 list_streak: Streak::default(),
-                unconfirmed: false,
                 watch: MemberWatch::start(leases.clone(), observer.selector()),
                 observer,
             }
@@ -551,7 +552,7 @@ async fn lead_once(
         // The API answers again: a rollback that waits on the API must not wait out its backoff.
         if r.vs_problem.is_some_and(|(reason, _)| reason == API_REASON) {
             r.retry_at = None;
-            r.next_vs_look = now;
+            r.leader.look_soon();
         }
     }
     let mut samples: Vec<MemberSample> = Vec::new();
@@ -574,20 +575,15 @@ async fn lead_once(
         revision: c.config.revision.clone(),
         summary: own,
     });
-    let judgement = r.judge.judge(&samples);
-    r.evidence = judgement.evidence;
-    let revisions: BTreeSet<Option<String>> = samples.iter().map(|s| s.revision.clone()).collect();
-
     // After a failure, no VirtualService call until the backoff has passed.
     let may_call = r.retry_at.is_none_or(|at| now >= at);
     // Look at the VirtualService's record every few seconds (sooner after our own writes).
-    let looked = may_call && now >= r.next_vs_look;
+    let looked = may_call && r.leader.look_due(now.into_std());
     // A problem is cleared only by a round in which every VirtualService call
     // succeeded, so a read that works cannot reset the backoff of a patch that fails.
     let mut vs_ok = true;
     let mut vs_answered = false;
     if looked {
-        r.next_vs_look = now + REASSERT_EVERY;
         match bounded_vs(
             c,
             virtual_service::read_record(vs_api, &c.config.virtual_service),
@@ -595,10 +591,10 @@ async fn lead_once(
         .await
         {
             Ok(record) => {
-                r.recorded = record.as_ref().map(|rec| Recorded {
+                r.leader.record_read(record.as_ref().map(|rec| Recorded {
                     revision: rec.canary_revision.clone(),
                     restored: rec.restored_at.is_some(),
-                });
+                }));
                 c.state.write().last_rollback =
                     record.and_then(|rec| serde_json::to_value(rec).ok());
                 vs_answered = true;
@@ -610,42 +606,21 @@ async fn lead_once(
         }
     }
 
-    let action = decide(
-        judgement.verdict,
-        &revisions,
-        r.recorded.as_ref(),
-        c.args.restore_on_new_revision,
-    );
-    let verdict = if action == Action::Reassert {
-        Verdict::RolledBack
-    } else {
-        judgement.verdict
-    };
     // A leader that lost its lease while this round ran must not write.
     let may_write = may_call && vs_ok && leadership.is_leader();
-    match action {
-        Action::None => {}
-        // Re-assert only on the rounds that looked at the VirtualService: rate-limited.
-        Action::Reassert if !looked => {}
-        Action::Rollback | Action::Reassert if !may_write => {}
-        Action::Rollback | Action::Reassert => {
-            let reason = match &judgement.breach {
-                Some((who, b)) => format!(
-                    "{b} ({} over {}s; {} consecutive failing checks)",
-                    if who == "aggregate" {
-                        "all members".to_string()
-                    } else {
-                        format!("member {who}")
-                    },
-                    b.seconds,
-                    c.thresholds.failure_threshold
-                ),
-                None => "rollback re-asserted: the failed revision still runs".to_string(),
-            };
-            let failed_revision = match (&action, &r.recorded) {
-                (Action::Reassert, Some(rec)) => rec.revision.clone(),
-                _ => c.config.revision.clone().unwrap_or_default(),
-            };
+    let Round {
+        judgement,
+        verdict,
+        write,
+    } = r.leader.round(&samples, looked, may_write);
+    r.evidence = judgement.evidence;
+    match write {
+        None => {}
+        Some(Write::Rollback {
+            reason,
+            failed_revision,
+            reassert: _,
+        }) => {
             let why = RollbackReason {
                 reason,
                 group: c.config.group.clone(),
@@ -662,6 +637,7 @@ async fn lead_once(
                 ),
             )
             .await;
+            let done = |r: &mut LeaderRound, result| r.leader.rolled_back(&failed_revision, result);
             match outcome {
                 Ok(RollbackOutcome::Applied {
                     summary,
@@ -669,19 +645,15 @@ async fn lead_once(
                     regarding,
                     ..
                 }) => {
-                    r.unconfirmed = false;
                     vs_answered = true;
-                    r.recorded = Some(Recorded {
-                        revision: failed_revision,
-                        restored: false,
-                    });
-                    r.next_vs_look = Instant::now();
+                    done(r, leader::RollbackOutcome::Applied);
                     announce_rollback(c, recorder, &summary, &why, reasserted, *regarding).await;
                 }
                 Ok(RollbackOutcome::AlreadyRolledBack) => {
                     vs_answered = true;
-                    if std::mem::take(&mut r.unconfirmed) {
-                        // Our earlier patch landed although its answer was lost: say so once.
+                    if done(r, leader::RollbackOutcome::AlreadyRolledBack)
+                        == Announce::EarlierAttempt
+                    {
                         announce_rollback(
                             c,
                             recorder,
@@ -692,17 +664,13 @@ async fn lead_once(
                         )
                         .await;
                     }
-                    if r.recorded.is_none() {
-                        r.recorded = Some(Recorded {
-                            revision: failed_revision,
-                            restored: false,
-                        });
-                    }
                 }
                 Ok(RollbackOutcome::DryRun { summary, .. }) => {
+                    done(r, leader::RollbackOutcome::NotWritten);
                     tracing::warn!(%summary, why = %why.reason, "dry run: would roll back");
                 }
                 Ok(RollbackOutcome::Skipped { skipped }) => {
+                    done(r, leader::RollbackOutcome::NotWritten);
                     let list: Vec<String> = skipped.iter().map(ToString::to_string).collect();
                     let err = format!("the canary still has traffic only in routes that cannot be reverted: {}; set --stable-host/--stable-subset", list.join("; "));
                     set_problem(c, r, recorder, "CanaryRollbackSkipped", &err, true, None).await;
@@ -710,29 +678,34 @@ async fn lead_once(
                 }
                 Err(e) => {
                     // A patch whose answer never came may still have been applied.
-                    r.unconfirmed |= matches!(
+                    let maybe_applied = matches!(
                         e,
                         VirtualServiceError::Timeout { .. }
                             | VirtualServiceError::Kube { verb: "patch", .. }
                     );
+                    done(r, leader::RollbackOutcome::Failed { maybe_applied });
                     report_problem(c, r, recorder, &e).await;
                     vs_ok = false;
                 }
             }
         }
-        Action::Restore if !may_write => {}
-        Action::Restore => {
+        Some(Write::Restore) => {
             let outcome = bounded_vs(
                 c,
                 virtual_service::restore(vs_api, &c.config.virtual_service, c.args.dry_run),
             )
             .await;
+            r.leader.restore_done(match &outcome {
+                Ok(RestoreOutcome::Restored { .. }) => leader::RestoreOutcome::Restored,
+                Ok(RestoreOutcome::NothingRecorded | RestoreOutcome::AlreadyRestored { .. }) => {
+                    leader::RestoreOutcome::NothingToRestore
+                }
+                Ok(RestoreOutcome::DryRun { .. }) | Err(_) => leader::RestoreOutcome::Unchanged,
+            });
             match outcome {
                 Ok(RestoreOutcome::Restored {
                     summary, regarding, ..
                 }) => {
-                    r.recorded = None;
-                    r.judge.reset();
                     vs_answered = true;
                     let note = format!("a new canary revision runs: restored {summary}");
                     tracing::info!(%summary, "restored the recorded weights");
@@ -758,7 +731,6 @@ async fn lead_once(
                     }
                 }
                 Ok(RestoreOutcome::NothingRecorded | RestoreOutcome::AlreadyRestored { .. }) => {
-                    r.recorded = None;
                     vs_answered = true;
                 }
                 Ok(RestoreOutcome::DryRun { summary, .. }) => {
@@ -1031,7 +1003,7 @@ async fn set_problem(
     let wait = r.backoff.next(at_least);
     let now = Instant::now();
     r.retry_at = Some(now + wait);
-    r.next_vs_look = now + wait;
+    r.leader.look_not_before((now + wait).into_std());
     r.vs_streak.failed("VirtualService problem", message);
     let already_told = match r.vs_problem {
         Some((old, told)) if old == reason => told,

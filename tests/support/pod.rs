@@ -95,42 +95,65 @@ impl GuardProc {
         app: SocketAddr,
         extra: &[&str],
     ) -> Self {
-        let proxy: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{}.log", pod.name));
-        let child = Command::new(binary())
-            .args(["run", "--kubeconfig"])
-            .arg(kubeconfig)
-            .args(["--listen", &proxy.to_string()])
-            .args(["--admin-listen", &admin.to_string()])
-            .args(["--upstream", &format!("http://{app}")])
-            .args(flags(namespace, pod))
-            .args(extra)
-            .env("CANARY_GUARD_LOG", "info")
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let g = Self {
-            pod: pod.clone(),
-            proxy,
-            admin,
-            child,
-            log,
-        };
-        let url = format!("http://{admin}/readyz");
-        poll(20, &format!("{} ready", pod.name), || {
-            let url = url.clone();
-            async move {
-                let r = super::http1()
-                    .request(http::Request::get(&url).body(super::empty()).unwrap())
-                    .await
-                    .ok()?;
-                (r.status() == 200).then_some(())
+        // A free port may be taken by another test between our probe and the guard's
+        // bind: start again on fresh ports then, and on anything else show the log.
+        for _ in 0..3 {
+            let proxy: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let child = Command::new(binary())
+                .args(["run", "--kubeconfig"])
+                .arg(kubeconfig)
+                .args(["--listen", &proxy.to_string()])
+                .args(["--admin-listen", &admin.to_string()])
+                .args(["--upstream", &format!("http://{app}")])
+                .args(flags(namespace, pod))
+                .args(extra)
+                .env("CANARY_GUARD_LOG", "info")
+                .stdout(Stdio::null())
+                // The guard logs to stderr.
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap();
+            let mut g = Self {
+                pod: pod.clone(),
+                proxy,
+                admin,
+                child,
+                log: log.clone(),
+            };
+            match g.wait_ready().await {
+                Ok(()) => return g,
+                Err(why) if why.contains("Address already in use") => continue,
+                Err(why) => panic!("{}: {why}", pod.name),
             }
-        })
-        .await;
-        g
+        }
+        panic!("{}: no free ports in three tries", pod.name)
+    }
+
+    /// Waits for `/readyz`, or says why the process ended first (its log).
+    async fn wait_ready(&mut self) -> Result<(), String> {
+        let url = format!("http://{}/readyz", self.admin);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let ready = super::http1()
+                .request(http::Request::get(&url).body(super::empty()).unwrap())
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            if ready {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                return Err(format!("exited with {status} before it was ready:\n{log}"));
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} not ready after 20 s",
+                self.pod.name
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     /// `/v1/state`.

@@ -16,6 +16,7 @@ pub mod counters;
 pub mod histogram;
 pub mod in_flight;
 pub mod judge;
+pub mod leader;
 pub mod policy;
 pub mod routes;
 pub mod sequential;
