@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use canary_guard_test_api::embedded_api::{EmbeddedApi, Resource, RunningApi, Verb};
 use clap::{Args, Parser, ValueEnum};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
@@ -26,9 +27,9 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use super::guard;
+use crate::cluster::client;
 use crate::config::{Cli, Command};
 use crate::domain::routes::current_weights;
-use crate::embedded_api::{EmbeddedApi, Resource, RunningApi, Verb};
 use crate::{Error, Result};
 
 const NAMESPACE: &str = "default";
@@ -263,9 +264,11 @@ pub async fn run(args: DemoArgs) -> Result<bool> {
         virtual_service(args.canary_weight),
     )
     .map_err(|s| Error::Config(format!("seeding the demo VirtualService: {}", s.message)))?;
-    let running: RunningApi = api
-        .serve("127.0.0.1:0".parse().expect("valid address"))
-        .await?;
+    let api_addr = "127.0.0.1:0".parse().expect("valid address");
+    let running: RunningApi = api.serve(api_addr).await.map_err(|source| Error::Io {
+        context: format!("binding the embedded API on {api_addr}"),
+        source,
+    })?;
 
     let io = |context: &str| {
         let context = context.to_string();
@@ -330,7 +333,8 @@ pub async fn run(args: DemoArgs) -> Result<bool> {
         // Passed as a value, not on an argv: the URL is never formatted.
         run_args.cluster.notify_url = args.notify_url.clone();
         run_args.cluster.notify_format = args.notify_format;
-        let client = running.client(NAMESPACE, &crate::cluster::client::user_agent())?;
+        // The guard's own client configuration, as `run` builds it for a plain-http URL.
+        let client = client::client(client::config_for_url(&running.url(), NAMESPACE)?, None)?;
         guards.push((
             pod,
             guard::start_with_client(&run_args, Some(client)).await?,

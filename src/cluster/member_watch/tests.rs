@@ -1,5 +1,5 @@
 use super::*;
-use crate::embedded_api::EmbeddedApi;
+use canary_guard_test_api::embedded_api::EmbeddedApi;
 
 #[tokio::test]
 async fn a_server_that_cannot_watch_says_so_and_the_leader_lists_instead() {

@@ -1,0 +1,11 @@
+//! canary-guard's stand-ins, for its tests and for `canary-guard demo`: an in-memory
+//! Kubernetes API ([`embedded_api`]).
+//!
+//! Design rule: this crate depends on nothing of the product (`canary-guard`,
+//! `canary-guard-core`); the product depends on it, never the other way round. Where the
+//! product depends on the Kubernetes API, the embedded one behaves like a real
+//! kube-apiserver; a differential test holds it to one, and the differences kept are listed
+//! in `docs/embedded-api.md`.
+#![forbid(unsafe_code)]
+
+pub mod embedded_api;
