@@ -13,8 +13,9 @@
 //! - [`webhook`]: `canary-guard webhook`, the same injection as an admission webhook.
 //! - [`runtime`]: wiring of the pieces into the `run`, `demo` and `status` commands.
 //!
-//! The in-memory Kubernetes API is a stand-in, not the product: it lives in the
-//! `canary-guard-test-api` crate (`crates/test-api`), which `demo` and the tests use.
+//! The in-memory Kubernetes API and the demo's apps and load generator are stand-ins, not
+//! the product: they live in the `canary-guard-test-api` crate (`crates/test-api`), which
+//! `demo` and the tests use.
 #![forbid(unsafe_code)]
 
 pub mod admin;

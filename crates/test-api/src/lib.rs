@@ -1,5 +1,6 @@
 //! canary-guard's stand-ins, for its tests and for `canary-guard demo`: an in-memory
-//! Kubernetes API ([`embedded_api`]).
+//! Kubernetes API ([`embedded_api`]), and the demo's stable and canary apps ([`apps`]) and
+//! load generator ([`load`]).
 //!
 //! Design rule: this crate depends on nothing of the product (`canary-guard`,
 //! `canary-guard-core`); the product depends on it, never the other way round. Where the
@@ -8,4 +9,6 @@
 //! in `docs/embedded-api.md`.
 #![forbid(unsafe_code)]
 
+pub mod apps;
 pub mod embedded_api;
+pub mod load;
