@@ -14,8 +14,8 @@
 //! - [`runtime`]: wiring of the pieces into the `run`, `demo` and `status` commands.
 //!
 //! The in-memory Kubernetes API and the demo's apps and load generator are stand-ins, not
-//! the product: they live in the `canary-guard-test-api` crate (`crates/test-api`), which
-//! `demo` and the tests use.
+//! the product: they live in the `canary-guard-test-api` crate (`crates/test-api`), a
+//! dev-dependency, and a dependency of the `demo` feature alone.
 #![forbid(unsafe_code)]
 
 pub mod admin;

@@ -307,6 +307,7 @@ async fn a_hanging_receiver_delays_no_virtualservice_write() {
     assert_eq!(series(&page, "canary_guard_rollbacks_total"), Some(2.0));
 }
 
+#[cfg(feature = "demo")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_delivers_a_rollback_notification() {
     let r = Receiver::start(Answer::Ok).await;

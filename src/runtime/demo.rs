@@ -6,8 +6,8 @@
 //! cue; the demo reports when the leader sent its traffic back to stable.
 //!
 //! Design rule: the stand-ins (the API, the apps, the load generator) come from the
-//! `canary-guard-test-api` crate; this module is the command's flags, the wiring of real
-//! guards to them, and the timeline.
+//! `canary-guard-test-api` crate, a dependency of the `demo` feature only; this module is
+//! the command's flags, the wiring of real guards to them, and the timeline.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
