@@ -8,7 +8,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY crates ./crates
-# The same command scripts/check-image runs outside a container.
+# The same command scripts/check-image runs outside a container. Default features: the
+# image keeps `demo`, which only that command starts (README, "The image").
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked \

@@ -28,6 +28,7 @@ pub enum Command {
     /// Run the guard sidecar.
     Run(Box<RunArgs>),
     /// Run the whole loop on this machine: embedded API, apps, three guards, load, a fault.
+    #[cfg(feature = "demo")]
     Demo(crate::runtime::demo::DemoArgs),
     /// Show a guard group: leader, members and their windows, verdict, weights.
     Status(crate::runtime::ops::StatusArgs),
@@ -63,8 +64,20 @@ where
             .about("kubectl canary-guard: see and restore a guarded canary");
         // The sidecar's own commands stay usable but out of the plugin's help.
         for sub in ["run", "demo", "inject", "webhook"] {
-            cmd = cmd.mut_subcommand(sub, |s| s.hide(true));
+            // `demo` is absent from a build without the `demo` feature.
+            if cmd.find_subcommand(sub).is_some() {
+                cmd = cmd.mut_subcommand(sub, |s| s.hide(true));
+            }
         }
+    }
+    // Without the feature clap would only call `demo` unrecognized; say why it is missing.
+    if cfg!(not(feature = "demo")) && args.get(1).is_some_and(|a| a == "demo") {
+        return Err(cmd.error(
+            clap::error::ErrorKind::InvalidSubcommand,
+            "`demo` is not in this build: it was built without the `demo` feature \
+             (--no-default-features), which leaves the embedded Kubernetes API out; \
+             build with default features to run it",
+        ));
     }
     let matches = cmd.try_get_matches_from(args)?;
     Cli::from_arg_matches(&matches)

@@ -9,16 +9,18 @@
 //! - [`admin`]: the admin server (`/metrics`, `/healthz`, `/readyz`, `/v1/state`).
 //! - [`cluster`]: Kubernetes adapters (leases, leader election, VirtualService, Events).
 //! - [`notify`]: the leader's rollback / re-assert / restore notifications (webhook, Slack).
-//! - [`embedded_api`]: an in-memory Kubernetes API used by tests and by `demo`.
 //! - [`inject`]: `canary-guard inject`, the sidecar added to manifests.
 //! - [`webhook`]: `canary-guard webhook`, the same injection as an admission webhook.
 //! - [`runtime`]: wiring of the pieces into the `run`, `demo` and `status` commands.
+//!
+//! The in-memory Kubernetes API and the demo's apps and load generator are stand-ins, not
+//! the product: they live in the `canary-guard-test-api` crate (`crates/test-api`), a
+//! dev-dependency, and a dependency of the `demo` feature alone.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod cluster;
 pub mod config;
-pub mod embedded_api;
 pub mod inject;
 pub mod notify;
 pub mod observe;

@@ -34,6 +34,7 @@ fn main() -> ExitCode {
                     .await
                     .map(|()| ExitCode::SUCCESS)
             }
+            #[cfg(feature = "demo")]
             Command::Demo(args) => {
                 // The timeline is the output; keep logs to errors unless asked.
                 init_logs(LogFormat::Text, "error");

@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use canary_guard::cluster::members;
-use canary_guard::embedded_api::{
+use canary_guard_test_api::embedded_api::{
     EmbeddedApi, FaultAction, FaultRule, Gate, Resource, Verb, WriteRecord,
 };
 use serde_json::json;
@@ -483,7 +483,7 @@ async fn gitops_fighting_back_is_reasserted_at_a_bounded_rate() {
             Resource::VirtualServices,
             NS,
             VS,
-            canary_guard::embedded_api::PatchType::Merge,
+            canary_guard_test_api::embedded_api::PatchType::Merge,
             serde_json::json!({"spec": virtual_service()["spec"].clone()}),
         )
         .unwrap();
@@ -626,7 +626,7 @@ async fn bad_member_summaries_are_ignored_counted_and_never_roll_back() {
             Resource::Leases,
             NS,
             "canary-guard-reviews-evil",
-            canary_guard::embedded_api::PatchType::Merge,
+            canary_guard_test_api::embedded_api::PatchType::Merge,
             serde_json::json!({"metadata": {"annotations": {"canary-guard.io/summary": summary}}}),
         )
         .unwrap();

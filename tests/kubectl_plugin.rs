@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use canary_guard::embedded_api::{PatchType, Resource};
+use canary_guard_test_api::embedded_api::{PatchType, Resource};
 use support::cluster::*;
 
 /// A temporary directory holding `kubectl-canary_guard`, a link to the built binary.
@@ -47,7 +47,7 @@ fn the_linked_binary_speaks_as_kubectl_canary_guard() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-fn set_weights(api: &canary_guard::embedded_api::EmbeddedApi, v1: i64, v2: i64) {
+fn set_weights(api: &canary_guard_test_api::embedded_api::EmbeddedApi, v1: i64, v2: i64) {
     let mut spec = virtual_service()["spec"].clone();
     spec["http"][0]["route"][0]["weight"] = v1.into();
     spec["http"][0]["route"][1]["weight"] = v2.into();

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use canary_guard::admin::metrics::Metrics;
-use canary_guard::embedded_api::{FaultRule, Resource, Verb};
+use canary_guard_test_api::embedded_api::{FaultRule, Resource, Verb};
 use serde_json::Value;
 use support::cluster::*;
 use support::prometheus::Prometheus;

@@ -214,10 +214,10 @@ async fn rollback_reassert_and_restore_are_each_notified_after_their_write() {
     r.wait_hits(1, 15).await;
     // GitOps puts the split back: re-asserted.
     api.patch(
-        canary_guard::embedded_api::Resource::VirtualServices,
+        canary_guard_test_api::embedded_api::Resource::VirtualServices,
         NS,
         VS,
-        canary_guard::embedded_api::PatchType::Merge,
+        canary_guard_test_api::embedded_api::PatchType::Merge,
         serde_json::json!({"spec": virtual_service()["spec"].clone()}),
     )
     .unwrap();
@@ -281,10 +281,10 @@ async fn a_hanging_receiver_delays_no_virtualservice_write() {
     // puts the split back: the leader re-asserts on its usual schedule all the same.
     let reverted = Instant::now();
     api.patch(
-        canary_guard::embedded_api::Resource::VirtualServices,
+        canary_guard_test_api::embedded_api::Resource::VirtualServices,
         NS,
         VS,
-        canary_guard::embedded_api::PatchType::Merge,
+        canary_guard_test_api::embedded_api::PatchType::Merge,
         serde_json::json!({"spec": virtual_service()["spec"].clone()}),
     )
     .unwrap();
@@ -307,6 +307,7 @@ async fn a_hanging_receiver_delays_no_virtualservice_write() {
     assert_eq!(series(&page, "canary_guard_rollbacks_total"), Some(2.0));
 }
 
+#[cfg(feature = "demo")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_delivers_a_rollback_notification() {
     let r = Receiver::start(Answer::Ok).await;

@@ -6,7 +6,7 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use canary_guard::embedded_api::{PatchType, Resource};
+use canary_guard_test_api::embedded_api::{PatchType, Resource};
 use serde_json::{json, Value};
 use support::cluster::*;
 use support::*;
@@ -75,7 +75,7 @@ async fn the_role_grants_exactly_what_a_whole_incident_uses() {
     let pause = ["--deployment", "reviews-v2", "--on-rollback", "pause"];
     let bad = start_member(&running, app, "reviews-v2-bad", "r1", &pause).await;
     send(&bad, "/status/500", 30).await;
-    let paused = |api: &canary_guard::embedded_api::EmbeddedApi| {
+    let paused = |api: &canary_guard_test_api::embedded_api::EmbeddedApi| {
         api.get(Resource::Deployments, NS, "reviews-v2").unwrap()["spec"]["paused"] == true
     };
     tokio::time::timeout(

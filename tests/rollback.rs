@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use canary_guard::embedded_api::{Resource, Verb};
+use canary_guard_test_api::embedded_api::{Resource, Verb};
 use support::cluster::*;
 use support::process::free_port;
 use support::*;
@@ -155,7 +155,7 @@ async fn gitops_revert_is_reverted_again_and_a_new_revision_is_restored() {
         Resource::VirtualServices,
         NS,
         VS,
-        canary_guard::embedded_api::PatchType::Merge,
+        canary_guard_test_api::embedded_api::PatchType::Merge,
         serde_json::json!({"spec": virtual_service()["spec"].clone()}),
     )
     .unwrap();

@@ -1,5 +1,5 @@
 //! Building the Kubernetes client: in-cluster, `KUBECONFIG`, `--kubeconfig`,
-//! or a plain-http URL (the embedded API).
+//! or a plain-http URL (the embedded API of `demo`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -92,4 +92,34 @@ pub fn client(mut config: kube::Config, namespace: Option<&str>) -> Result<kube:
         config.default_namespace = ns.to_string();
     }
     kube::Client::try_from(config).map_err(kube_err("build client"))
+}
+
+#[cfg(test)]
+mod tests {
+    use canary_guard_test_api::embedded_api::EmbeddedApi;
+
+    use super::*;
+
+    /// The embedded API's clients, which the tests hand to the guard, write our bounds out
+    /// (that crate depends on nothing of ours); they must not drift from them.
+    #[tokio::test]
+    async fn embedded_api_clients_are_bounded_as_ours() {
+        let running = EmbeddedApi::new()
+            .serve(([127, 0, 0, 1], 0).into())
+            .await
+            .unwrap();
+        let theirs = running.config("shop", "canary-guard-test/0").unwrap();
+        let mut ours = theirs.clone();
+        bound_calls(&mut ours);
+        let bounds = |c: &kube::Config| {
+            (
+                c.default_retry,
+                c.connect_timeout,
+                c.read_timeout,
+                c.write_timeout,
+                c.reset_reader_on_write,
+            )
+        };
+        assert_eq!(bounds(&theirs), bounds(&ours));
+    }
 }

@@ -15,8 +15,8 @@
 //! On shutdown the leader releases the lease (empty holder, `leaseDurationSeconds: 1`)
 //! so a peer takes over within about one retry period.
 //!
-//! The loop talks to the API through [`LeaseStore`], implemented for `kube::Api<Lease>`
-//! and for the in-process embedded API ([`InProcessLeases`]).
+//! The loop talks to the API through [`LeaseStore`], implemented for `kube::Api<Lease>`,
+//! and in the tests for the in-process embedded API (`fixtures::InProcessLeases`).
 
 use std::collections::hash_map::RandomState;
 use std::future::Future;
@@ -28,11 +28,8 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::Instant;
-
-use crate::embedded_api::{Call, EmbeddedApi, Resource, Verb};
 
 use super::client::FIELD_MANAGER;
 
@@ -134,86 +131,6 @@ impl LeaseStore for Api<Lease> {
     async fn delete(&self, name: &str) -> Result<(), StoreError> {
         Api::delete(self, name, &DeleteParams::default()).await?;
         Ok(())
-    }
-}
-
-/// The Leases of one namespace of an in-process [`EmbeddedApi`], for tests and the demo.
-#[derive(Debug, Clone)]
-pub struct InProcessLeases {
-    api: EmbeddedApi,
-    namespace: String,
-}
-
-impl InProcessLeases {
-    /// Leases in `namespace` of `api`.
-    pub fn new(api: EmbeddedApi, namespace: impl Into<String>) -> Self {
-        Self {
-            api,
-            namespace: namespace.into(),
-        }
-    }
-
-    fn call(
-        &self,
-        verb: Verb,
-        name: Option<&str>,
-        body: Option<&Lease>,
-    ) -> Result<Value, StoreError> {
-        let mut call = Call::new(verb, Resource::Leases, Some(&self.namespace));
-        call.name = name.map(str::to_owned);
-        call.field_manager = Some(FIELD_MANAGER.to_owned());
-        if let Some(lease) = body {
-            call.body =
-                Some(serde_json::to_value(lease).map_err(|e| StoreError::Other(e.to_string()))?);
-        }
-        self.api
-            .call(call)
-            .map_err(|status| match (status.code, status.reason.as_str()) {
-                (404, _) => StoreError::NotFound,
-                (409, "AlreadyExists") => StoreError::AlreadyExists,
-                (409, _) => StoreError::Conflict,
-                _ => StoreError::Other(format!(
-                    "{} {}: {}",
-                    status.code, status.reason, status.message
-                )),
-            })
-    }
-
-    fn lease(value: Value) -> Result<Lease, StoreError> {
-        serde_json::from_value(value).map_err(|e| StoreError::Other(e.to_string()))
-    }
-}
-
-impl LeaseStore for InProcessLeases {
-    async fn get(&self, name: &str) -> Result<Lease, StoreError> {
-        Self::lease(self.call(Verb::Get, Some(name), None)?)
-    }
-
-    async fn create(&self, lease: &Lease) -> Result<Lease, StoreError> {
-        Self::lease(self.call(Verb::Create, None, Some(lease))?)
-    }
-
-    async fn replace(&self, lease: &Lease) -> Result<Lease, StoreError> {
-        let name = lease.metadata.name.as_deref().unwrap_or_default();
-        Self::lease(self.call(Verb::Update, Some(name), Some(lease))?)
-    }
-
-    async fn list(&self, label_selector: &str) -> Result<Vec<Lease>, StoreError> {
-        let mut call = Call::new(Verb::List, Resource::Leases, Some(&self.namespace));
-        call.label_selector = Some(label_selector.to_owned());
-        let list = self
-            .api
-            .call(call)
-            .map_err(|s| StoreError::Other(s.message))?;
-        let items = list
-            .get("items")
-            .cloned()
-            .unwrap_or(Value::Array(Vec::new()));
-        serde_json::from_value(items).map_err(|e| StoreError::Other(e.to_string()))
-    }
-
-    async fn delete(&self, name: &str) -> Result<(), StoreError> {
-        self.call(Verb::Delete, Some(name), None).map(|_| ())
     }
 }
 
@@ -740,17 +657,99 @@ pub(crate) mod fixtures {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use canary_guard_test_api::embedded_api::{Call, EmbeddedApi, Resource, Verb};
     use k8s_openapi::api::coordination::v1::Lease;
     use parking_lot::Mutex;
+    use serde_json::Value;
     use tokio::time::Instant;
 
-    use super::{InProcessLeases, LeaseStore, StoreError};
-    use crate::embedded_api::{EmbeddedApi, Resource};
+    use super::{LeaseStore, StoreError, FIELD_MANAGER};
 
     /// Namespace of the test leases.
     pub(crate) const NS: &str = "shop";
     /// Simulated round trip; each call waits this long before it reaches the store.
     const LATENCY: Duration = Duration::from_millis(3);
+
+    /// The Leases of one namespace of an in-process [`EmbeddedApi`], without HTTP.
+    #[derive(Debug, Clone)]
+    pub(crate) struct InProcessLeases {
+        api: EmbeddedApi,
+        namespace: String,
+    }
+
+    impl InProcessLeases {
+        /// Leases in `namespace` of `api`.
+        pub(crate) fn new(api: EmbeddedApi, namespace: impl Into<String>) -> Self {
+            Self {
+                api,
+                namespace: namespace.into(),
+            }
+        }
+
+        fn call(
+            &self,
+            verb: Verb,
+            name: Option<&str>,
+            body: Option<&Lease>,
+        ) -> Result<Value, StoreError> {
+            let mut call = Call::new(verb, Resource::Leases, Some(&self.namespace));
+            call.name = name.map(str::to_owned);
+            call.field_manager = Some(FIELD_MANAGER.to_owned());
+            if let Some(lease) = body {
+                call.body = Some(
+                    serde_json::to_value(lease).map_err(|e| StoreError::Other(e.to_string()))?,
+                );
+            }
+            self.api
+                .call(call)
+                .map_err(|status| match (status.code, status.reason.as_str()) {
+                    (404, _) => StoreError::NotFound,
+                    (409, "AlreadyExists") => StoreError::AlreadyExists,
+                    (409, _) => StoreError::Conflict,
+                    _ => StoreError::Other(format!(
+                        "{} {}: {}",
+                        status.code, status.reason, status.message
+                    )),
+                })
+        }
+
+        fn lease(value: Value) -> Result<Lease, StoreError> {
+            serde_json::from_value(value).map_err(|e| StoreError::Other(e.to_string()))
+        }
+    }
+
+    impl LeaseStore for InProcessLeases {
+        async fn get(&self, name: &str) -> Result<Lease, StoreError> {
+            Self::lease(self.call(Verb::Get, Some(name), None)?)
+        }
+
+        async fn create(&self, lease: &Lease) -> Result<Lease, StoreError> {
+            Self::lease(self.call(Verb::Create, None, Some(lease))?)
+        }
+
+        async fn replace(&self, lease: &Lease) -> Result<Lease, StoreError> {
+            let name = lease.metadata.name.as_deref().unwrap_or_default();
+            Self::lease(self.call(Verb::Update, Some(name), Some(lease))?)
+        }
+
+        async fn list(&self, label_selector: &str) -> Result<Vec<Lease>, StoreError> {
+            let mut call = Call::new(Verb::List, Resource::Leases, Some(&self.namespace));
+            call.label_selector = Some(label_selector.to_owned());
+            let list = self
+                .api
+                .call(call)
+                .map_err(|s| StoreError::Other(s.message))?;
+            let items = list
+                .get("items")
+                .cloned()
+                .unwrap_or(Value::Array(Vec::new()));
+            serde_json::from_value(items).map_err(|e| StoreError::Other(e.to_string()))
+        }
+
+        async fn delete(&self, name: &str) -> Result<(), StoreError> {
+            self.call(Verb::Delete, Some(name), None).map(|_| ())
+        }
+    }
 
     /// One successful Lease write as the store applied it.
     #[derive(Debug, Clone)]

@@ -223,7 +223,7 @@ mod tests {
 #[cfg(test)]
 mod against_the_api {
     use super::*;
-    use crate::embedded_api::{EmbeddedApi, FaultRule, Resource, Verb};
+    use canary_guard_test_api::embedded_api::{EmbeddedApi, FaultRule, Resource, Verb};
 
     #[tokio::test]
     async fn published_events_are_accepted_and_failures_are_not_fatal() {

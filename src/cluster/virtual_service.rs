@@ -751,7 +751,7 @@ mod tests {
 #[cfg(test)]
 mod against_the_api {
     use super::*;
-    use crate::embedded_api::{
+    use canary_guard_test_api::embedded_api::{
         EmbeddedApi, FaultAction, FaultRule, Gate, PatchType, Resource, RunningApi, Verb,
         WriteRecord,
     };

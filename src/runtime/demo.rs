@@ -4,31 +4,28 @@
 //! mode front the canary, and a load generator splits its traffic by the
 //! VirtualService's current weights, as Envoy would. The canary turns bad on
 //! cue; the demo reports when the leader sent its traffic back to stable.
+//!
+//! Design rule: the stand-ins (the API, the apps, the load generator) come from the
+//! `canary-guard-test-api` crate, a dependency of the `demo` feature only; this module is
+//! the command's flags, the wiring of real guards to them, and the timeline.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use canary_guard_test_api::apps::{self, Canary, Fault};
+use canary_guard_test_api::embedded_api::{EmbeddedApi, Resource, RunningApi, Verb};
+use canary_guard_test_api::load::{Load, Second};
 use clap::{Args, Parser, ValueEnum};
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use super::guard;
+use crate::cluster::client;
 use crate::config::{Cli, Command};
 use crate::domain::routes::current_weights;
-use crate::embedded_api::{EmbeddedApi, Resource, RunningApi, Verb};
 use crate::{Error, Result};
 
 const NAMESPACE: &str = "default";
@@ -130,62 +127,6 @@ pub struct Report {
     pub rollback_record: Option<Value>,
 }
 
-/// The canary app: healthy until `fault` is set, then failing `ratio` of requests.
-struct CanaryApp {
-    faulty: AtomicBool,
-    served: AtomicU64,
-    kind: FaultKind,
-    ratio: f64,
-    slow: Duration,
-}
-
-impl CanaryApp {
-    /// Deterministic: request n fails when floor((n+1)·ratio) > floor(n·ratio).
-    fn hit(&self) -> bool {
-        if !self.faulty.load(Ordering::Relaxed) {
-            return false;
-        }
-        let n = self.served.fetch_add(1, Ordering::Relaxed) as f64;
-        ((n + 1.0) * self.ratio).floor() > (n * self.ratio).floor()
-    }
-}
-
-async fn serve_app(
-    name: &'static str,
-    canary: Option<Arc<CanaryApp>>,
-) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        while let Ok((stream, _)) = listener.accept().await {
-            let canary = canary.clone();
-            let builder = builder.clone();
-            tokio::spawn(async move {
-                let svc =
-                    hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
-                        let canary = canary.clone();
-                        async move {
-                            let mut status = StatusCode::OK;
-                            if let Some(c) = canary.filter(|c| c.hit()) {
-                                match c.kind {
-                                    FaultKind::Errors => status = StatusCode::INTERNAL_SERVER_ERROR,
-                                    FaultKind::Latency => tokio::time::sleep(c.slow).await,
-                                }
-                            }
-                            let mut resp =
-                                Response::new(Full::new(Bytes::from(format!("{name}\n"))));
-                            *resp.status_mut() = status;
-                            Ok::<_, Infallible>(resp)
-                        }
-                    });
-                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
-            });
-        }
-    });
-    Ok(addr)
-}
-
 fn virtual_service(canary_weight: u32) -> Value {
     json!({
         "apiVersion": "networking.istio.io/v1",
@@ -224,37 +165,6 @@ fn weights(api: &EmbeddedApi) -> BTreeMap<String, u32> {
         .unwrap_or_default()
 }
 
-/// Smooth weighted round-robin, as Envoy spreads requests by weight.
-struct Picker {
-    current: BTreeMap<String, i64>,
-}
-
-impl Picker {
-    fn pick(&mut self, weights: &BTreeMap<String, u32>) -> Option<String> {
-        let total: i64 = weights.values().map(|&w| i64::from(w)).sum();
-        if total == 0 {
-            return None;
-        }
-        for (k, &w) in weights {
-            *self.current.entry(k.clone()).or_default() += i64::from(w);
-        }
-        let (best, _) = weights
-            .keys()
-            .map(|k| (k.clone(), self.current[k]))
-            .max_by_key(|(_, c)| *c)?;
-        *self.current.get_mut(&best).expect("just inserted") -= total;
-        Some(best)
-    }
-}
-
-/// Per-second traffic for the timeline.
-#[derive(Default, Clone, Copy)]
-struct Second {
-    stable: u64,
-    canary: u64,
-    canary_errors: u64,
-}
-
 /// Runs the demo; `Ok(true)` when the rollback happened.
 pub async fn run(args: DemoArgs) -> Result<bool> {
     let api = EmbeddedApi::new();
@@ -263,25 +173,25 @@ pub async fn run(args: DemoArgs) -> Result<bool> {
         virtual_service(args.canary_weight),
     )
     .map_err(|s| Error::Config(format!("seeding the demo VirtualService: {}", s.message)))?;
-    let running: RunningApi = api
-        .serve("127.0.0.1:0".parse().expect("valid address"))
-        .await?;
+    let api_addr = "127.0.0.1:0".parse().expect("valid address");
+    let running: RunningApi = api.serve(api_addr).await.map_err(|source| Error::Io {
+        context: format!("binding the embedded API on {api_addr}"),
+        source,
+    })?;
 
     let io = |context: &str| {
         let context = context.to_string();
         move |source| Error::Io { context, source }
     };
-    let stable_addr = serve_app("reviews-v1", None)
+    let stable_addr = apps::serve("reviews-v1", None)
         .await
         .map_err(io("starting the stable app"))?;
-    let canary = Arc::new(CanaryApp {
-        faulty: AtomicBool::new(false),
-        served: AtomicU64::new(0),
-        kind: args.fault,
-        ratio: args.fault_ratio,
-        slow: Duration::from_millis(1000),
-    });
-    let canary_addr = serve_app("reviews-v2", Some(canary.clone()))
+    let fault = match args.fault {
+        FaultKind::Errors => Fault::Error,
+        FaultKind::Latency => Fault::Delay(Duration::from_millis(1000)),
+    };
+    let canary = Arc::new(Canary::new(fault, args.fault_ratio));
+    let canary_addr = apps::serve("reviews-v2", Some(canary.clone()))
         .await
         .map_err(io("starting the canary app"))?;
 
@@ -330,7 +240,8 @@ pub async fn run(args: DemoArgs) -> Result<bool> {
         // Passed as a value, not on an argv: the URL is never formatted.
         run_args.cluster.notify_url = args.notify_url.clone();
         run_args.cluster.notify_format = args.notify_format;
-        let client = running.client(NAMESPACE, &crate::cluster::client::user_agent())?;
+        // The guard's own client configuration, as `run` builds it for a plain-http URL.
+        let client = client::client(client::config_for_url(&running.url(), NAMESPACE)?, None)?;
         guards.push((
             pod,
             guard::start_with_client(&run_args, Some(client)).await?,
@@ -361,11 +272,16 @@ pub async fn run(args: DemoArgs) -> Result<bool> {
     );
 
     let seconds: Arc<Mutex<Vec<Second>>> = Arc::default();
-    let load = tokio::spawn(generate_load(
-        api.clone(),
-        args.rate,
-        stable_addr,
-        guards.iter().filter_map(|(_, g)| g.proxy_addr).collect(),
+    let load = Load {
+        rate: args.rate,
+        stable: stable_addr,
+        canary_subset: "v2".into(),
+        canaries: guards.iter().filter_map(|(_, g)| g.proxy_addr).collect(),
+    };
+    let reader = api.clone();
+    let load = tokio::spawn(load.run(
+        move || weights(&reader),
+        api.subscribe(),
         seconds.clone(),
         start,
     ));
@@ -380,7 +296,7 @@ pub async fn run(args: DemoArgs) -> Result<bool> {
         ticker.tick().await;
         let now = Instant::now();
         if fault_start.is_none() && now >= start + args.fault_after {
-            canary.faulty.store(true, Ordering::Relaxed);
+            canary.start_failing();
             fault_start = Some(now);
             say(
                 now - start,
@@ -523,101 +439,4 @@ fn fmt_weights(w: &BTreeMap<String, u32>) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// Sends `rate` requests per second, each to stable or to a canary guard by weight.
-async fn generate_load(
-    api: EmbeddedApi,
-    rate: u32,
-    stable: SocketAddr,
-    guards: Vec<SocketAddr>,
-    seconds: Arc<Mutex<Vec<Second>>>,
-    start: Instant,
-) {
-    let client: Client<HttpConnector, Empty<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-    let mut picker = Picker {
-        current: BTreeMap::new(),
-    };
-    let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
-    let mut next_guard = 0usize;
-    let mut w = weights(&api);
-    let mut changes = api.subscribe();
-    loop {
-        tick.tick().await;
-        if changes.has_changed().unwrap_or(false) {
-            changes.borrow_and_update();
-            w = weights(&api);
-        }
-        let Some(dest) = picker.pick(&w) else {
-            continue;
-        };
-        let is_canary = dest == "v2";
-        let target = if is_canary {
-            next_guard = (next_guard + 1) % guards.len();
-            guards[next_guard]
-        } else {
-            stable
-        };
-        let client = client.clone();
-        let seconds = seconds.clone();
-        tokio::spawn(async move {
-            let sent = Instant::now();
-            let req = Request::get(format!("http://{target}/reviews/1"))
-                .body(Empty::new())
-                .expect("valid request");
-            let ok = match client.request(req).await {
-                Ok(resp) => {
-                    let ok = !resp.status().is_server_error();
-                    let _ = resp.into_body().collect().await;
-                    ok
-                }
-                Err(_) => false,
-            };
-            let i = sent.saturating_duration_since(start).as_secs() as usize;
-            let mut secs = seconds.lock();
-            if secs.len() <= i {
-                secs.resize(i + 1, Second::default());
-            }
-            let s = &mut secs[i];
-            if is_canary {
-                s.canary += 1;
-                s.canary_errors += u64::from(!ok);
-            } else {
-                s.stable += 1;
-            }
-        });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn picker_follows_weights() {
-        let mut p = Picker {
-            current: BTreeMap::new(),
-        };
-        let w = BTreeMap::from([("v1".to_string(), 90), ("v2".to_string(), 10)]);
-        let picks: Vec<_> = (0..100).filter_map(|_| p.pick(&w)).collect();
-        assert_eq!(picks.iter().filter(|d| *d == "v2").count(), 10);
-        let back = BTreeMap::from([("v1".to_string(), 100), ("v2".to_string(), 0)]);
-        assert!((0..50).all(|_| p.pick(&back).as_deref() == Some("v1")));
-        assert_eq!(p.pick(&BTreeMap::new()), None);
-    }
-
-    #[test]
-    fn canary_app_fails_the_exact_ratio() {
-        let app = CanaryApp {
-            faulty: AtomicBool::new(false),
-            served: AtomicU64::new(0),
-            kind: FaultKind::Errors,
-            ratio: 0.2,
-            slow: Duration::ZERO,
-        };
-        assert!(!(0..10).any(|_| app.hit()));
-        app.faulty.store(true, Ordering::Relaxed);
-        assert_eq!((0..100).filter(|_| app.hit()).count(), 20);
-    }
 }

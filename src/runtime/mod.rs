@@ -1,6 +1,7 @@
 //! Wiring: the pieces put together into the commands users run.
 
 pub mod cluster;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod guard;
 pub mod ops;

@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use canary_guard::embedded_api::{EmbeddedApi, Resource, RunningApi, Verb, WriteRecord};
 use canary_guard::runtime::guard::{self, Guard};
+use canary_guard_test_api::embedded_api::{EmbeddedApi, Resource, RunningApi, Verb, WriteRecord};
 use serde_json::{json, Value};
 
 pub const NS: &str = "default";

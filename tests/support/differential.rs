@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use canary_guard::embedded_api::{EmbeddedApi, RunningApi};
+use canary_guard_test_api::embedded_api::{EmbeddedApi, RunningApi};
 use http::Method;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};

@@ -1,5 +1,7 @@
 use super::*;
-use crate::embedded_api::{EmbeddedApi, FaultAction, FaultRule, Gate, Resource, RunningApi, Verb};
+use canary_guard_test_api::embedded_api::{
+    EmbeddedApi, FaultAction, FaultRule, Gate, Resource, RunningApi, Verb,
+};
 use serde_json::json;
 
 const GROUP: &str = "canary-guard.io/group=reviews";

@@ -29,6 +29,7 @@ mod watches;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::{oneshot, watch};
@@ -172,14 +173,8 @@ impl EmbeddedApi {
     }
 
     /// Serves the API over HTTP on `addr` (port 0 picks a free port).
-    pub async fn serve(&self, addr: SocketAddr) -> crate::Result<RunningApi> {
-        let (addr, stop, task) =
-            server::spawn(self.clone(), addr)
-                .await
-                .map_err(|source| crate::Error::Io {
-                    context: format!("binding the embedded API on {addr}"),
-                    source,
-                })?;
+    pub async fn serve(&self, addr: SocketAddr) -> std::io::Result<RunningApi> {
+        let (addr, stop, task) = server::spawn(self.clone(), addr).await?;
         Ok(RunningApi {
             api: self.clone(),
             addr,
@@ -187,6 +182,22 @@ impl EmbeddedApi {
             task: Some(task),
         })
     }
+}
+
+/// Time a client of [`RunningApi::client`] allows to open a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time a client of [`RunningApi::client`] allows for an answer on an open connection.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why [`RunningApi::client`] could not build a client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The User-Agent asked for cannot be sent as a header.
+    #[error("user agent {0:?} is not a valid header value")]
+    UserAgent(String),
+    /// kube refused the configuration.
+    #[error("building a client of the embedded API: {0}")]
+    Kube(#[from] kube::Error),
 }
 
 /// A served [`EmbeddedApi`]; stops serving when dropped or on [`RunningApi::stop`].
@@ -214,25 +225,33 @@ impl RunningApi {
         &self.api
     }
 
-    /// A kube client for this server, with `namespace` as default namespace and `user_agent`
-    /// as User-Agent, bounded as the guard's own client is
-    /// ([`crate::cluster::client::bound_calls`]).
-    pub fn client(&self, namespace: &str, user_agent: &str) -> crate::Result<kube::Client> {
-        let kube_err = |e: kube::Error| crate::Error::Kube {
-            op: "build embedded API client".to_owned(),
-            source: Box::new(e),
-        };
+    /// A kube client configuration for this server: `namespace` as default namespace,
+    /// `user_agent` as User-Agent (fault rules and the history match on it), and calls
+    /// bounded as canary-guard bounds its own, so a test sees what the guard would: kube's
+    /// retries off, so an injected 429 or 5xx reaches the caller as injected, and connect
+    /// and read timeouts, so a hung answer ends. The bounds are written out here because
+    /// this crate depends on nothing of the product; canary-guard's `cluster::client`
+    /// tests keep them equal to its `bound_calls`.
+    pub fn config(&self, namespace: &str, user_agent: &str) -> Result<kube::Config, ClientError> {
         let uri: http::Uri = self
             .url()
             .parse()
-            .map_err(|e: http::uri::InvalidUri| crate::Error::Config(e.to_string()))?;
+            .expect("http:// and a socket address make a URI");
         let mut config = kube::Config::new(uri);
         config.default_namespace = namespace.to_owned();
         let agent = http::HeaderValue::from_str(user_agent)
-            .map_err(|e| crate::Error::Config(format!("user agent {user_agent:?}: {e}")))?;
+            .map_err(|_| ClientError::UserAgent(user_agent.to_owned()))?;
         config.headers.push((http::header::USER_AGENT, agent));
-        crate::cluster::client::bound_calls(&mut config);
-        kube::Client::try_from(config).map_err(kube_err)
+        config.default_retry = false;
+        config.connect_timeout = Some(CONNECT_TIMEOUT);
+        config.read_timeout = Some(READ_TIMEOUT);
+        config.reset_reader_on_write = true;
+        Ok(config)
+    }
+
+    /// A kube client built from [`RunningApi::config`].
+    pub fn client(&self, namespace: &str, user_agent: &str) -> Result<kube::Client, ClientError> {
+        Ok(kube::Client::try_from(self.config(namespace, user_agent)?)?)
     }
 
     /// Stops accepting, ends open watches, lets other open requests finish (up to a few
