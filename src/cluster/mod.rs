@@ -1,7 +1,9 @@
-//! Kubernetes adapters: client, leases, leader election, VirtualService, Events.
+//! Kubernetes adapters: client, leases, leader election, VirtualService, Events, the
+//! canary Deployment's rollout.
 
 pub mod api_error;
 pub mod client;
+pub mod deployment;
 pub mod election;
 pub mod events;
 pub mod member_watch;

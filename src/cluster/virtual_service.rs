@@ -277,6 +277,30 @@ pub enum VirtualServiceError {
 }
 
 impl VirtualServiceError {
+    /// Whether the API failed (retry soon, no Event) rather than the VirtualService or
+    /// the permissions being wrong (an operator must act).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            VirtualServiceError::Kube { .. } | VirtualServiceError::Timeout { .. }
+        )
+    }
+
+    /// The server's `Retry-After` (429, 503), if it sent one.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            VirtualServiceError::Kube { source, .. } => match source.as_ref() {
+                kube::Error::Api(status) => status
+                    .details
+                    .as_ref()
+                    .map(|d| std::time::Duration::from_secs(u64::from(d.retry_after_seconds)))
+                    .filter(|d| !d.is_zero()),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// A short machine-readable kind for `/v1/state` problems and Event reasons.
     pub fn reason(&self) -> &'static str {
         match self {

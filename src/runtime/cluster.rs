@@ -6,11 +6,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::api::{Api, Patch, PatchParams};
-use serde_json::json;
+use kube::api::Api;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -18,13 +16,13 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::admin::metrics::Metrics;
 use crate::admin::state::{MemberView, Problem, SharedState, WindowView};
 use crate::cluster::api_error::Readable;
+use crate::cluster::deployment;
 use crate::cluster::election::{ElectionConfig, Elector, Jitter, Leadership};
 use crate::cluster::events::{self, EventSpec, EventType};
 use crate::cluster::member_watch::{MemberWatch, View};
 use crate::cluster::members;
 use crate::cluster::virtual_service::{
     self, RestoreOutcome, RollbackOutcome, RollbackReason, RouteTargets, VirtualServiceError,
-    FIELD_MANAGER,
 };
 use crate::config::{ClusterArgs, ClusterConfig, OnRollback};
 use crate::domain::judge::{Judge, MemberSample, Recorded};
@@ -486,30 +484,6 @@ async fn leader_loop(
     }
 }
 
-/// Whether an error is the API failing (retry soon, no Event) rather than the
-/// VirtualService or the permissions being wrong (an operator must act).
-fn is_transient(e: &VirtualServiceError) -> bool {
-    matches!(
-        e,
-        VirtualServiceError::Kube { .. } | VirtualServiceError::Timeout { .. }
-    )
-}
-
-/// The server's `Retry-After` (429, 503), if it sent one.
-fn retry_after(e: &VirtualServiceError) -> Option<Duration> {
-    match e {
-        VirtualServiceError::Kube { source, .. } => match source.as_ref() {
-            kube::Error::Api(status) => status
-                .details
-                .as_ref()
-                .map(|d| Duration::from_secs(u64::from(d.retry_after_seconds)))
-                .filter(|d| !d.is_zero()),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn lead_once(
     c: &Cluster,
@@ -899,14 +873,8 @@ async fn set_paused(c: &Cluster, paused: bool) {
     let Some(name) = c.args.deployment.as_deref() else {
         return;
     };
-    let api: Api<Deployment> = Api::namespaced(c.client.clone(), &c.namespace);
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PatchParams::default()
-    };
-    let patch = Patch::Merge(json!({"spec": {"paused": paused}}));
     let call = async {
-        api.patch(name, &params, &patch)
+        deployment::set_paused(c.client.clone(), &c.namespace, name, paused)
             .await
             .map_err(|e| Readable(&e).to_string())
     };
@@ -971,7 +939,7 @@ async fn report_problem(
     ) {
         c.metrics.kube_error("virtualservice");
     }
-    let transient = is_transient(e);
+    let transient = e.is_transient();
     let reason = if transient { API_REASON } else { e.reason() };
     set_problem(
         c,
@@ -980,7 +948,7 @@ async fn report_problem(
         reason,
         &e.to_string(),
         !transient,
-        retry_after(e),
+        e.retry_after(),
     )
     .await;
 }

@@ -6,17 +6,17 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use clap::Args;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::admin::state::WindowView;
 use crate::cluster::client;
+use crate::cluster::deployment;
 use crate::cluster::election::lease_name;
 use crate::cluster::members::{Observer, GROUP_LABEL};
-use crate::cluster::virtual_service::{self, RestoreOutcome, RollbackRecord, FIELD_MANAGER};
+use crate::cluster::virtual_service::{self, RestoreOutcome, RollbackRecord};
 use crate::domain::policy::{Check, Thresholds};
 use crate::domain::routes::{current_weights, CanaryTarget};
 use crate::domain::window::Summary;
@@ -323,18 +323,9 @@ pub async fn restore(args: RestoreArgs) -> Result<String> {
         if args.dry_run {
             let _ = writeln!(out, "dry run: would resume deployment {d}");
         } else {
-            let api: Api<Deployment> = Api::namespaced(c, &ns);
-            let params = PatchParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..PatchParams::default()
-            };
-            api.patch(
-                d,
-                &params,
-                &Patch::Merge(json!({"spec": {"paused": false}})),
-            )
-            .await
-            .map_err(kube_err("patch deployment"))?;
+            deployment::set_paused(c, &ns, d, false)
+                .await
+                .map_err(kube_err("patch deployment"))?;
             let _ = writeln!(out, "resumed deployment {d}");
         }
     }
