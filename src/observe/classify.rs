@@ -1,4 +1,6 @@
-//! Which responses count against the canary.
+//! Which responses count against the canary, read from what passes through the proxy
+//! (status, content type, `grpc-status` in headers or trailers); the rule itself is the
+//! core's (`domain::classify`), shared with envoy mode.
 
 use std::time::Duration;
 
@@ -6,22 +8,11 @@ use http::{HeaderMap, StatusCode};
 
 use crate::domain::window::Outcome;
 
-/// gRPC status codes that mean the server failed, not the caller:
-/// UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS.
-/// Codes such as NOT_FOUND or INVALID_ARGUMENT are answers, not failures.
-pub const GRPC_SERVER_ERRORS: [u32; 6] = [2, DEADLINE_EXCEEDED, 12, 13, 14, 15];
-
-/// gRPC DEADLINE_EXCEEDED: a server failure, unless it is the client's own
-/// deadline running out (see [`grpc_timeout`]).
-pub const DEADLINE_EXCEEDED: u32 = 4;
+pub use crate::domain::classify::{grpc_code, DEADLINE_EXCEEDED, GRPC_SERVER_ERRORS};
 
 /// An HTTP status: 5xx is an error, everything else a success.
 pub fn http_status(status: StatusCode) -> Outcome {
-    if status.is_server_error() {
-        Outcome::Error
-    } else {
-        Outcome::Success
-    }
+    crate::domain::classify::http_status(status.as_u16())
 }
 
 /// Whether a message is gRPC (by its content type).
@@ -38,15 +29,6 @@ pub fn grpc_status(headers: &HeaderMap) -> Option<u32> {
         .get("grpc-status")
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.trim().parse().ok())
-}
-
-/// Outcome of a gRPC status code.
-pub fn grpc_code(code: u32) -> Outcome {
-    if GRPC_SERVER_ERRORS.contains(&code) {
-        Outcome::Error
-    } else {
-        Outcome::Success
-    }
 }
 
 /// The deadline a gRPC client sent in `grpc-timeout` (1 to 8 digits and a

@@ -26,6 +26,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use super::classify;
 use super::histogram;
 use super::window::Outcome;
 
@@ -84,7 +85,9 @@ impl Schema {
 
     fn outcome<V: AsRef<str>>(&self, labels: &[(&str, V)]) -> Outcome {
         let code = label(labels, &self.status_label);
-        let http = code.parse::<u16>().is_ok_and(|c| (500..600).contains(&c));
+        let http = code
+            .parse::<u16>()
+            .is_ok_and(|c| classify::http_status(c) == Outcome::Error);
         let grpc = self.grpc_status_label.as_deref().is_some_and(|l| {
             label(labels, l)
                 .parse::<u32>()

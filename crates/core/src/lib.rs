@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod binomial;
+pub mod classify;
 pub mod counters;
 pub mod histogram;
 pub mod in_flight;
