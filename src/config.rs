@@ -8,6 +8,9 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use http::Uri;
 
+use crate::domain::counters::{LatencyUnit, Schema};
+use crate::observe::scrape::{istio_schema, ScrapeConfig, MAX_PAGE_BYTES, MAX_SERIES};
+
 /// Default proxy port: outside Istio's 15000–15090 and away from common app ports.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:4680";
 /// Default admin port (metrics, health, state).
@@ -695,6 +698,41 @@ pub struct ScrapeArgs {
 }
 
 impl ScrapeArgs {
+    /// The scrape these flags describe: Envoy's page, or the app's with `--metrics-url`;
+    /// a gap longer than `window` between scrapes starts the counts afresh.
+    pub fn resolve(&self, window: Duration) -> ScrapeConfig {
+        let (url, schema) = match &self.metrics_url {
+            None => (
+                self.envoy_stats_url.clone(),
+                istio_schema(&self.envoy_labels),
+            ),
+            Some(url) => (
+                url.clone(),
+                Schema {
+                    requests: self.metrics_requests.clone(),
+                    duration_buckets: Some(format!("{}_bucket", self.metrics_duration)),
+                    unit: match self.metrics_unit {
+                        MetricsUnit::Seconds => LatencyUnit::Seconds,
+                        MetricsUnit::Milliseconds => LatencyUnit::Milliseconds,
+                    },
+                    status_label: self.metrics_status_label.clone(),
+                    grpc_status_label: None,
+                    grpc_server_errors: Vec::new(),
+                    flags_label: None,
+                    filters: self.metrics_labels.clone(),
+                },
+            ),
+        };
+        ScrapeConfig {
+            url,
+            interval: self.scrape_interval,
+            max_bytes: MAX_PAGE_BYTES,
+            max_series: MAX_SERIES,
+            max_gap: window,
+            schema,
+        }
+    }
+
     fn validate(&self, mode: Mode) -> crate::Result<()> {
         if mode == Mode::Envoy {
             if self.metrics_url.is_some() && !self.envoy_labels.is_empty() {
@@ -1182,6 +1220,44 @@ mod tests {
         assert!(
             e.contains("--envoy-label") && e.contains("--metrics-label"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn metrics_url_flags_make_an_app_schema() {
+        let cli = Cli::try_parse_from([
+            "canary-guard",
+            "run",
+            "--mode",
+            "envoy",
+            "--metrics-url",
+            "http://127.0.0.1:9090/metrics",
+            "--metrics-label",
+            "handler=/api",
+        ])
+        .unwrap();
+        #[allow(unreachable_patterns)]
+        let args = match cli.command {
+            Command::Run(args) => args,
+            _ => unreachable!(),
+        };
+        let c = args.scrape.resolve(args.window);
+        assert_eq!(c.url, "http://127.0.0.1:9090/metrics");
+        assert_eq!(c.schema.requests, "http_requests_total");
+        assert_eq!(
+            c.schema.duration_buckets.as_deref(),
+            Some("http_request_duration_seconds_bucket")
+        );
+        assert_eq!(c.schema.status_label, "code");
+        assert_eq!(c.schema.unit, LatencyUnit::Seconds);
+        assert_eq!(
+            c.schema.filters,
+            [("handler".to_string(), "/api".to_string())]
+        );
+        let envoy = istio_schema(&[("reporter".into(), "x".into())]);
+        assert_eq!(
+            envoy.filters,
+            [("reporter".to_string(), "destination".to_string())]
         );
     }
 }

@@ -22,7 +22,6 @@ use super::classify::GRPC_SERVER_ERRORS;
 use super::promtext;
 use super::Recorder;
 use crate::admin::state::{Problem, ScrapeErrorView, ScrapeView, SharedState};
-use crate::config::{MetricsUnit, RunArgs};
 use crate::domain::counters::{CounterDiff, Delta, Kind, LatencyUnit, Page, Schema, TooManySeries};
 
 /// Largest page read; a bigger one is refused (reason `too_large`).
@@ -68,40 +67,6 @@ pub fn istio_schema(filters: &[(String, String)]) -> Schema {
         grpc_server_errors: GRPC_SERVER_ERRORS.to_vec(),
         flags_label: Some("response_flags".into()),
         filters: all,
-    }
-}
-
-impl ScrapeConfig {
-    /// The scrape the flags describe: Envoy's page, or the app's with `--metrics-url`.
-    pub fn from_args(args: &RunArgs) -> Self {
-        let s = &args.scrape;
-        let (url, schema) = match &s.metrics_url {
-            None => (s.envoy_stats_url.clone(), istio_schema(&s.envoy_labels)),
-            Some(url) => (
-                url.clone(),
-                Schema {
-                    requests: s.metrics_requests.clone(),
-                    duration_buckets: Some(format!("{}_bucket", s.metrics_duration)),
-                    unit: match s.metrics_unit {
-                        MetricsUnit::Seconds => LatencyUnit::Seconds,
-                        MetricsUnit::Milliseconds => LatencyUnit::Milliseconds,
-                    },
-                    status_label: s.metrics_status_label.clone(),
-                    grpc_status_label: None,
-                    grpc_server_errors: Vec::new(),
-                    flags_label: None,
-                    filters: s.metrics_labels.clone(),
-                },
-            ),
-        };
-        Self {
-            url,
-            interval: s.scrape_interval,
-            max_bytes: MAX_PAGE_BYTES,
-            max_series: MAX_SERIES,
-            max_gap: args.window,
-            schema,
-        }
     }
 }
 
@@ -564,44 +529,5 @@ mod tests {
         for (g, w) in got.iter().zip(want) {
             assert_eq!((g.0.as_str(), g.1.as_str()), w);
         }
-    }
-
-    #[test]
-    fn metrics_url_flags_make_an_app_schema() {
-        use clap::Parser;
-        let cli = crate::config::Cli::try_parse_from([
-            "canary-guard",
-            "run",
-            "--mode",
-            "envoy",
-            "--metrics-url",
-            "http://127.0.0.1:9090/metrics",
-            "--metrics-label",
-            "handler=/api",
-        ])
-        .unwrap();
-        #[allow(unreachable_patterns)]
-        let args = match cli.command {
-            crate::config::Command::Run(args) => args,
-            _ => unreachable!(),
-        };
-        let c = ScrapeConfig::from_args(&args);
-        assert_eq!(c.url, "http://127.0.0.1:9090/metrics");
-        assert_eq!(c.schema.requests, "http_requests_total");
-        assert_eq!(
-            c.schema.duration_buckets.as_deref(),
-            Some("http_request_duration_seconds_bucket")
-        );
-        assert_eq!(c.schema.status_label, "code");
-        assert_eq!(c.schema.unit, LatencyUnit::Seconds);
-        assert_eq!(
-            c.schema.filters,
-            [("handler".to_string(), "/api".to_string())]
-        );
-        let envoy = istio_schema(&[("reporter".into(), "x".into())]);
-        assert_eq!(
-            envoy.filters,
-            [("reporter".to_string(), "destination".to_string())]
-        );
     }
 }

@@ -19,7 +19,7 @@ use crate::domain::policy::{Policy, Thresholds, FAST_LOOKS, SUSPECT};
 use crate::domain::window::Window;
 use crate::notify::{Notifier, NotifyConfig};
 use crate::observe::proxy::{Proxy, ProxyConfig};
-use crate::observe::scrape::{ScrapeConfig, Scraper};
+use crate::observe::scrape::Scraper;
 use crate::observe::Recorder;
 use crate::server::{self, Limits};
 use crate::{Error, Result};
@@ -138,7 +138,7 @@ pub async fn start_with_client(args: &RunArgs, client: Option<kube::Client>) -> 
     let observer = match proxy {
         Some(proxy) => Observer::Proxy(proxy, bind(args.listen, "--listen").await?),
         None => Observer::Envoy(Scraper::new(
-            ScrapeConfig::from_args(args),
+            args.scrape.resolve(args.window),
             recorder,
             state.clone(),
         )),
