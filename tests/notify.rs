@@ -303,8 +303,11 @@ async fn a_hanging_receiver_delays_no_virtualservice_write() {
         "the first attempt is still hanging: the write did not wait for it"
     );
     assert_eq!(vs_writes(&api).len(), 2);
-    let page = metrics(&bad).await;
-    assert_eq!(series(&page, "canary_guard_rollbacks_total"), Some(2.0));
+    // Counted once the patch's answer is in, a moment after the write itself.
+    wait_metrics(&bad, |page| {
+        series(page, "canary_guard_rollbacks_total") == Some(2.0)
+    })
+    .await;
 }
 
 #[cfg(feature = "demo")]
