@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::election::{micro_now, LeaseStore, StoreError};
+use super::lease_store::{micro_now, LeaseStore, StoreError};
 use crate::domain::histogram::LAYOUT_VERSION;
 use crate::domain::window::{Summary, MAX_WINDOW};
 

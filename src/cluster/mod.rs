@@ -6,6 +6,7 @@ pub mod client;
 pub mod deployment;
 pub mod election;
 pub mod events;
+pub mod lease_store;
 pub mod member_watch;
 pub mod members;
 pub mod virtual_service;
