@@ -7,8 +7,9 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use canary_guard::domain::counters::Schema;
 use canary_guard::domain::counters::{CounterDiff, LatencyUnit};
-use canary_guard::observe::scrape::{digest, istio_schema, MAX_SERIES};
+use canary_guard::observe::scrape::{digest, MAX_SERIES};
 
 const SERIES: usize = 5_000;
 const ENVOY_LE: [&str; 20] = [
@@ -101,7 +102,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Milliseconds per page, wall and CPU: medians of `runs` runs of `PAGES` pages each.
 fn measure(pages: &[String], runs: usize) -> (f64, Option<f64>) {
-    let schema = istio_schema(&[("destination_workload".into(), "reviews-v2".into())]);
+    let schema = Schema::istio(&[("destination_workload".into(), "reviews-v2".into())]);
     let per_page = |d: Duration| d.as_secs_f64() * 1e3 / (pages.len() - 1) as f64;
     let (wall, cpu): (Vec<f64>, Vec<Option<f64>>) = (0..runs)
         .map(|_| {

@@ -9,7 +9,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use http::Uri;
 
 use crate::domain::counters::{LatencyUnit, Schema};
-use crate::observe::scrape::{istio_schema, ScrapeConfig, MAX_PAGE_BYTES, MAX_SERIES};
+use crate::observe::scrape::{ScrapeConfig, MAX_PAGE_BYTES, MAX_SERIES};
 
 /// Default proxy port: outside Istio's 15000–15090 and away from common app ports.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:4680";
@@ -704,7 +704,7 @@ impl ScrapeArgs {
         let (url, schema) = match &self.metrics_url {
             None => (
                 self.envoy_stats_url.clone(),
-                istio_schema(&self.envoy_labels),
+                Schema::istio(&self.envoy_labels),
             ),
             Some(url) => (
                 url.clone(),
@@ -1254,7 +1254,7 @@ mod tests {
             c.schema.filters,
             [("handler".to_string(), "/api".to_string())]
         );
-        let envoy = istio_schema(&[("reporter".into(), "x".into())]);
+        let envoy = Schema::istio(&[("reporter".into(), "x".into())]);
         assert_eq!(
             envoy.filters,
             [("reporter".to_string(), "destination".to_string())]

@@ -18,11 +18,10 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::classify::GRPC_SERVER_ERRORS;
 use super::promtext;
 use super::Recorder;
 use crate::admin::state::{Problem, ScrapeErrorView, ScrapeView, SharedState};
-use crate::domain::counters::{CounterDiff, Delta, Kind, LatencyUnit, Page, Schema, TooManySeries};
+use crate::domain::counters::{CounterDiff, Delta, Kind, Page, Schema, TooManySeries};
 
 /// Largest page read; a bigger one is refused (reason `too_large`).
 pub const MAX_PAGE_BYTES: usize = 16 << 20;
@@ -52,22 +51,6 @@ pub struct ScrapeConfig {
     pub max_gap: Duration,
     /// Which series count.
     pub schema: Schema,
-}
-
-/// Istio's request metrics as the destination side reports them, narrowed by `filters`.
-pub fn istio_schema(filters: &[(String, String)]) -> Schema {
-    let mut all = vec![("reporter".to_string(), "destination".to_string())];
-    all.extend(filters.iter().filter(|(n, _)| n != "reporter").cloned());
-    Schema {
-        requests: "istio_requests_total".into(),
-        duration_buckets: Some("istio_request_duration_milliseconds_bucket".into()),
-        unit: LatencyUnit::Milliseconds,
-        status_label: "response_code".into(),
-        grpc_status_label: Some("grpc_response_status".into()),
-        grpc_server_errors: GRPC_SERVER_ERRORS.to_vec(),
-        flags_label: Some("response_flags".into()),
-        filters: all,
-    }
 }
 
 /// Why a scrape failed.
@@ -377,6 +360,7 @@ fn unix_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::counters::LatencyUnit;
 
     /// An istio-proxy page with placeholders for the canary's moving counters.
     const FIXTURE: &str = include_str!("../../tests/fixtures/istio-proxy-stats.txt");
@@ -395,7 +379,7 @@ mod tests {
     }
 
     fn reviews_v2() -> Schema {
-        istio_schema(&[("destination_workload".to_string(), "reviews-v2".to_string())])
+        Schema::istio(&[("destination_workload".to_string(), "reviews-v2".to_string())])
     }
 
     fn diff() -> CounterDiff {

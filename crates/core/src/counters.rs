@@ -77,6 +77,22 @@ pub struct Schema {
 }
 
 impl Schema {
+    /// Istio's request metrics as the destination side reports them, narrowed by `filters`.
+    pub fn istio(filters: &[(String, String)]) -> Schema {
+        let mut all = vec![("reporter".to_string(), "destination".to_string())];
+        all.extend(filters.iter().filter(|(n, _)| n != "reporter").cloned());
+        Schema {
+            requests: "istio_requests_total".into(),
+            duration_buckets: Some("istio_request_duration_milliseconds_bucket".into()),
+            unit: LatencyUnit::Milliseconds,
+            status_label: "response_code".into(),
+            grpc_status_label: Some("grpc_response_status".into()),
+            grpc_server_errors: classify::GRPC_SERVER_ERRORS.to_vec(),
+            flags_label: Some("response_flags".into()),
+            filters: all,
+        }
+    }
+
     fn matches<V: AsRef<str>>(&self, labels: &[(&str, V)]) -> bool {
         self.filters
             .iter()
@@ -471,19 +487,7 @@ mod tests {
     }
 
     fn schema() -> Schema {
-        Schema {
-            requests: "istio_requests_total".into(),
-            duration_buckets: Some("istio_request_duration_milliseconds_bucket".into()),
-            unit: LatencyUnit::Milliseconds,
-            status_label: "response_code".into(),
-            grpc_status_label: Some("grpc_response_status".into()),
-            grpc_server_errors: vec![2, 4, 12, 13, 14, 15],
-            flags_label: Some("response_flags".into()),
-            filters: vec![
-                ("reporter".into(), "destination".into()),
-                ("destination_workload".into(), "reviews-v2".into()),
-            ],
-        }
+        Schema::istio(&[("destination_workload".into(), "reviews-v2".into())])
     }
 
     /// A page of `(response_code, grpc status, value)` request series for the canary.

@@ -6,6 +6,7 @@
 //! fixed-sample binomial tests of the whole window and its recent part catch
 //! small excesses over the limit that the sequential test is not tuned for.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
@@ -178,13 +179,12 @@ impl Thresholds {
     /// How far the sequential test has gone towards failing, as a fraction
     /// of its threshold (1 or more fails): the stronger of the two limits.
     pub fn evidence(&self, s: &Summary) -> f64 {
-        let (errors, latency) = self.sequential(s);
+        let (errors, latency) = self.sequential(&slot_series(s, self.max_latency));
         errors.llr.max(latency.llr) / self.sequential_threshold()
     }
 
-    /// The sequential evidence on errors and on latency over `s`'s seconds.
-    fn sequential(&self, s: &Summary) -> (Evidence, Evidence) {
-        let series = slot_series(s, self.max_latency);
+    /// The sequential evidence on errors and on latency over `series` (see [`slot_series`]).
+    fn sequential(&self, series: &[[u64; 4]]) -> (Evidence, Evidence) {
         let errors = Test::new(self.max_error_ratio).strongest(series.iter().map(|c| Counts {
             trials: c[0],
             events: c[1],
@@ -199,7 +199,8 @@ impl Thresholds {
 
     fn sequential_breach(&self, s: &Summary) -> Option<Breach> {
         let h = self.sequential_threshold();
-        let (errors, latency) = self.sequential(s);
+        let series = slot_series(s, self.max_latency);
+        let (errors, latency) = self.sequential(&series);
         let (by_errors, by_latency) = (errors.llr >= h, latency.llr >= h);
         if !by_errors && !by_latency {
             return None;
@@ -209,7 +210,6 @@ impl Thresholds {
         } else {
             latency
         };
-        let series = slot_series(s, self.max_latency);
         let judged = &series[series.len() - strongest.slots..];
         let sum = |i: usize| judged.iter().map(|c| c[i]).sum::<u64>();
         let (requests, errors_n) = (sum(0), sum(1));
@@ -271,9 +271,9 @@ impl Thresholds {
 /// `s`'s seconds for the sequential test. A summary without them (from a
 /// guard that predates them) reads as two slots: the window before its
 /// recent part, and the recent part.
-fn slot_series(s: &Summary, limit: Duration) -> Vec<[u64; 4]> {
+fn slot_series(s: &Summary, limit: Duration) -> Cow<'_, [[u64; 4]]> {
     if !s.slots.is_empty() {
-        return s.slots.clone();
+        return Cow::Borrowed(&s.slots);
     }
     let counts = |x: &Summary| {
         [
@@ -288,9 +288,9 @@ fn slot_series(s: &Summary, limit: Duration) -> Vec<[u64; 4]> {
         Some(r) => {
             let recent = counts(r);
             let before = std::array::from_fn(|i| whole[i].saturating_sub(recent[i]));
-            vec![before, recent]
+            Cow::Owned(vec![before, recent])
         }
-        None => vec![whole],
+        None => Cow::Owned(vec![whole]),
     }
 }
 
