@@ -1,12 +1,12 @@
 //! The `canary-guard` binary; also `kubectl canary-guard` when linked as
-//! `kubectl-canary_guard` (see [`canary_guard::config::parse_args`]).
+//! `kubectl-canary_guard` (see [`canary_guard::cli::parse_args`]).
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
 use tracing_subscriber::EnvFilter;
 
-use canary_guard::config::{parse_args, Command, LogFormat};
+use canary_guard::cli::{parse_args, Command, LogFormat};
 
 fn init_logs(format: LogFormat, default_level: &str) {
     let filter = EnvFilter::try_from_env("CANARY_GUARD_LOG")

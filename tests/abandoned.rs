@@ -34,7 +34,11 @@ async fn curls(n: usize, max_time: &str, url: &str) -> Vec<i32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_giving_up_after_the_limit_leaves_slow_requests() {
     let app = start_app().await;
-    let guard = start_guard(app, &["--max-latency", "500ms", "--interval", "100ms"]).await;
+    let guard = start_guard(app, |c| {
+        c.thresholds.max_latency = ms(500);
+        c.interval = ms(100);
+    })
+    .await;
     let url = format!("http://{}/delay/2000", guard.proxy_addr.unwrap());
     // curl's exit code 28: operation timed out.
     assert_eq!(curls(20, "0.6", &url).await, vec![28; 20]);
@@ -59,7 +63,11 @@ async fn curl_giving_up_after_the_limit_leaves_slow_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_giving_up_before_the_limit_is_abandoned_not_judged() {
     let app = start_app().await;
-    let guard = start_guard(app, &["--max-latency", "500ms", "--interval", "100ms"]).await;
+    let guard = start_guard(app, |c| {
+        c.thresholds.max_latency = ms(500);
+        c.interval = ms(100);
+    })
+    .await;
     let url = format!("http://{}/delay/2000", guard.proxy_addr.unwrap());
     assert_eq!(curls(20, "0.2", &url).await, vec![28; 20]);
     let s = wait_state(&guard, |s| s["window"]["abandoned"] == 20).await;
@@ -112,9 +120,12 @@ async fn time_to_failing(guard: &Guard, path: &'static str, rate: u32) -> Durati
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_app_fails_as_fast_as_a_5xx_fault_at_the_same_rate() {
     let app = start_app().await;
-    let flags = ["--max-latency", "500ms", "--interval", "250ms"];
-    let hung = start_guard(app, &flags).await;
-    let broken = start_guard(app, &flags).await;
+    let configure = |c: &mut canary_guard::config::GuardConfig| {
+        c.thresholds.max_latency = ms(500);
+        c.interval = ms(250);
+    };
+    let hung = start_guard(app, configure).await;
+    let broken = start_guard(app, configure).await;
     // Both at 20 requests a second, side by side.
     let (t_hung, t_5xx) = tokio::join!(
         time_to_failing(&hung, "/delay/5000", 20),

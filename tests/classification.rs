@@ -19,7 +19,7 @@ async fn counts(guard: &canary_guard::runtime::guard::Guard) -> (f64, f64) {
 #[tokio::test]
 async fn http_5xx_is_an_error_4xx_is_not() {
     let app = start_app().await;
-    let guard = start_guard(app, &[]).await;
+    let guard = start_guard(app, |_| {}).await;
     let c = http1();
     for code in [200, 201, 404, 429, 500, 503, 599] {
         let (status, _) = get(
@@ -35,7 +35,7 @@ async fn http_5xx_is_an_error_4xx_is_not() {
 #[tokio::test]
 async fn grpc_status_in_trailers_and_headers() {
     let app = start_app().await;
-    let guard = start_guard(app, &[]).await;
+    let guard = start_guard(app, |_| {}).await;
     let c = http2();
     for path in [
         "grpc/0",
@@ -70,7 +70,7 @@ async fn connect_failure_is_502_and_an_error() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let guard = start_guard(closed, &[]).await;
+    let guard = start_guard(closed, |_| {}).await;
     let (status, _) = get(&http1(), &format!("http://{}/x", guard.proxy_addr.unwrap())).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     assert_eq!(counts(&guard).await, (0.0, 1.0));
@@ -87,7 +87,10 @@ async fn connect_failure_is_502_and_an_error() {
 #[tokio::test]
 async fn upstream_timeout_is_504_and_an_error() {
     let app = start_app().await;
-    let guard = start_guard(app, &["--upstream-timeout", "100ms"]).await;
+    let guard = start_guard(app, |c| {
+        c.proxy_settings().unwrap().upstream.upstream_timeout = Some(ms(100))
+    })
+    .await;
     let (status, _) = get(
         &http1(),
         &format!("http://{}/delay/2000", guard.proxy_addr.unwrap()),
@@ -106,7 +109,7 @@ async fn upstream_timeout_is_504_and_an_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_is_time_to_headers() {
     let app = start_app().await;
-    let guard = start_guard(app, &["--min-requests", "1"]).await;
+    let guard = start_guard(app, |c| c.thresholds.min_requests = 1).await;
     let c = http1();
     let mut sends = Vec::new();
     for _ in 0..4 {

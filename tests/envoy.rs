@@ -7,19 +7,29 @@ use http::StatusCode;
 use support::envoy::*;
 use support::*;
 
-const CANARY: [&str; 2] = ["--envoy-label", "destination_workload=reviews-v2"];
+use canary_guard::config::GuardConfig;
+use canary_guard::domain::counters::{LatencyUnit, Schema};
+use canary_guard::observe::scrape::ScrapeConfig;
 
-fn fast() -> Vec<&'static str> {
-    let mut args = vec![
-        "--scrape-interval",
-        "100ms",
-        "--interval",
-        "100ms",
-        "--window",
-        "5m",
-    ];
-    args.extend_from_slice(&CANARY);
-    args
+const CANARY: [(&str, &str); 1] = [("destination_workload", "reviews-v2")];
+
+/// Envoy's page at `url`, scraped every `scrape_interval`.
+fn scrape(url: &str, scrape_interval: u64) -> ScrapeConfig {
+    let mut scrape = istio_scrape(url, &CANARY);
+    scrape.interval = ms(scrape_interval);
+    scrape
+}
+
+/// Scrapes and checks every 100 ms, in a 5-minute window.
+fn fast(url: &str) -> ScrapeConfig {
+    let mut scrape = scrape(url, 100);
+    scrape.max_gap = ms(300_000);
+    scrape
+}
+
+fn fast_checks(c: &mut GuardConfig) {
+    c.interval = ms(100);
+    c.window = ms(300_000);
 }
 
 async fn outcomes(guard: &canary_guard::runtime::guard::Guard) -> (f64, f64) {
@@ -51,20 +61,8 @@ async fn counts_exactly_the_canarys_deltas_through_a_reset_and_a_garbage_page() 
     // Envoy has been up for a while: this history must not count.
     let stats = FakeStats::start(Answer::Page(istio_page(1000, 50, 10, 0))).await;
     let url = stats.url();
-    let mut args = vec!["--mode", "envoy", "--envoy-stats-url", &url];
-    args.extend(fast());
-    let mut args = run_args(&args);
-    // A fixed, free port for --listen: nothing may listen there.
-    args.listen = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let guard = canary_guard::runtime::guard::start(&args).await.unwrap();
-    assert_eq!(guard.proxy_addr, None);
-    assert!(
-        tokio::net::TcpStream::connect(args.listen).await.is_err(),
-        "envoy mode must not open a proxy listener"
-    );
+    let guard = start_envoy_guard(fast(&url), fast_checks).await;
+    assert_eq!(guard.proxy_addr, None, "envoy mode has no proxy listener");
 
     two_more_scrapes(&guard).await;
     let s = state(&guard).await;
@@ -133,9 +131,7 @@ async fn counts_exactly_the_canarys_deltas_through_a_reset_and_a_garbage_page() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scrape_faults_are_counted_but_never_as_canary_errors() {
     let stats = FakeStats::start(Answer::Page(istio_page(1000, 50, 10, 0))).await;
-    let mut args = CANARY.to_vec();
-    args.extend_from_slice(&["--scrape-interval", "500ms"]);
-    let guard = start_envoy_guard(&stats.url(), &args).await;
+    let guard = start_envoy_guard(scrape(&stats.url(), 500), |_| {}).await;
     two_more_scrapes(&guard).await;
 
     let big = "x".repeat(17 << 20);
@@ -171,7 +167,7 @@ async fn an_unreachable_endpoint_is_a_connect_error_and_no_data() {
         l.local_addr().unwrap()
     };
     let url = format!("http://{closed}/stats/prometheus");
-    let guard = start_envoy_guard(&url, &fast()).await;
+    let guard = start_envoy_guard(fast(&url), fast_checks).await;
     two_more_scrapes(&guard).await;
     assert!(scrape_errors(&guard, "connect").await >= 2.0);
     let s = wait_state(&guard, |s| s["verdict"] == "inconclusive").await;
@@ -202,26 +198,21 @@ async fn an_apps_own_metrics_in_milliseconds() {
     };
     let stats = FakeStats::start(Answer::Page(page(100, 1))).await;
     let url = stats.url();
-    let args = [
-        "--metrics-url",
-        &url,
-        "--metrics-requests",
-        "api_requests_total",
-        "--metrics-duration",
-        "api_latency_ms",
-        "--metrics-status-label",
-        "status",
-        "--metrics-unit",
-        "milliseconds",
-        "--metrics-label",
-        "handler=/api",
-        "--scrape-interval",
-        "100ms",
-        "--interval",
-        "100ms",
-    ];
-    // The Envoy URL is not used when --metrics-url is given.
-    let guard = start_envoy_guard("http://127.0.0.1:1/unused", &args).await;
+    let scrape = ScrapeConfig {
+        url: url.parse().unwrap(),
+        schema: Schema {
+            requests: "api_requests_total".into(),
+            duration_buckets: Some("api_latency_ms_bucket".into()),
+            unit: LatencyUnit::Milliseconds,
+            status_label: "status".into(),
+            grpc_status_label: None,
+            grpc_server_errors: Vec::new(),
+            flags_label: None,
+            filters: vec![("handler".into(), "/api".into())],
+        },
+        ..scrape(&url, 100)
+    };
+    let guard = start_envoy_guard(scrape, |c| c.interval = ms(100)).await;
     two_more_scrapes(&guard).await;
     stats.set(Answer::Page(page(140, 11)));
     two_more_scrapes(&guard).await;
@@ -236,7 +227,7 @@ async fn an_apps_own_metrics_in_milliseconds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_flags_a_client_that_left_as_abandoned_and_upstream_failures_as_errors() {
     let stats = FakeStats::start(Answer::Page(istio_page(1000, 50, 10, 0))).await;
-    let guard = start_envoy_guard(&stats.url(), &fast()).await;
+    let guard = start_envoy_guard(fast(&stats.url()), fast_checks).await;
     two_more_scrapes(&guard).await;
     // 4 requests the client left (code 0, DC), 2 upstream timeouts (504, UT),
     // 1 upstream connection cut (503, UC).

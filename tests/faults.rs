@@ -79,7 +79,7 @@ fn problems(s: &serde_json::Value) -> Vec<String> {
 async fn api_gone_keeps_proxying_and_rolls_back_as_soon_as_it_returns() {
     let app = start_app().await;
     let (api, running) = start_api().await;
-    let guard = start_member(&running, app, "reviews-v2-aaa", "r1", &[]).await;
+    let guard = start_member(&running, app, "reviews-v2-aaa", "r1", |_| {}).await;
     wait_api(&api, 10, "a leader", |api| holder(api).is_some()).await;
     wait_state(&guard, |s| s["leader"] == true).await;
 
@@ -142,7 +142,7 @@ async fn api_500s_on_the_patch_are_retried_with_capped_backoff_then_written_once
             .verb(Verb::Patch)
             .resource(Resource::VirtualServices),
     );
-    let guard = start_member(&running, app, "reviews-v2-aaa", "r1", &[]).await;
+    let guard = start_member(&running, app, "reviews-v2-aaa", "r1", |_| {}).await;
     send_all_answered(&guard, 500, 30).await;
     wait_api(&api, 10, "a first failed patch", |api| {
         !vs_patch_codes(api).is_empty()
@@ -210,7 +210,7 @@ async fn api_429_retry_after_is_honoured_not_hammered() {
         .resource(Resource::VirtualServices)
         .times(1),
     );
-    let guard = start_member(&running, app, "reviews-v2-aaa", "r1", &[]).await;
+    let guard = start_member(&running, app, "reviews-v2-aaa", "r1", |_| {}).await;
     send_all_answered(&guard, 500, 30).await;
     wait_api(&api, 10, "the rollback", |api| weights(api) == (100, 0)).await;
     let patches: Vec<_> = api
@@ -238,7 +238,7 @@ async fn api_slow_answers_still_roll_back_once() {
         .add(FaultRule::new(FaultAction::Delay(Duration::from_millis(
             300,
         ))));
-    let guard = start_member(&running, app, "reviews-v2-aaa", "r1", &[]).await;
+    let guard = start_member(&running, app, "reviews-v2-aaa", "r1", |_| {}).await;
     send_all_answered(&guard, 200, 10).await;
     send_all_answered(&guard, 500, 30).await;
     wait_api(&api, 20, "the rollback", |api| weights(api) == (100, 0)).await;
@@ -254,7 +254,7 @@ async fn api_slow_answers_still_roll_back_once() {
 async fn api_that_never_answers_is_cut_off_and_a_late_write_is_not_repeated() {
     let app = start_app().await;
     let (api, running) = start_api().await;
-    let guard = start_member(&running, app, "reviews-v2-aaa", "r1", &[]).await;
+    let guard = start_member(&running, app, "reviews-v2-aaa", "r1", |_| {}).await;
     wait_state(&guard, |s| s["leader"] == true).await;
     // Reads of the VirtualService hang: the leader reports it and keeps judging.
     let hang = api.faults().add(
@@ -372,12 +372,12 @@ async fn a_leader_stalled_mid_rollback_cannot_overwrite_its_successor() {
     let (api, running) = start_api().await;
     let (old, new) = ("reviews-v2-old", "reviews-v2-new");
     let gate = hold_vs_patches(&api, old);
-    let a = start_member(&running, app, old, "r1", &[]).await;
+    let a = start_member(&running, app, old, "r1", |_| {}).await;
     wait_api(&api, 10, "the first leader", |api| {
         holder(api).as_deref() == Some(old)
     })
     .await;
-    let b = start_member(&running, app, new, "r1", &[]).await;
+    let b = start_member(&running, app, new, "r1", |_| {}).await;
 
     // The incident: the leader checks its lease, reads 90/10 and sends its rollback,
     // which hangs at the API; meanwhile it is cut off and its lease runs out.
@@ -433,7 +433,7 @@ async fn a_late_reassert_from_a_deposed_leader_cannot_undo_its_successors_restor
     let member_lease = members::lease_name("reviews", old);
 
     // r1 still runs, so the leader re-asserts the rollback at its first look.
-    let _a = start_member(&running, app, old, "r1", &[]).await;
+    let _a = start_member(&running, app, old, "r1", |_| {}).await;
     wait_api(&api, 10, "the old member's lease", |api| {
         api.get(Resource::Leases, NS, &member_lease).is_ok()
     })
@@ -442,7 +442,7 @@ async fn a_late_reassert_from_a_deposed_leader_cannot_undo_its_successors_restor
     // r2 rolls out: the old pod goes, and its member lease with it (owner reference).
     // A publish in flight is an update, which now finds nothing; its create is dropped.
     api.delete(Resource::Leases, NS, &member_lease).unwrap();
-    let _b = start_member(&running, app, new, "r2", &[]).await;
+    let _b = start_member(&running, app, new, "r2", |_| {}).await;
     // Only r2 runs: the new leader gives it its trial and restores the weights.
     wait_api(&api, 15, "the new leader's restore", |api| {
         record(api)["restoredAt"].is_string()
@@ -470,7 +470,7 @@ async fn a_late_reassert_from_a_deposed_leader_cannot_undo_its_successors_restor
 async fn gitops_fighting_back_is_reasserted_at_a_bounded_rate() {
     let app = start_app().await;
     let (api, running) = start_api().await;
-    let guard = start_member(&running, app, "reviews-v2-bad", "r1", &[]).await;
+    let guard = start_member(&running, app, "reviews-v2-bad", "r1", |_| {}).await;
     send_all_answered(&guard, 500, 30).await;
     wait_api(&api, 10, "the rollback", |api| weights(api) == (100, 0)).await;
 
@@ -511,7 +511,7 @@ async fn virtual_service_deleted_then_recreated_is_reported_then_rolled_back() {
     let app = start_app().await;
     let (api, running) = start_api().await;
     api.delete(Resource::VirtualServices, NS, VS).unwrap();
-    let guard = start_member(&running, app, "reviews-v2-aaa", "r1", &[]).await;
+    let guard = start_member(&running, app, "reviews-v2-aaa", "r1", |_| {}).await;
     send_all_answered(&guard, 500, 30).await;
     let s = wait_state(&guard, |s| {
         problems(s)
@@ -546,7 +546,7 @@ async fn canary_destination_renamed_is_a_clear_error_and_no_write() {
     vs["spec"]["http"][0]["route"][1]["destination"]["subset"] = "v3".into();
     api.seed(Resource::VirtualServices, vs.clone()).unwrap();
     let running = api.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let guard = start_member(&running, app, "reviews-v2-aaa", "r1", &[]).await;
+    let guard = start_member(&running, app, "reviews-v2-aaa", "r1", |_| {}).await;
     send_all_answered(&guard, 500, 30).await;
     let s = wait_state(&guard, |s| {
         problems(s)
@@ -579,7 +579,7 @@ async fn canary_destination_renamed_is_a_clear_error_and_no_write() {
 async fn bad_member_summaries_are_ignored_counted_and_never_roll_back() {
     let app = start_app().await;
     let (api, running) = start_api().await;
-    let guard = start_member(&running, app, "reviews-v2-aaa", "r1", &[]).await;
+    let guard = start_member(&running, app, "reviews-v2-aaa", "r1", |_| {}).await;
     wait_state(&guard, |s| s["leader"] == true).await;
     send_all_answered(&guard, 200, 30).await;
     api.seed(
@@ -691,7 +691,7 @@ async fn missing_rbac_is_shown_with_verb_and_resource() {
             .verb(Verb::Patch)
             .resource(Resource::VirtualServices),
     );
-    let guard = start_member(&running, app, "reviews-v2-aaa", "r1", &[]).await;
+    let guard = start_member(&running, app, "reviews-v2-aaa", "r1", |_| {}).await;
     send_all_answered(&guard, 500, 30).await;
     let s = wait_state(&guard, |s| {
         problems(s).iter().any(|p| p.starts_with("Forbidden"))

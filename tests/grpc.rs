@@ -92,10 +92,10 @@ async fn run(
     window: impl Fn(&serde_json::Value) -> bool,
 ) -> (serde_json::Value, (f64, f64, f64), serde_json::Value) {
     let server = Server::start(python);
-    let guard = start_guard(
-        server.addr,
-        &["--max-latency", "500ms", "--interval", "100ms"],
-    )
+    let guard = start_guard(server.addr, |c| {
+        c.thresholds.max_latency = ms(500);
+        c.interval = ms(100);
+    })
     .await;
     let seen = call(python, &guard, case, n).await;
     let total = f64::from(n);

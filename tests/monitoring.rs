@@ -182,7 +182,7 @@ async fn every_dashboard_query_returns_data_after_traffic_and_a_rollback() {
             .resource(Resource::Leases),
     );
     let pod = "reviews-v2-aaa";
-    let guard = start_member(&running, app, pod, "r1", &[]).await;
+    let guard = start_member(&running, app, pod, "r1", |_| {}).await;
     wait_api(&api, 10, "a leader", |api| holder(api).is_some()).await;
     let prom = Prometheus::start(
         guard.admin_addr,

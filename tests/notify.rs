@@ -4,6 +4,14 @@
 
 mod support;
 
+/// `--notify-url URL` with its defaults.
+fn notify_to(url: &str) -> canary_guard::notify::NotifyConfig {
+    canary_guard::notify::NotifyConfig::new(
+        canary_guard::notify::url::NotifyUrl::parse(url).unwrap(),
+        canary_guard::notify::message::NotifyFormat::Json,
+    )
+}
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -202,13 +210,9 @@ async fn rollback_reassert_and_restore_are_each_notified_after_their_write() {
     let app = start_app().await;
     let (api, running) = start_api().await;
     let url = r.url();
-    let bad = start_member(
-        &running,
-        app,
-        "reviews-v2-bad",
-        "r1",
-        &["--notify-url", &url],
-    )
+    let bad = start_member(&running, app, "reviews-v2-bad", "r1", |c| {
+        c.notify = Some(notify_to(&url))
+    })
     .await;
     send(&bad, "/status/500", 30).await;
     r.wait_hits(1, 15).await;
@@ -223,13 +227,9 @@ async fn rollback_reassert_and_restore_are_each_notified_after_their_write() {
     .unwrap();
     r.wait_hits(2, 15).await;
     // A new revision: restored by whichever guard leads then.
-    let good = start_member(
-        &running,
-        app,
-        "reviews-v2-good",
-        "r2",
-        &["--notify-url", &url],
-    )
+    let good = start_member(&running, app, "reviews-v2-good", "r2", |c| {
+        c.notify = Some(notify_to(&url))
+    })
     .await;
     bad.shutdown();
     bad.wait().await;
@@ -266,13 +266,9 @@ async fn a_hanging_receiver_delays_no_virtualservice_write() {
     let app = start_app().await;
     let (api, running) = start_api().await;
     let url = r.url();
-    let bad = start_member(
-        &running,
-        app,
-        "reviews-v2-bad",
-        "r1",
-        &["--notify-url", &url],
-    )
+    let bad = start_member(&running, app, "reviews-v2-bad", "r1", |c| {
+        c.notify = Some(notify_to(&url))
+    })
     .await;
     send(&bad, "/status/500", 30).await;
     wait_api(&api, 15, "a rollback", |api| weights(api) == (100, 0)).await;

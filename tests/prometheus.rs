@@ -11,7 +11,7 @@ use support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_exactly_the_requests_sent() {
     let app = start_app().await;
-    let guard = start_guard(app, &[]).await;
+    let guard = start_guard(app, |_| {}).await;
     let c = http1();
     for i in 0..37 {
         let code = if i % 5 == 0 { 503 } else { 200 };

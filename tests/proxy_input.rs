@@ -51,7 +51,10 @@ async fn read_all(conn: &mut TcpStream, limit: Duration) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_headers_get_431_and_are_not_the_canarys_fault() {
     let app = start_app().await;
-    let guard = start_guard(app, &["--max-header-bytes", "16384"]).await;
+    let guard = start_guard(app, |c| {
+        c.proxy_settings().unwrap().limits.max_header_bytes = 16384
+    })
+    .await;
     let mut conn = TcpStream::connect(guard.proxy_addr.unwrap()).await.unwrap();
     let big = "x".repeat(40_000);
     conn.write_all(
@@ -80,7 +83,7 @@ async fn oversized_headers_get_431_and_are_not_the_canarys_fault() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_http_gets_400_and_nothing_reaches_the_app() {
     let app = start_app().await;
-    let guard = start_guard(app, &[]).await;
+    let guard = start_guard(app, |_| {}).await;
     for garbage in [
         &b"NOT HTTP AT ALL\r\n\r\n"[..],
         b"GET / HTTP/9.9\r\n\r\n",
@@ -107,7 +110,10 @@ async fn malformed_http_gets_400_and_nothing_reaches_the_app() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_clients_are_cut_off_after_the_header_timeout() {
     let app = start_app().await;
-    let guard = start_guard(app, &["--header-read-timeout", "1s"]).await;
+    let guard = start_guard(app, |c| {
+        c.proxy_settings().unwrap().limits.header_read_timeout = ms(1000)
+    })
+    .await;
     // hyper closes an idle keep-alive connection on the same timer; that is no refusal.
     let mut idle = TcpStream::connect(guard.proxy_addr.unwrap()).await.unwrap();
     idle.write_all(b"GET /status/200 HTTP/1.1\r\nhost: a\r\n\r\n")
@@ -151,7 +157,7 @@ async fn slowloris_clients_are_cut_off_after_the_header_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_vanishing_mid_upload_is_not_the_canarys_fault() {
     let app = start_app().await;
-    let guard = start_guard(app, &[]).await;
+    let guard = start_guard(app, |_| {}).await;
     let mut conn = TcpStream::connect(guard.proxy_addr.unwrap()).await.unwrap();
     conn.write_all(b"POST /echo HTTP/1.1\r\nhost: a\r\ncontent-length: 1000000\r\n\r\n")
         .await
@@ -212,7 +218,7 @@ async fn an_upstream_that_breaks_mid_body_breaks_the_client_too_and_the_guard_go
             });
         }
     });
-    let guard = start_guard(app, &[]).await;
+    let guard = start_guard(app, |_| {}).await;
     let resp = http1()
         .request(
             http::Request::get(format!("http://{}/x", guard.proxy_addr.unwrap()))

@@ -72,8 +72,11 @@ async fn the_role_grants_exactly_what_a_whole_incident_uses() {
                                      "spec": {"containers": [{"name": "app", "image": "reviews:2"}]}}}}),
     )
     .unwrap();
-    let pause = ["--deployment", "reviews-v2", "--on-rollback", "pause"];
-    let bad = start_member(&running, app, "reviews-v2-bad", "r1", &pause).await;
+    let pause = |c: &mut canary_guard::config::ClusterConfig| {
+        c.deployment = Some("reviews-v2".into());
+        c.on_rollback = canary_guard::config::OnRollback::Pause;
+    };
+    let bad = start_member(&running, app, "reviews-v2-bad", "r1", pause).await;
     send(&bad, "/status/500", 30).await;
     let paused = |api: &canary_guard_test_api::embedded_api::EmbeddedApi| {
         api.get(Resource::Deployments, NS, "reviews-v2").unwrap()["spec"]["paused"] == true
@@ -98,7 +101,7 @@ async fn the_role_grants_exactly_what_a_whole_incident_uses() {
     )
     .await
     .expect("re-assert");
-    let good = start_member(&running, app, "reviews-v2-good", "r2", &pause).await;
+    let good = start_member(&running, app, "reviews-v2-good", "r2", pause).await;
     bad.shutdown();
     bad.wait().await;
     tokio::time::timeout(

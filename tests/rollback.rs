@@ -15,8 +15,8 @@ use support::*;
 async fn healthy_canary_is_never_touched() {
     let app = start_app().await;
     let (api, running) = start_api().await;
-    let a = start_member(&running, app, "reviews-v2-aaa", "r1", &[]).await;
-    let b = start_member(&running, app, "reviews-v2-bbb", "r1", &[]).await;
+    let a = start_member(&running, app, "reviews-v2-aaa", "r1", |_| {}).await;
+    let b = start_member(&running, app, "reviews-v2-bbb", "r1", |_| {}).await;
     wait_api(&api, 10, "a leader", |api| holder(api).is_some()).await;
     let leader = if holder(&api).as_deref() == Some("reviews-v2-aaa") {
         &a
@@ -50,29 +50,17 @@ async fn failing_canary_is_rolled_back_once_with_record_and_event() {
     let (api, running) = start_api().await;
     let before = api.get(Resource::VirtualServices, NS, VS).unwrap();
     let guards = [
-        start_member(
-            &running,
-            app,
-            "reviews-v2-aaa",
-            "r1",
-            &["--deployment", "reviews-v2"],
-        )
+        start_member(&running, app, "reviews-v2-aaa", "r1", |c| {
+            c.deployment = Some("reviews-v2".into())
+        })
         .await,
-        start_member(
-            &running,
-            app,
-            "reviews-v2-bbb",
-            "r1",
-            &["--deployment", "reviews-v2"],
-        )
+        start_member(&running, app, "reviews-v2-bbb", "r1", |c| {
+            c.deployment = Some("reviews-v2".into())
+        })
         .await,
-        start_member(
-            &running,
-            app,
-            "reviews-v2-ccc",
-            "r1",
-            &["--deployment", "reviews-v2"],
-        )
+        start_member(&running, app, "reviews-v2-ccc", "r1", |c| {
+            c.deployment = Some("reviews-v2".into())
+        })
         .await,
     ];
     for g in &guards {
@@ -146,7 +134,7 @@ async fn failing_canary_is_rolled_back_once_with_record_and_event() {
 async fn gitops_revert_is_reverted_again_and_a_new_revision_is_restored() {
     let app = start_app().await;
     let (api, running) = start_api().await;
-    let bad = start_member(&running, app, "reviews-v2-bad", "r1", &[]).await;
+    let bad = start_member(&running, app, "reviews-v2-bad", "r1", |_| {}).await;
     send(&bad, "/status/500", 30).await;
     wait_api(&api, 15, "a rollback", |api| weights(api) == (100, 0)).await;
 
@@ -170,7 +158,7 @@ async fn gitops_revert_is_reverted_again_and_a_new_revision_is_restored() {
     .await;
 
     // A new revision rolls out: the bad pod leaves, a new one joins.
-    let good = start_member(&running, app, "reviews-v2-good", "r2", &[]).await;
+    let good = start_member(&running, app, "reviews-v2-good", "r2", |_| {}).await;
     bad.shutdown();
     bad.wait().await;
     wait_api(&api, 20, "the weights restored", |api| {
@@ -221,8 +209,8 @@ async fn a_killed_leader_is_replaced_and_the_rollback_completes() {
         holder(api).as_deref() == Some("reviews-v2-first")
     })
     .await;
-    let second = start_member(&running, app, "reviews-v2-second", "r1", &[]).await;
-    let third = start_member(&running, app, "reviews-v2-third", "r1", &[]).await;
+    let second = start_member(&running, app, "reviews-v2-second", "r1", |_| {}).await;
+    let third = start_member(&running, app, "reviews-v2-third", "r1", |_| {}).await;
     // The incident starts; the first leader would never decide (threshold 1000) and dies.
     let c = http1();
     for _ in 0..20 {
@@ -255,7 +243,7 @@ async fn a_killed_leader_is_replaced_and_the_rollback_completes() {
 async fn status_shows_the_group_and_restore_puts_the_weights_back() {
     let app = start_app().await;
     let (api, running) = start_api().await;
-    let g = start_member(&running, app, "reviews-v2-aaa", "r1", &[]).await;
+    let g = start_member(&running, app, "reviews-v2-aaa", "r1", |_| {}).await;
     send(&g, "/status/500", 30).await;
     wait_api(&api, 15, "a rollback", |api| weights(api) == (100, 0)).await;
     let dir = std::env::temp_dir().join(format!("cg-status-{}", std::process::id()));

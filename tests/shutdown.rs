@@ -9,7 +9,7 @@ use support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_requests_finish_after_shutdown_begins() {
     let app = start_app().await;
-    let guard = start_guard(app, &[]).await;
+    let guard = start_guard(app, |_| {}).await;
     let mut arrivals = delay_arrivals();
     let before = *arrivals.borrow_and_update();
     let url = format!("http://{}/delay/300", guard.proxy_addr.unwrap());

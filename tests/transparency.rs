@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 #[tokio::test]
 async fn method_path_query_headers_and_body_are_forwarded() {
     let app = start_app().await;
-    let guard = start_guard(app, &[]).await;
+    let guard = start_guard(app, |_| {}).await;
     let payload: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
     let req = Request::builder()
         .method(Method::PUT)
@@ -44,7 +44,7 @@ async fn method_path_query_headers_and_body_are_forwarded() {
 #[tokio::test]
 async fn chunked_request_and_large_streamed_response() {
     let app = start_app().await;
-    let guard = start_guard(app, &[]).await;
+    let guard = start_guard(app, |_| {}).await;
     // A streamed (chunked) request body of unknown length.
     let chunks: Vec<Result<hyper::body::Frame<Bytes>, hyper::Error>> = (0..50)
         .map(|i| Ok(hyper::body::Frame::data(Bytes::from(vec![i as u8; 10_000]))))
@@ -73,7 +73,7 @@ async fn chunked_request_and_large_streamed_response() {
 #[tokio::test]
 async fn http2_prior_knowledge_reaches_the_app_as_http2() {
     let app = start_app().await;
-    let guard = start_guard(app, &[]).await;
+    let guard = start_guard(app, |_| {}).await;
     let req = Request::post(format!("http://{}/echo?h2=1", guard.proxy_addr.unwrap()))
         .version(Version::HTTP_2)
         .body(body("over h2"))
@@ -95,7 +95,7 @@ async fn http2_prior_knowledge_reaches_the_app_as_http2() {
 #[tokio::test]
 async fn upgrade_passes_through() {
     let app = start_app().await;
-    let guard = start_guard(app, &[]).await;
+    let guard = start_guard(app, |_| {}).await;
     let mut conn = tokio::net::TcpStream::connect(guard.proxy_addr.unwrap())
         .await
         .unwrap();

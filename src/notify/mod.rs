@@ -39,7 +39,7 @@ pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 pub const QUEUE: usize = 32;
 
 /// Where and how to send, and how hard to try.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct NotifyConfig {
     /// The receiver.
     pub url: NotifyUrl,

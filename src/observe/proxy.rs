@@ -25,7 +25,7 @@ use super::Recorder;
 use crate::domain::window::Outcome;
 
 /// How to reach the app.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ProxyConfig {
     /// The app's base URL (`http://host:port`).
     pub upstream: Uri,

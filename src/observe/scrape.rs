@@ -37,7 +37,7 @@ const FORGET_AFTER: Duration = Duration::from_secs(600);
 const PROBLEM: &str = "ScrapeFailing";
 
 /// What to scrape and how to read it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ScrapeConfig {
     /// The Prometheus endpoint.
     pub url: Uri,

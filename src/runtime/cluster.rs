@@ -24,11 +24,10 @@ use crate::cluster::members;
 use crate::cluster::virtual_service::{
     self, RestoreOutcome, RollbackOutcome, RollbackReason, RouteTargets, VirtualServiceError,
 };
-use crate::config::{ClusterArgs, ClusterConfig, OnRollback};
+use crate::config::{ClusterConfig, OnRollback};
 use crate::domain::judge::{Judge, MemberSample, Recorded};
 use crate::domain::leader::{self, Announce, Leader, Round, Write};
 use crate::domain::policy::{Check, Thresholds, Verdict, FAST_LOOKS, SUSPECT};
-use crate::domain::routes::{CanaryTarget, StableTarget};
 use crate::domain::window::{Summary, Window};
 use crate::notify::message::{Kind, Notification};
 use crate::notify::Notifier;
@@ -55,10 +54,8 @@ mod lease_problems {
 
 /// Everything the cluster loop needs.
 pub struct Cluster {
-    /// Identity and names.
+    /// Identity, names, the election and what a rollback does.
     pub config: ClusterConfig,
-    /// The cluster flags.
-    pub args: ClusterArgs,
     /// Namespace in use.
     pub namespace: String,
     /// API client.
@@ -87,34 +84,11 @@ impl Cluster {
     /// `lease_duration - renew_deadline` has therefore ended (on our side) before any
     /// peer can lead, which keeps two leaders' writes apart.
     fn call_timeout(&self) -> Duration {
-        self.args
+        self.config
+            .election
             .lease_duration
-            .saturating_sub(self.args.renew_deadline)
+            .saturating_sub(self.config.election.renew_deadline)
             .clamp(Duration::from_millis(100), MAX_CALL_TIME)
-    }
-
-    fn targets(&self) -> Result<RouteTargets> {
-        let canary = CanaryTarget::new(
-            self.args.canary_host.clone(),
-            self.args.canary_subset.clone(),
-        )
-        .map_err(|e| Error::Config(format!("--canary-host/--canary-subset: {e}")))?;
-        let stable = if self.args.stable_host.is_some() || self.args.stable_subset.is_some() {
-            Some(
-                StableTarget::new(
-                    self.args.stable_host.clone(),
-                    self.args.stable_subset.clone(),
-                )
-                .map_err(|e| Error::Config(format!("--stable-host/--stable-subset: {e}")))?,
-            )
-        } else {
-            None
-        };
-        Ok(RouteTargets {
-            canary,
-            stable,
-            route: self.args.route.clone(),
-        })
     }
 }
 
@@ -122,12 +96,12 @@ impl Cluster {
 /// (the leader releasing its lease, the member deleting its own) when
 /// `shutdown` carries `true`.
 pub fn spawn(cluster: Cluster, shutdown: watch::Receiver<bool>) -> Result<JoinHandle<()>> {
-    let targets = cluster.targets()?;
+    let targets = cluster.config.targets.clone();
     let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     let mut election = ElectionConfig::new(&cluster.config.group, cluster.config.pod_name.clone());
-    election.lease_duration = cluster.args.lease_duration;
-    election.renew_deadline = cluster.args.renew_deadline;
-    election.retry_period = cluster.args.retry_period;
+    election.lease_duration = cluster.config.election.lease_duration;
+    election.renew_deadline = cluster.config.election.renew_deadline;
+    election.retry_period = cluster.config.election.retry_period;
     let metrics = cluster.metrics.clone();
     let elector = Elector::new(leases.clone(), election)
         .map_err(|e| Error::Config(e.to_string()))?
@@ -138,7 +112,7 @@ pub fn spawn(cluster: Cluster, shutdown: watch::Receiver<bool>) -> Result<JoinHa
         leases.clone(),
         PublishSettings {
             config: cluster.config.clone(),
-            every: cluster.args.publish_interval,
+            every: cluster.config.publish_interval,
             interval: cluster.interval,
             thresholds: cluster.thresholds.clone(),
             call_timeout: cluster.call_timeout(),
@@ -380,7 +354,7 @@ async fn leader_loop(
     let vs_api = virtual_service::api(
         cluster.client.clone(),
         &cluster.namespace,
-        &cluster.args.virtual_service_version,
+        &cluster.config.virtual_service_version,
     );
     let recorder = events::Recorder::new(cluster.client.clone(), cluster.config.pod_name.clone());
     let mut round: Option<LeaderRound> = None;
@@ -444,17 +418,17 @@ async fn leader_loop(
         let r = round.get_or_insert_with(|| {
             let metrics = cluster.metrics.clone();
             let observer =
-                members::Observer::new(&cluster.config.group, cluster.args.publish_interval)
+                members::Observer::new(&cluster.config.group, cluster.config.publish_interval)
                     .on_rejected(move |why| metrics.member_summary_rejected(why.as_str()));
             LeaderRound {
                 leader: Leader::new(
                     leader::Settings {
                         own_revision: cluster.config.revision.clone(),
-                        restore_on_new_revision: cluster.args.restore_on_new_revision,
+                        restore_on_new_revision: cluster.config.restore_on_new_revision,
                         failure_threshold: cluster.thresholds.failure_threshold,
                         look_every: REASSERT_EVERY,
                     },
-                    Judge::new(cluster.thresholds.clone(), cluster.args.per_member),
+                    Judge::new(cluster.thresholds.clone(), cluster.config.per_member),
                 ),
                 evidence: 0.0,
                 retry_at: None,
@@ -607,7 +581,7 @@ async fn lead_once(
                     &c.config.virtual_service,
                     targets,
                     &why,
-                    c.args.dry_run,
+                    c.config.dry_run,
                 ),
             )
             .await;
@@ -666,7 +640,7 @@ async fn lead_once(
         Some(Write::Restore) => {
             let outcome = bounded_vs(
                 c,
-                virtual_service::restore(vs_api, &c.config.virtual_service, c.args.dry_run),
+                virtual_service::restore(vs_api, &c.config.virtual_service, c.config.dry_run),
             )
             .await;
             r.leader.restore_done(match &outcome {
@@ -700,7 +674,7 @@ async fn lead_once(
                         *regarding,
                     )
                     .await;
-                    if c.args.on_rollback == OnRollback::Pause {
+                    if c.config.on_rollback == OnRollback::Pause {
                         set_paused(c, false).await;
                     }
                 }
@@ -823,7 +797,7 @@ async fn announce_rollback(
         )
         .await;
     }
-    if c.args.on_rollback == OnRollback::Pause && !c.args.dry_run {
+    if c.config.on_rollback == OnRollback::Pause && !c.config.dry_run {
         set_paused(c, true).await;
     }
 }
@@ -846,7 +820,7 @@ fn notify(c: &Cluster, event: Kind, revision: &str, summary: &str, reason: &str)
 }
 
 fn deployment_ref(c: &Cluster) -> Option<ObjectReference> {
-    c.args.deployment.as_ref().map(|name| ObjectReference {
+    c.config.deployment.as_ref().map(|name| ObjectReference {
         api_version: Some("apps/v1".into()),
         kind: Some("Deployment".into()),
         name: Some(name.clone()),
@@ -859,7 +833,7 @@ fn vs_ref(c: &Cluster) -> ObjectReference {
     ObjectReference {
         api_version: Some(format!(
             "networking.istio.io/{}",
-            c.args.virtual_service_version
+            c.config.virtual_service_version
         )),
         kind: Some("VirtualService".into()),
         name: Some(c.config.virtual_service.clone()),
@@ -870,7 +844,7 @@ fn vs_ref(c: &Cluster) -> ObjectReference {
 
 /// Pauses or resumes the canary Deployment's rollout, as `kubectl rollout pause` does.
 async fn set_paused(c: &Cluster, paused: bool) {
-    let Some(name) = c.args.deployment.as_deref() else {
+    let Some(name) = c.config.deployment.as_deref() else {
         return;
     };
     let call = async {

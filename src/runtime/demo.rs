@@ -16,7 +16,7 @@ use std::time::Duration;
 use canary_guard_test_api::apps::{self, Canary, Fault};
 use canary_guard_test_api::embedded_api::{EmbeddedApi, Resource, RunningApi, Verb};
 use canary_guard_test_api::load::{Load, Second};
-use clap::{Args, Parser, ValueEnum};
+use clap::{Args, ValueEnum};
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -24,8 +24,10 @@ use tokio::time::Instant;
 
 use super::guard;
 use crate::cluster::client;
-use crate::config::{Cli, Command};
-use crate::domain::routes::current_weights;
+use crate::cluster::virtual_service::RouteTargets;
+use crate::config::{ClusterConfig, GuardConfig};
+use crate::domain::routes::{current_weights, CanaryTarget};
+use crate::notify::NotifyConfig;
 use crate::{Error, Result};
 
 const NAMESPACE: &str = "default";
@@ -58,15 +60,15 @@ pub struct DemoArgs {
     pub fault_ratio: f64,
 
     /// Healthy traffic before the fault starts.
-    #[arg(long, default_value = "5s", value_parser = crate::config::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = crate::cli::parse_duration)]
     pub fault_after: Duration,
 
     /// Give up (exit 1) if no rollback happened this long after the fault started.
-    #[arg(long, default_value = "30s", value_parser = crate::config::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::cli::parse_duration)]
     pub timeout: Duration,
 
     /// Traffic kept flowing after the rollback, to show where it goes.
-    #[arg(long, default_value = "3s", value_parser = crate::config::parse_duration)]
+    #[arg(long, default_value = "3s", value_parser = crate::cli::parse_duration)]
     pub linger: Duration,
 
     /// The canary's share of the VirtualService's weight, in percent.
@@ -78,7 +80,7 @@ pub struct DemoArgs {
     pub max_error_ratio: Option<f64>,
 
     /// The guards' `--confidence` (their default when not given): lower decides sooner.
-    #[arg(long, value_name = "C", value_parser = crate::config::parse_confidence)]
+    #[arg(long, value_name = "C", value_parser = crate::cli::parse_confidence)]
     pub confidence: Option<f64>,
 
     /// Print one JSON object at the end instead of the timeline.
@@ -195,57 +197,41 @@ pub async fn run(args: DemoArgs) -> Result<bool> {
         .await
         .map_err(io("starting the canary app"))?;
 
+    let loopback = "127.0.0.1:0".parse().expect("valid address");
     let mut guards = Vec::new();
     for i in 0..3 {
         let pod = format!("reviews-v2-{REVISION}-{}", ["x7k2p", "m4q9z", "b8n3w"][i]);
-        let upstream = format!("http://{canary_addr}");
-        let mut argv = vec![
-            "canary-guard",
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &upstream,
-            "--group",
-            "reviews",
-            "--namespace",
-            NAMESPACE,
-            "--pod-name",
-            &pod,
-            "--revision",
-            REVISION,
-            "--virtual-service",
-            VIRTUAL_SERVICE,
-            "--canary-host",
-            "reviews",
-            "--canary-subset",
-            "v2",
-        ];
-        let max_error_ratio = args.max_error_ratio.map(|r| r.to_string());
-        if let Some(r) = &max_error_ratio {
-            argv.extend(["--max-error-ratio", r]);
-        }
-        let confidence = args.confidence.map(|c| c.to_string());
-        if let Some(c) = &confidence {
-            argv.extend(["--confidence", c]);
-        }
-        let Command::Run(mut run_args) = Cli::try_parse_from(argv)
-            .map_err(|e| Error::Config(e.to_string()))?
-            .command
-        else {
-            unreachable!("the demo builds a run command");
+        let upstream = format!("http://{canary_addr}")
+            .parse()
+            .map_err(|_| Error::Config(format!("canary app address {canary_addr}")))?;
+        let targets = RouteTargets {
+            canary: CanaryTarget::new(Some("reviews".into()), Some("v2".into()))
+                .map_err(|e| Error::Config(e.to_string()))?,
+            stable: None,
+            route: None,
         };
-        // Passed as a value, not on an argv: the URL is never formatted.
-        run_args.cluster.notify_url = args.notify_url.clone();
-        run_args.cluster.notify_format = args.notify_format;
+        let mut cluster = ClusterConfig::new("reviews", &pod, VIRTUAL_SERVICE, targets);
+        cluster.namespace = Some(NAMESPACE.into());
+        cluster.revision = Some(REVISION.into());
+        cluster.notify = args
+            .notify_url
+            .clone()
+            .map(|url| NotifyConfig::new(url, args.notify_format));
+        let mut config = GuardConfig::proxy(upstream);
+        config.admin_listen = loopback;
+        if let Some(p) = config.proxy_settings() {
+            p.listen = loopback;
+        }
+        if let Some(r) = args.max_error_ratio {
+            config.thresholds.max_error_ratio = r;
+        }
+        if let Some(c) = args.confidence {
+            config.thresholds.confidence = c;
+        }
+        config.cluster = Some(cluster);
         // The guard's own client configuration, as `run` builds it for a plain-http URL.
         let client = client::client(client::config_for_url(&running.url(), NAMESPACE)?, None)?;
-        guards.push((
-            pod,
-            guard::start_with_client(&run_args, Some(client)).await?,
-        ));
+        guards.push((pod, guard::start_with_client(&config, Some(client)).await?));
     }
 
     let say = |t: Duration, line: String| {

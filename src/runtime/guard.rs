@@ -14,27 +14,15 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::admin::metrics::Metrics;
 use crate::admin::server::{Admin, Readiness};
 use crate::admin::state::{GuardState, SharedState, WindowView};
-use crate::config::{Mode, RunArgs};
-use crate::domain::policy::{Policy, Thresholds, FAST_LOOKS, SUSPECT};
+use crate::config::{GuardConfig, Observe};
+use crate::domain::policy::{Policy, FAST_LOOKS, SUSPECT};
 use crate::domain::window::Window;
-use crate::notify::{Notifier, NotifyConfig};
-use crate::observe::proxy::{Proxy, ProxyConfig};
+use crate::notify::Notifier;
+use crate::observe::proxy::Proxy;
 use crate::observe::scrape::Scraper;
 use crate::observe::Recorder;
 use crate::server::{self, Limits};
 use crate::{Error, Result};
-
-/// The thresholds the flags describe.
-pub fn thresholds(args: &RunArgs) -> Thresholds {
-    Thresholds {
-        max_error_ratio: args.max_error_ratio,
-        max_latency: args.max_latency,
-        latency_quantile: args.latency_quantile,
-        min_requests: args.min_requests,
-        failure_threshold: args.failure_threshold,
-        confidence: args.confidence,
-    }
-}
 
 /// A running guard.
 pub struct Guard {
@@ -74,74 +62,69 @@ async fn bind(addr: SocketAddr, flag: &str) -> Result<TcpListener> {
 }
 
 /// Binds the listeners and starts every task of the guard: standalone, or
-/// with the cluster loop (client from `--kubeconfig` / in-cluster config).
-pub async fn start(args: &RunArgs) -> Result<Guard> {
-    start_with_client(args, None).await
+/// with the cluster loop (client from the kubeconfig / in-cluster config).
+pub async fn start(config: &GuardConfig) -> Result<Guard> {
+    start_with_client(config, None).await
 }
 
 /// Like [`start`], with a ready Kubernetes client for the cluster loop (the
 /// demo and tests use the embedded API's).
-pub async fn start_with_client(args: &RunArgs, client: Option<kube::Client>) -> Result<Guard> {
-    args.validate()?;
-    let cluster = if args.standalone {
-        None
-    } else {
-        let config = args.cluster.resolve(|k| std::env::var(k).ok())?;
-        let client = match client {
-            Some(c) => c,
-            None => crate::cluster::client::client(
-                crate::cluster::client::config(args.cluster.kubeconfig.as_deref()).await?,
-                config.namespace.as_deref(),
-            )?,
-        };
-        Some((config, client))
+pub async fn start_with_client(
+    config: &GuardConfig,
+    client: Option<kube::Client>,
+) -> Result<Guard> {
+    let cluster = match &config.cluster {
+        None => None,
+        Some(cluster) => {
+            let client = match client {
+                Some(c) => c,
+                None => crate::cluster::client::client(
+                    crate::cluster::client::config(cluster.kubeconfig.as_deref()).await?,
+                    cluster.namespace.as_deref(),
+                )?,
+            };
+            Some((cluster.clone(), client))
+        }
     };
+    let thresholds = &config.thresholds;
     let metrics = Arc::new(Metrics::new());
     metrics.set_limits(
-        args.max_error_ratio,
-        args.max_latency,
-        args.latency_quantile,
+        thresholds.max_error_ratio,
+        thresholds.max_latency,
+        thresholds.latency_quantile,
     );
     let window = Arc::new(
-        Window::new(args.window, Instant::now().into_std()).with_latency_limit(args.max_latency),
+        Window::new(config.window, Instant::now().into_std())
+            .with_latency_limit(thresholds.max_latency),
     );
-    let mut initial = GuardState::new(args.mode.as_str());
-    if let Some((config, _)) = &cluster {
-        initial.group = Some(config.group.clone());
-        initial.pod = Some(config.pod_name.clone());
-        initial.revision = config.revision.clone();
+    let mut initial = GuardState::new(config.observe.mode());
+    if let Some((cluster, _)) = &cluster {
+        initial.group = Some(cluster.group.clone());
+        initial.pod = Some(cluster.pod_name.clone());
+        initial.revision = cluster.revision.clone();
     }
     let state: SharedState = Arc::new(RwLock::new(initial));
     let ready = Arc::new(Readiness::default());
     // Proxy mode times every request; envoy mode's latency buckets come from
     // scraped histograms and are not exported as ours.
-    metrics.export_totals(window.clone(), args.mode == Mode::Proxy);
+    metrics.export_totals(window.clone(), matches!(config.observe, Observe::Proxy(_)));
     let recorder = Recorder::new(window.clone(), metrics.clone());
-    let proxy = match args.mode {
-        Mode::Proxy => Some(Proxy::new(
-            &ProxyConfig {
-                upstream: args.upstream.clone(),
-                connect_timeout: args.connect_timeout,
-                upstream_timeout: (!args.upstream_timeout.is_zero())
-                    .then_some(args.upstream_timeout),
-                pool_idle_timeout: std::time::Duration::from_secs(4),
-            },
-            recorder.clone(),
-        )?),
-        Mode::Envoy => None,
-    };
-
-    let admin_listener = bind(args.admin_listen, "--admin-listen").await?;
+    let admin_listener = bind(config.admin_listen, "--admin-listen").await?;
     let admin_addr = admin_listener
         .local_addr()
         .expect("bound socket has an address");
-    let observer = match proxy {
-        Some(proxy) => Observer::Proxy(proxy, bind(args.listen, "--listen").await?),
-        None => Observer::Envoy(Scraper::new(
-            args.scrape.resolve(args.window),
-            recorder,
-            state.clone(),
-        )),
+    let (observer, limits) = match &config.observe {
+        Observe::Proxy(p) => (
+            Observer::Proxy(
+                Proxy::new(&p.upstream, recorder)?,
+                bind(p.listen, "--listen").await?,
+            ),
+            p.limits.clone(),
+        ),
+        Observe::Envoy(scrape) => (
+            Observer::Envoy(Scraper::new(scrape.clone(), recorder, state.clone())),
+            Limits::default(),
+        ),
     };
     let proxy_addr = match &observer {
         Observer::Proxy(_, l) => Some(l.local_addr().expect("bound socket has an address")),
@@ -151,14 +134,6 @@ pub async fn start_with_client(args: &RunArgs, client: Option<kube::Client>) -> 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (checks_tx, checks) = watch::channel(0u64);
     let (scrapes_tx, scrapes) = watch::channel(0u64);
-    let limits = Limits {
-        max_connections: args.max_connections as usize,
-        header_read_timeout: args.header_read_timeout,
-        max_header_bytes: args.max_header_bytes as usize,
-        drain_timeout: args.drain_timeout,
-        // Plain TCP: no handshake to time.
-        ..Limits::default()
-    };
     let admin = Admin {
         metrics: metrics.clone(),
         state: state.clone(),
@@ -177,50 +152,50 @@ pub async fn start_with_client(args: &RunArgs, client: Option<kube::Client>) -> 
     let suspect = Arc::new(Notify::new());
     let cluster_task = match cluster {
         None => None,
-        Some((config, client)) => {
-            let namespace = config
+        Some((cluster, client)) => {
+            let namespace = cluster
                 .namespace
                 .clone()
                 .unwrap_or_else(|| client.default_namespace().to_string());
+            let notifier = cluster
+                .notify
+                .clone()
+                .map(|n| Notifier::spawn(n, metrics.clone()));
             Some(super::cluster::spawn(
                 super::cluster::Cluster {
-                    config,
-                    args: args.cluster.clone(),
+                    config: cluster,
                     namespace,
                     client,
                     window: window.clone(),
-                    thresholds: thresholds(args),
-                    interval: args.interval,
+                    thresholds: thresholds.clone(),
+                    interval: config.interval,
                     metrics: metrics.clone(),
                     state: state.clone(),
-                    notifier: args.cluster.notify_url.clone().map(|url| {
-                        Notifier::spawn(
-                            NotifyConfig::new(url, args.cluster.notify_format),
-                            metrics.clone(),
-                        )
-                    }),
+                    notifier,
                     suspect: suspect.clone(),
                 },
                 shutdown_rx.clone(),
             )?)
         }
     };
-    let checker = tokio::spawn(check_loop(
-        window,
-        Policy::new(thresholds(args)),
-        metrics.clone(),
-        state.clone(),
-        args.interval,
-        suspect,
-        checks_tx,
-        shutdown_rx.clone(),
-    ));
-    ready.set(true);
-    match proxy_addr {
-        Some(proxy_addr) => {
-            tracing::info!(%proxy_addr, %admin_addr, upstream = %args.upstream, "canary-guard serving")
+    let checker = tokio::spawn(
+        CheckLoop {
+            window,
+            policy: Policy::new(thresholds.clone()),
+            metrics: metrics.clone(),
+            state: state.clone(),
+            interval: config.interval,
+            suspect,
+            checks: checks_tx,
         }
-        None => tracing::info!(%admin_addr, "canary-guard serving, envoy mode (no proxy)"),
+        .run(shutdown_rx.clone()),
+    );
+    ready.set(true);
+    match (proxy_addr, &config.observe) {
+        (Some(proxy_addr), Observe::Proxy(p)) => {
+            tracing::info!(%proxy_addr, %admin_addr, upstream = %p.upstream.upstream, "canary-guard serving")
+        }
+        _ => tracing::info!(%admin_addr, "canary-guard serving, envoy mode (no proxy)"),
     }
 
     let proxy_ready = ready.clone();
@@ -288,56 +263,70 @@ pub async fn signalled(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-/// Judges the local window [`FAST_LOOKS`] times per `interval` (a summary
-/// costs microseconds, and the sequential test decides when its evidence
-/// crosses, not at the next interval), pokes `suspect` while the window
-/// gathers evidence, and publishes the result.
-#[allow(clippy::too_many_arguments)]
-async fn check_loop(
+/// The local check: the window, its policy, and where the results go.
+struct CheckLoop {
     window: Arc<Window>,
-    mut policy: Policy,
+    policy: Policy,
     metrics: Arc<Metrics>,
     state: SharedState,
     interval: std::time::Duration,
+    /// Poked while the window gathers evidence: the leader judges at once.
     suspect: Arc<Notify>,
+    /// Counts the checks run.
     checks: watch::Sender<u64>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(interval / FAST_LOOKS);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.wait_for(|s| *s) => return,
-        }
-        let summary = window.summary(Instant::now().into_std());
-        if policy.thresholds().evidence(&summary) >= SUSPECT {
-            suspect.notify_one();
-        }
-        let before = policy.verdict();
-        let verdict = policy.observe(&summary);
-        // On the leader, the cluster loop publishes the group's verdict instead.
-        let leading = state.read().leader;
-        if leading {
-            state.write().window = WindowView::from(&summary);
-            checks.send_modify(|n| *n += 1);
-            continue;
-        }
-        metrics.set_check(&summary, verdict, policy.consecutive_failures());
-        if verdict != before {
-            match policy.last_breach() {
-                Some(b) => {
-                    tracing::warn!(verdict = verdict.as_str(), breach = %b, "verdict changed")
-                }
-                None => tracing::info!(verdict = verdict.as_str(), "verdict changed"),
+}
+
+impl CheckLoop {
+    /// Judges the local window [`FAST_LOOKS`] times per interval (a summary
+    /// costs microseconds, and the sequential test decides when its evidence
+    /// crosses, not at the next interval), pokes `suspect` while the window
+    /// gathers evidence, and publishes the result.
+    async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let CheckLoop {
+            window,
+            mut policy,
+            metrics,
+            state,
+            interval,
+            suspect,
+            checks,
+        } = self;
+        let mut tick = tokio::time::interval(interval / FAST_LOOKS);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.wait_for(|s| *s) => return,
             }
+            let summary = window.summary(Instant::now().into_std());
+            if policy.thresholds().evidence(&summary) >= SUSPECT {
+                suspect.notify_one();
+            }
+            let before = policy.verdict();
+            let verdict = policy.observe(&summary);
+            // On the leader, the cluster loop publishes the group's verdict instead.
+            let leading = state.read().leader;
+            if leading {
+                state.write().window = WindowView::from(&summary);
+                checks.send_modify(|n| *n += 1);
+                continue;
+            }
+            metrics.set_check(&summary, verdict, policy.consecutive_failures());
+            if verdict != before {
+                match policy.last_breach() {
+                    Some(b) => {
+                        tracing::warn!(verdict = verdict.as_str(), breach = %b, "verdict changed")
+                    }
+                    None => tracing::info!(verdict = verdict.as_str(), "verdict changed"),
+                }
+            }
+            let mut s = state.write();
+            s.window = WindowView::from(&summary);
+            s.verdict = verdict;
+            s.consecutive_failures = policy.consecutive_failures();
+            s.breach = policy.last_breach().cloned();
+            drop(s);
+            checks.send_modify(|n| *n += 1);
         }
-        let mut s = state.write();
-        s.window = WindowView::from(&summary);
-        s.verdict = verdict;
-        s.consecutive_failures = policy.consecutive_failures();
-        s.breach = policy.last_breach().cloned();
-        drop(s);
-        checks.send_modify(|n| *n += 1);
     }
 }

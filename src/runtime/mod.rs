@@ -6,12 +6,13 @@ pub mod demo;
 pub mod guard;
 pub mod ops;
 
-use crate::config::RunArgs;
+use crate::cli::RunArgs;
 use crate::Result;
 
 /// `canary-guard run`: serves until SIGTERM or Ctrl-C, then drains.
 pub async fn run(args: RunArgs) -> Result<()> {
-    let guard = guard::start(&args).await?;
+    let config = args.resolve(|k| std::env::var(k).ok())?;
+    let guard = guard::start(&config).await?;
     terminated().await;
     guard.shutdown();
     guard.wait().await;

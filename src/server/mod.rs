@@ -42,7 +42,7 @@ use refusal::{FirstRequest, Tracked};
 type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// Limits applied to every inbound connection.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Limits {
     /// Open connections at most, handshakes included; further clients wait in
     /// the kernel's backlog.

@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 pub use review::{mutate, review, INJECT_LABEL};
 pub use tls::ReloadingCert;
 
-use crate::config::parse_drain_timeout;
+use crate::cli::parse_drain_timeout;
 use crate::inject::{Settings, SidecarArgs};
 use crate::server::{self, Limits, Refusal, Tls};
 

@@ -3,6 +3,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use super::ms;
+
+use canary_guard::cluster::virtual_service::RouteTargets;
+use canary_guard::config::{ClusterConfig, ElectionTimings, GuardConfig};
+use canary_guard::domain::routes::CanaryTarget;
 use canary_guard::runtime::guard::{self, Guard};
 use canary_guard_test_api::embedded_api::{EmbeddedApi, Resource, RunningApi, Verb, WriteRecord};
 use serde_json::{json, Value};
@@ -89,34 +94,44 @@ pub fn user_agent(pod: &str) -> String {
     format!("canary-guard/test ({pod})")
 }
 
-/// A guard in this process, talking to the embedded API.
+/// The configuration [`guard_flags`] describe, for a guard in this process.
+pub fn member_config(app: SocketAddr, pod: &str, revision: &str) -> GuardConfig {
+    let targets = RouteTargets {
+        canary: CanaryTarget::new(Some("reviews".into()), Some("v2".into())).unwrap(),
+        stable: None,
+        route: None,
+    };
+    let mut cluster = ClusterConfig::new("reviews", pod, VS, targets);
+    cluster.namespace = Some(NS.into());
+    cluster.revision = Some(revision.into());
+    cluster.publish_interval = ms(500);
+    cluster.election = ElectionTimings {
+        lease_duration: ms(3000),
+        renew_deadline: ms(2000),
+        retry_period: ms(500),
+    };
+    let mut config = super::guard_config(app);
+    config.interval = ms(200);
+    config.window = ms(10_000);
+    config.cluster = Some(cluster);
+    config
+}
+
+/// A guard in this process, talking to the embedded API, with `configure`'s
+/// changes to [`member_config`].
 pub async fn start_member(
     running: &RunningApi,
     app: SocketAddr,
     pod: &str,
     revision: &str,
-    extra: &[&str],
+    configure: impl FnOnce(&mut ClusterConfig),
 ) -> Guard {
-    let mut flags: Vec<String> = guard_flags(app, pod, revision);
-    flags.extend(extra.iter().map(|s| s.to_string()));
-    let mut argv = vec![
-        "canary-guard",
-        "run",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ];
-    argv.extend(flags.iter().map(String::as_str));
-    let args = match <canary_guard::config::Cli as clap::Parser>::try_parse_from(argv)
-        .unwrap()
-        .command
-    {
-        canary_guard::config::Command::Run(a) => *a,
-        _ => unreachable!(),
-    };
+    let mut config = member_config(app, pod, revision);
+    configure(config.cluster.as_mut().unwrap());
     let client = running.client(NS, &user_agent(pod)).unwrap();
-    guard::start_with_client(&args, Some(client)).await.unwrap()
+    guard::start_with_client(&config, Some(client))
+        .await
+        .unwrap()
 }
 
 /// A kubeconfig file pointing at the embedded API, for guards run as processes.

@@ -6,6 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use canary_guard::config::{GuardConfig, Observe};
+use canary_guard::domain::counters::Schema;
+use canary_guard::observe::scrape::{ScrapeConfig, MAX_PAGE_BYTES, MAX_SERIES};
 use canary_guard::runtime::guard::{self, Guard};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -149,11 +152,33 @@ async fn respond(answer: Answer) -> Result<Response<BoxBody>, Infallible> {
     })
 }
 
-/// Starts a standalone envoy-mode guard scraping `url`.
-pub async fn start_envoy_guard(url: &str, extra: &[&str]) -> Guard {
-    let mut args = vec!["--mode", "envoy", "--envoy-stats-url", url];
-    args.extend_from_slice(extra);
-    guard::start(&super::run_args(&args)).await.unwrap()
+/// Starts a standalone envoy-mode guard reading `scrape`, with `configure`'s
+/// changes to `run`'s defaults.
+pub async fn start_envoy_guard(
+    scrape: ScrapeConfig,
+    configure: impl FnOnce(&mut GuardConfig),
+) -> Guard {
+    let mut config = GuardConfig::proxy("http://127.0.0.1:1".parse().unwrap());
+    config.admin_listen = super::LOOPBACK;
+    config.observe = Observe::Envoy(scrape);
+    configure(&mut config);
+    guard::start(&config).await.unwrap()
+}
+
+/// `run`'s envoy-mode defaults for Envoy's page at `url`, counting the series of `labels`.
+pub fn istio_scrape(url: &str, labels: &[(&str, &str)]) -> ScrapeConfig {
+    let labels: Vec<(String, String)> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    ScrapeConfig {
+        url: url.parse().unwrap(),
+        interval: std::time::Duration::from_secs(1),
+        max_bytes: MAX_PAGE_BYTES,
+        max_series: MAX_SERIES,
+        max_gap: canary_guard::config::DEFAULT_WINDOW,
+        schema: Schema::istio(&labels),
+    }
 }
 
 /// Waits until the guard has finished two more scrapes: the second began after

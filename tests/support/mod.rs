@@ -8,9 +8,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use canary_guard::config::{Cli, Command, RunArgs};
+use canary_guard::config::GuardConfig;
 use canary_guard::runtime::guard::{self, Guard};
-use clap::Parser;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -153,31 +152,28 @@ pub async fn start_app() -> SocketAddr {
     addr
 }
 
-/// Parses `canary-guard run` flags.
-pub fn run_args(extra: &[&str]) -> RunArgs {
-    let mut argv = vec![
-        "canary-guard",
-        "run",
-        "--standalone",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ];
-    argv.extend_from_slice(extra);
-    match Cli::try_parse_from(argv).unwrap().command {
-        Command::Run(a) => *a,
-        #[allow(unreachable_patterns)]
-        _ => unreachable!(),
-    }
+/// Ephemeral loopback ports for every listener.
+pub const LOOPBACK: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
+/// `run`'s defaults for a standalone guard in front of `app`, on ephemeral ports.
+pub fn guard_config(app: SocketAddr) -> GuardConfig {
+    let mut config = GuardConfig::proxy(format!("http://{app}").parse().unwrap());
+    config.admin_listen = LOOPBACK;
+    config.proxy_settings().unwrap().listen = LOOPBACK;
+    config
 }
 
-/// Starts a standalone guard in front of `app`.
-pub async fn start_guard(app: SocketAddr, extra: &[&str]) -> Guard {
-    let upstream = format!("http://{app}");
-    let mut args = vec!["--upstream", upstream.as_str()];
-    args.extend_from_slice(extra);
-    guard::start(&run_args(&args)).await.unwrap()
+/// Starts a standalone guard in front of `app`, with `configure`'s changes to the defaults.
+pub async fn start_guard(app: SocketAddr, configure: impl FnOnce(&mut GuardConfig)) -> Guard {
+    let mut config = guard_config(app);
+    configure(&mut config);
+    guard::start(&config).await.unwrap()
+}
+
+/// Milliseconds.
+pub const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
 }
 
 /// A pooled HTTP/1.1 client.
