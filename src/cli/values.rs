@@ -140,7 +140,7 @@ pub(super) fn parse_quantile(s: &str) -> Result<f64, String> {
 }
 
 /// Parses a `--confidence` value (0.5..=0.999999).
-pub(crate) fn parse_confidence(s: &str) -> Result<f64, String> {
+pub fn parse_confidence(s: &str) -> Result<f64, String> {
     const RANGE: &str = "between 0.5 and 0.999999, e.g. 0.99999";
     let v: f64 = s
         .trim()
