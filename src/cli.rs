@@ -14,8 +14,8 @@ mod values;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 pub use run_args::{ClusterArgs, MetricsUnit, RunArgs, ScrapeArgs, DEFAULT_ENVOY_STATS_URL};
-pub use values::{fmt_duration, parse_confidence, parse_duration, parse_upstream};
 pub(crate) use values::parse_drain_timeout;
+pub use values::{fmt_duration, parse_confidence, parse_duration, parse_upstream};
 
 /// canary-guard: cut a failing canary off in seconds.
 #[derive(Debug, Parser)]
