@@ -1,5 +1,9 @@
 //! HTTP routing: turns REST requests into [`Call`]s on the store (or into [`Watch`]es),
-//! applies injected faults, and serves a little discovery.
+//! applies injected faults, and serves a little discovery. Reading paths and queries is in
+//! `route`, the discovery documents in `discovery`.
+
+mod discovery;
+mod route;
 
 use std::io;
 use std::net::SocketAddr;
@@ -19,10 +23,11 @@ use tokio::sync::{oneshot, watch};
 
 use super::call::{Call, PatchType, Verb};
 use super::faults::{self, FaultAction, Verdict};
-use super::resource::Resource;
 use super::status::Status;
 use super::watches::Watch;
 use super::EmbeddedApi;
+use discovery::{core_versions, group_list, resource_list, version_info};
+use route::{query_pairs, route, Route};
 
 /// Largest request body accepted, like the real server's 3 MB limit.
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
@@ -78,100 +83,6 @@ pub(crate) async fn run(api: EmbeddedApi, listener: TcpListener, mut stop: onesh
     drop(listener);
     closing.send_replace(true);
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
-}
-
-/// Where a path points.
-#[derive(Debug, PartialEq, Eq)]
-enum Route {
-    Version,
-    CoreVersions,
-    Groups,
-    ResourceList { group: String, version: String },
-    Object(Target),
-    Unknown,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-struct Target {
-    resource: Resource,
-    version: String,
-    namespace: Option<String>,
-    name: Option<String>,
-}
-
-fn route(path: &str) -> Route {
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (group, version, rest) = match segments.as_slice() {
-        ["version"] => return Route::Version,
-        ["api"] => return Route::CoreVersions,
-        ["apis"] => return Route::Groups,
-        ["api", "v1"] => {
-            return Route::ResourceList {
-                group: String::new(),
-                version: "v1".into(),
-            }
-        }
-        ["apis", g, v] => {
-            return Route::ResourceList {
-                group: (*g).into(),
-                version: (*v).into(),
-            }
-        }
-        ["api", v, rest @ ..] => ("", *v, rest),
-        ["apis", g, v, rest @ ..] => (*g, *v, rest),
-        _ => return Route::Unknown,
-    };
-    let (namespace, plural, name) = match rest {
-        ["namespaces", ns, plural] => (Some(*ns), *plural, None),
-        ["namespaces", ns, plural, name] => (Some(*ns), *plural, Some(*name)),
-        [plural] => (None, *plural, None),
-        _ => return Route::Unknown,
-    };
-    match Resource::lookup(group, version, plural) {
-        Some(resource) if namespace.is_none_or(|n| !n.is_empty()) => Route::Object(Target {
-            resource,
-            version: version.to_owned(),
-            namespace: namespace.map(str::to_owned),
-            name: name.filter(|n| !n.is_empty()).map(str::to_owned),
-        }),
-        _ => Route::Unknown,
-    }
-}
-
-/// Decodes an `application/x-www-form-urlencoded` query string.
-fn query_pairs(query: &str) -> Vec<(String, String)> {
-    fn decode(s: &str) -> String {
-        let bytes = s.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            match bytes[i] {
-                b'+' => out.push(b' '),
-                b'%' => {
-                    let hex = s
-                        .get(i + 1..i + 3)
-                        .and_then(|h| u8::from_str_radix(h, 16).ok());
-                    if let Some(b) = hex {
-                        out.push(b);
-                        i += 2;
-                    } else {
-                        out.push(b'%');
-                    }
-                }
-                b => out.push(b),
-            }
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k), decode(v))
-        })
-        .collect()
 }
 
 fn json_reply(code: u16, body: &Value) -> Reply {
@@ -394,74 +305,6 @@ async fn read_json(body: Incoming, optional: bool) -> Result<Option<(Value, Stri
     Ok(Some((value, text)))
 }
 
-fn version_info() -> Value {
-    json!({
-        "major": "1",
-        "minor": "33",
-        "gitVersion": "v1.33.0-embedded",
-        "gitCommit": "",
-        "gitTreeState": "clean",
-        "buildDate": "1970-01-01T00:00:00Z",
-        "goVersion": "",
-        "compiler": "",
-        "platform": "linux/amd64",
-    })
-}
-
-fn core_versions() -> Value {
-    json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})
-}
-
-fn group_list() -> Value {
-    let mut groups: Vec<Value> = Vec::new();
-    for r in Resource::ALL.into_iter().filter(|r| !r.group().is_empty()) {
-        if groups.iter().any(|g| g["name"] == r.group()) {
-            continue;
-        }
-        let versions: Vec<Value> = r
-            .versions()
-            .iter()
-            .map(|v| json!({"groupVersion": r.api_version(v), "version": v}))
-            .collect();
-        groups.push(json!({
-            "name": r.group(),
-            "versions": versions,
-            "preferredVersion": versions[0].clone(),
-        }));
-    }
-    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
-}
-
-fn resource_list(group: &str, version: &str) -> Option<Value> {
-    let resources: Vec<Value> = Resource::ALL
-        .into_iter()
-        .filter(|r| r.group() == group && r.versions().contains(&version))
-        .map(|r| {
-            json!({
-                "name": r.plural(),
-                "singularName": r.kind().to_lowercase(),
-                "namespaced": true,
-                "kind": r.kind(),
-                "verbs": ["create", "delete", "get", "list", "patch", "update"],
-            })
-        })
-        .collect();
-    if resources.is_empty() {
-        return None;
-    }
-    let group_version = if group.is_empty() {
-        version.to_owned()
-    } else {
-        format!("{group}/{version}")
-    };
-    Some(json!({
-        "kind": "APIResourceList",
-        "apiVersion": "v1",
-        "groupVersion": group_version,
-        "resources": resources,
-    }))
-}
-
 /// Binds `addr` and spawns the server; answers the bound address and the stop handle.
 pub(crate) async fn spawn(
     api: EmbeddedApi,
@@ -475,84 +318,4 @@ pub(crate) async fn spawn(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routes() {
-        let object = |path: &str| match route(path) {
-            Route::Object(t) => Some((t.resource, t.version, t.namespace, t.name)),
-            _ => None,
-        };
-        assert_eq!(
-            object("/apis/coordination.k8s.io/v1/namespaces/shop/leases/l"),
-            Some((
-                Resource::Leases,
-                "v1".into(),
-                Some("shop".into()),
-                Some("l".into())
-            ))
-        );
-        assert_eq!(
-            object("/api/v1/namespaces/shop/pods"),
-            Some((Resource::Pods, "v1".into(), Some("shop".into()), None))
-        );
-        assert_eq!(
-            object("/apis/networking.istio.io/v1alpha3/virtualservices"),
-            Some((Resource::VirtualServices, "v1alpha3".into(), None, None))
-        );
-        assert_eq!(
-            object("/apis/apps/v1beta1/namespaces/shop/deployments"),
-            None
-        );
-        assert_eq!(
-            object("/apis/coordination.k8s.io/v1/namespaces/shop/leases/l/status"),
-            None
-        );
-        assert_eq!(route("/version"), Route::Version);
-        assert_eq!(
-            route("/apis/apps/v1"),
-            Route::ResourceList {
-                group: "apps".into(),
-                version: "v1".into()
-            }
-        );
-    }
-
-    #[test]
-    fn query_decoding() {
-        let pairs = query_pairs("labelSelector=a+in+%28x%2Cy%29%2C%21b&dryRun=All&watch");
-        assert_eq!(
-            pairs,
-            [
-                ("labelSelector".to_owned(), "a in (x,y),!b".to_owned()),
-                ("dryRun".to_owned(), "All".to_owned()),
-                ("watch".to_owned(), String::new()),
-            ]
-        );
-        assert_eq!(query_pairs("a=%zz%")[0].1, "%zz%");
-    }
-
-    #[test]
-    fn discovery_lists_every_group_once() {
-        let groups = group_list();
-        let names: Vec<&str> = groups["groups"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|g| g["name"].as_str())
-            .collect();
-        assert_eq!(
-            names,
-            [
-                "coordination.k8s.io",
-                "networking.istio.io",
-                "events.k8s.io",
-                "apps"
-            ]
-        );
-        let vs = resource_list("networking.istio.io", "v1beta1").unwrap();
-        assert_eq!(vs["resources"][0]["kind"], "VirtualService");
-        assert!(resource_list("apps", "v2").is_none());
-    }
-}
+mod tests;
