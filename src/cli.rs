@@ -87,10 +87,12 @@ where
     Cli::from_arg_matches(&matches)
 }
 
-/// How the guard observes the canary's traffic.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+/// How the guard observes the canary's traffic (`run --mode`, and the mode
+/// `inject` and `webhook` give the guards they add).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
     /// Reverse proxy in front of the app (Service targetPort -> guard -> app).
+    #[default]
     Proxy,
     /// No extra hop: read the counters of the pod's istio-proxy (or the app's own metrics).
     Envoy,

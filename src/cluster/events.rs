@@ -79,13 +79,13 @@ pub struct EventSpec {
 
 /// Publishes Events as one guard instance.
 #[derive(Clone)]
-pub struct Recorder {
+pub struct EventWriter {
     client: Client,
     instance: String,
 }
 
-impl Recorder {
-    /// A recorder reporting as `instance` (the pod name).
+impl EventWriter {
+    /// An Event writer reporting as `instance` (the pod name).
     pub fn new(client: Client, instance: impl Into<String>) -> Self {
         Self {
             client,
@@ -231,7 +231,7 @@ mod against_the_api {
             .serve(([127, 0, 0, 1], 0).into())
             .await
             .unwrap();
-        let recorder = Recorder::new(
+        let writer = EventWriter::new(
             running.client("shop", "canary-guard-test/0").unwrap(),
             "reviews-v2-abc",
         );
@@ -249,7 +249,7 @@ mod against_the_api {
             note: "x".repeat(2000),
             regarding: regarding.clone(),
         };
-        recorder.publish(spec(&regarding)).await;
+        writer.publish(spec(&regarding)).await;
 
         let events = running
             .api()
@@ -271,9 +271,9 @@ mod against_the_api {
             .api()
             .faults()
             .add(FaultRule::status(403).verb(Verb::Create));
-        recorder.publish(spec(&regarding)).await;
+        writer.publish(spec(&regarding)).await;
         regarding.namespace = None;
-        recorder.publish(spec(&regarding)).await;
+        writer.publish(spec(&regarding)).await;
         let events = running
             .api()
             .list(Resource::Events, Some("shop"), None)

@@ -3,29 +3,10 @@
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 use super::sidecar::Settings;
-
-/// How the injected guard observes traffic.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum Mode {
-    /// The guard proxies the app's traffic (Service -> guard -> app).
-    #[default]
-    Proxy,
-    /// The guard reads the pod's istio-proxy statistics; no extra hop.
-    Envoy,
-}
-
-impl Mode {
-    /// The value of `--mode` for `canary-guard run`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Proxy => "proxy",
-            Mode::Envoy => "envoy",
-        }
-    }
-}
+use crate::cli::Mode;
 
 /// How the injected guard is configured: shared by `inject` and `webhook`. A
 /// workload's `canary-guard.io/<flag>` annotations (on the workload or its pod

@@ -96,7 +96,7 @@ fn unsupported_workload(kind: &str) -> bool {
     )
 }
 
-enum Outcome {
+enum Rewrite {
     Unchanged,
     Changed,
 }
@@ -107,7 +107,7 @@ struct Context<'a> {
     injected: Vec<Injected>,
 }
 
-fn process_object(obj: &mut Node, cx: &mut Context) -> Result<Outcome, String> {
+fn process_object(obj: &mut Node, cx: &mut Context) -> Result<Rewrite, String> {
     let Some(kind) = obj.get("kind").and_then(Node::as_str).map(str::to_string) else {
         return Err("not a Kubernetes object: no `kind`".into());
     };
@@ -120,21 +120,21 @@ fn process_object(obj: &mut Node, cx: &mut Context) -> Result<Outcome, String> {
             for (i, item) in items.iter_mut().enumerate() {
                 let what = describe(item);
                 match process_object(item, cx) {
-                    Ok(Outcome::Changed) => changed = true,
-                    Ok(Outcome::Unchanged) => {}
+                    Ok(Rewrite::Changed) => changed = true,
+                    Ok(Rewrite::Unchanged) => {}
                     Err(e) => return Err(format!("item {} ({what}): {e}", i + 1)),
                 }
             }
             return Ok(if changed {
-                Outcome::Changed
+                Rewrite::Changed
             } else {
-                Outcome::Unchanged
+                Rewrite::Unchanged
             });
         }
     }
     let opted_out = sidecar::annotation(obj, "inject").is_some_and(|v| v == "false");
     if opted_out {
-        return Ok(Outcome::Unchanged);
+        return Ok(Rewrite::Unchanged);
     }
     if unsupported_workload(&kind) {
         return Err(format!(
@@ -143,7 +143,7 @@ fn process_object(obj: &mut Node, cx: &mut Context) -> Result<Outcome, String> {
         ));
     }
     let Some(path) = pod_path(&kind) else {
-        return Ok(Outcome::Unchanged);
+        return Ok(Rewrite::Unchanged);
     };
     let settings = cx.settings.for_workload(obj)?;
     let name = obj
@@ -158,14 +158,14 @@ fn process_object(obj: &mut Node, cx: &mut Context) -> Result<Outcome, String> {
     match sidecar::inject_pod(pod, &settings, &kind, &name)? {
         Some(injected) => {
             cx.injected.push(injected);
-            Ok(Outcome::Changed)
+            Ok(Rewrite::Changed)
         }
-        None => Ok(Outcome::Unchanged),
+        None => Ok(Rewrite::Unchanged),
     }
 }
 
 /// Points a Service's ports that reach an injected app at the guard's port name.
-fn rewire_service(svc: &mut Node, injected: &[Injected]) -> Result<Outcome, String> {
+fn rewire_service(svc: &mut Node, injected: &[Injected]) -> Result<Rewrite, String> {
     let selector: BTreeMap<&str, &str> = svc
         .at(&["spec", "selector"])
         .and_then(Node::as_map)
@@ -176,19 +176,19 @@ fn rewire_service(svc: &mut Node, injected: &[Injected]) -> Result<Outcome, Stri
         })
         .unwrap_or_default();
     if selector.is_empty() {
-        return Ok(Outcome::Unchanged);
+        return Ok(Rewrite::Unchanged);
     }
     let Some(target) = injected.iter().find(|w| {
         selector
             .iter()
             .all(|(k, v)| w.pod_labels.get(*k).map(String::as_str) == Some(*v))
     }) else {
-        return Ok(Outcome::Unchanged);
+        return Ok(Rewrite::Unchanged);
     };
     let Some(app) = &target.app_port else {
-        return Ok(Outcome::Unchanged);
+        return Ok(Rewrite::Unchanged);
     };
-    let mut outcome = Outcome::Unchanged;
+    let mut outcome = Rewrite::Unchanged;
     let ports = svc
         .at_mut(&["spec", "ports"])
         .and_then(Node::as_seq_mut)
@@ -212,7 +212,7 @@ fn rewire_service(svc: &mut Node, injected: &[Injected]) -> Result<Outcome, Stri
             ));
         };
         port.set("targetPort", Node::Str(name.clone()));
-        outcome = Outcome::Changed;
+        outcome = Rewrite::Changed;
     }
     Ok(outcome)
 }
@@ -253,7 +253,7 @@ pub fn inject(input: &str, settings: &Settings) -> Result<String, InjectError> {
         }
         changed[i] = matches!(
             process_object(&mut obj, &mut cx).map_err(|m| fail(what, m))?,
-            Outcome::Changed
+            Rewrite::Changed
         );
         parsed.push(Some(obj));
     }
@@ -269,7 +269,7 @@ pub fn inject(input: &str, settings: &Settings) -> Result<String, InjectError> {
                 what: format!(", {}", describe(obj)),
                 message,
             })?;
-            changed[i] |= matches!(outcome, Outcome::Changed);
+            changed[i] |= matches!(outcome, Rewrite::Changed);
         }
     }
     let mut out = String::with_capacity(input.len() + 2048);

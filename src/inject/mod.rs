@@ -11,7 +11,7 @@ mod documents;
 mod node;
 mod sidecar;
 
-pub use cli::{run, InjectArgs, Mode, SidecarArgs};
+pub use cli::{run, InjectArgs, SidecarArgs};
 pub use documents::{inject, Document};
 pub use node::Node;
 pub use sidecar::{inject_pod, Settings, CONTAINER_NAME};

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::cli::Mode;
 use super::node::Node;
 use super::ANNOTATION_PREFIX;
+use crate::cli::Mode;
 
 /// Name of the injected container; its presence marks a pod as injected.
 pub const CONTAINER_NAME: &str = "canary-guard";

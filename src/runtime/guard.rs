@@ -113,22 +113,22 @@ pub async fn start_with_client(
     let admin_addr = admin_listener
         .local_addr()
         .expect("bound socket has an address");
-    let (observer, limits) = match &config.observe {
+    let (source, limits) = match &config.observe {
         Observe::Proxy(p) => (
-            Observer::Proxy(
+            Source::Proxy(
                 Proxy::new(&p.upstream, recorder)?,
                 bind(p.listen, "--listen").await?,
             ),
             p.limits.clone(),
         ),
         Observe::Envoy(scrape) => (
-            Observer::Envoy(Scraper::new(scrape.clone(), recorder, state.clone())),
+            Source::Envoy(Scraper::new(scrape.clone(), recorder, state.clone())),
             Limits::default(),
         ),
     };
-    let proxy_addr = match &observer {
-        Observer::Proxy(_, l) => Some(l.local_addr().expect("bound socket has an address")),
-        Observer::Envoy(_) => None,
+    let proxy_addr = match &source {
+        Source::Proxy(_, l) => Some(l.local_addr().expect("bound socket has an address")),
+        Source::Envoy(_) => None,
     };
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -161,8 +161,8 @@ pub async fn start_with_client(
                 .notify
                 .clone()
                 .map(|n| Notifier::spawn(n, metrics.clone()));
-            Some(super::cluster::spawn(
-                super::cluster::Cluster {
+            Some(super::cluster_loop::spawn(
+                super::cluster_loop::ClusterLoop {
                     config: cluster,
                     namespace,
                     client,
@@ -208,8 +208,8 @@ pub async fn start_with_client(
             proxy_ready.set(false);
             tracing::info!("shutting down: draining in-flight requests");
         };
-        match observer {
-            Observer::Proxy(proxy, listener) => {
+        match source {
+            Source::Proxy(proxy, listener) => {
                 let refused = move |r: server::Refusal| refusal_metrics.proxy_refusal(r.reason());
                 let left = server::serve(
                     listener,
@@ -224,7 +224,7 @@ pub async fn start_with_client(
                     tracing::warn!(left, "connections still open after the drain timeout");
                 }
             }
-            Observer::Envoy(scraper) => {
+            Source::Envoy(scraper) => {
                 tokio::join!(scraper.run(scrapes_tx, shutdown_rx), draining);
             }
         }
@@ -251,7 +251,7 @@ pub async fn start_with_client(
 }
 
 /// Where samples come from.
-enum Observer {
+enum Source {
     /// The reverse proxy in front of the app, and its listener.
     Proxy(Proxy, TcpListener),
     /// Scrapes of the stats endpoint: no proxy listener at all.

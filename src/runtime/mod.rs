@@ -1,6 +1,6 @@
 //! Wiring: the pieces put together into the commands users run.
 
-pub mod cluster;
+pub mod cluster_loop;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod guard;

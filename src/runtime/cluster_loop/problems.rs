@@ -33,9 +33,9 @@ pub(super) fn settle(state: &SharedState, reason: &str) {
 pub(super) const API_REASON: &str = "KubernetesApiError";
 
 pub(super) async fn report_problem(
-    c: &Cluster,
+    c: &ClusterLoop,
     r: &mut LeaderRound,
-    recorder: &events::Recorder,
+    event_writer: &events::EventWriter,
     e: &VirtualServiceError,
 ) {
     if matches!(
@@ -52,7 +52,7 @@ pub(super) async fn report_problem(
     set_problem(
         c,
         r,
-        recorder,
+        event_writer,
         reason,
         &e.to_string(),
         !transient,
@@ -67,9 +67,9 @@ pub(super) async fn report_problem(
 /// problem lasts when `event` is set (an API outage gets none: it could not be
 /// delivered, and it is not the VirtualService's fault).
 pub(super) async fn set_problem(
-    c: &Cluster,
+    c: &ClusterLoop,
     r: &mut LeaderRound,
-    recorder: &events::Recorder,
+    event_writer: &events::EventWriter,
     reason: &'static str,
     message: &str,
     event: bool,
@@ -94,7 +94,7 @@ pub(super) async fn set_problem(
     if event && !already_told {
         publish(
             c,
-            recorder,
+            event_writer,
             EventType::Warning,
             events::reasons::VIRTUAL_SERVICE_INVALID,
             events::actions::ROLLBACK,
@@ -105,7 +105,7 @@ pub(super) async fn set_problem(
     }
 }
 
-pub(super) fn clear_problem(c: &Cluster, r: &mut LeaderRound) {
+pub(super) fn clear_problem(c: &ClusterLoop, r: &mut LeaderRound) {
     r.backoff.reset();
     r.retry_at = None;
     if let Some((reason, _)) = r.vs_problem.take() {

@@ -26,7 +26,7 @@ pub(super) struct LeaderRound {
 }
 
 pub(super) async fn leader_loop(
-    cluster: Cluster,
+    cluster: ClusterLoop,
     targets: RouteTargets,
     leases: Api<Lease>,
     leadership: Leadership,
@@ -41,7 +41,7 @@ pub(super) async fn leader_loop(
         targets,
         leases,
         vs: vs_api,
-        events: events::Recorder::new(cluster.client.clone(), cluster.config.pod_name.clone()),
+        events: events::EventWriter::new(cluster.client.clone(), cluster.config.pod_name.clone()),
         leadership,
     };
     let mut round: Option<LeaderRound> = None;
@@ -141,18 +141,18 @@ struct LeaderApis {
     targets: RouteTargets,
     leases: Api<Lease>,
     vs: Api<kube::api::DynamicObject>,
-    events: events::Recorder,
+    events: events::EventWriter,
     leadership: Leadership,
 }
 
 /// One round: read the members (and, when due, the record), let the core decide,
 /// carry out its write, then report.
-async fn lead_once(c: &Cluster, apis: &LeaderApis, r: &mut LeaderRound) {
+async fn lead_once(c: &ClusterLoop, apis: &LeaderApis, r: &mut LeaderRound) {
     let LeaderApis {
         targets,
         leases,
         vs: vs_api,
-        events: recorder,
+        events: event_writer,
         leadership,
     } = apis;
     let now = Instant::now();
@@ -235,7 +235,7 @@ async fn lead_once(c: &Cluster, apis: &LeaderApis, r: &mut LeaderRound) {
                 vs_answered = true;
             }
             Err(e) => {
-                report_problem(c, r, recorder, &e).await;
+                report_problem(c, r, event_writer, &e).await;
                 vs_ok = false;
             }
         }
@@ -282,7 +282,8 @@ async fn lead_once(c: &Cluster, apis: &LeaderApis, r: &mut LeaderRound) {
                 }) => {
                     vs_answered = true;
                     done(r, leader::RollbackOutcome::Applied);
-                    announce_rollback(c, recorder, &summary, &why, reasserted, *regarding).await;
+                    announce_rollback(c, event_writer, &summary, &why, reasserted, *regarding)
+                        .await;
                 }
                 Ok(RollbackOutcome::AlreadyRolledBack) => {
                     vs_answered = true;
@@ -291,7 +292,7 @@ async fn lead_once(c: &Cluster, apis: &LeaderApis, r: &mut LeaderRound) {
                     {
                         announce_rollback(
                             c,
-                            recorder,
+                            event_writer,
                             "the canary receives no traffic (written by an earlier attempt whose answer was lost)",
                             &why,
                             false,
@@ -308,7 +309,16 @@ async fn lead_once(c: &Cluster, apis: &LeaderApis, r: &mut LeaderRound) {
                     done(r, leader::RollbackOutcome::NotWritten);
                     let list: Vec<String> = skipped.iter().map(ToString::to_string).collect();
                     let err = format!("the canary still has traffic only in routes that cannot be reverted: {}; set --stable-host/--stable-subset", list.join("; "));
-                    set_problem(c, r, recorder, "CanaryRollbackSkipped", &err, true, None).await;
+                    set_problem(
+                        c,
+                        r,
+                        event_writer,
+                        "CanaryRollbackSkipped",
+                        &err,
+                        true,
+                        None,
+                    )
+                    .await;
                     vs_ok = false;
                 }
                 Err(e) => {
@@ -319,7 +329,7 @@ async fn lead_once(c: &Cluster, apis: &LeaderApis, r: &mut LeaderRound) {
                             | VirtualServiceError::Kube { verb: "patch", .. }
                     );
                     done(r, leader::RollbackOutcome::Failed { maybe_applied });
-                    report_problem(c, r, recorder, &e).await;
+                    report_problem(c, r, event_writer, &e).await;
                     vs_ok = false;
                 }
             }
@@ -353,7 +363,7 @@ async fn lead_once(c: &Cluster, apis: &LeaderApis, r: &mut LeaderRound) {
                     );
                     publish(
                         c,
-                        recorder,
+                        event_writer,
                         EventType::Normal,
                         events::reasons::CANARY_RESTORED,
                         events::actions::RESTORE,
@@ -372,7 +382,7 @@ async fn lead_once(c: &Cluster, apis: &LeaderApis, r: &mut LeaderRound) {
                     tracing::info!(%summary, "dry run: would restore");
                 }
                 Err(e) => {
-                    report_problem(c, r, recorder, &e).await;
+                    report_problem(c, r, event_writer, &e).await;
                     vs_ok = false;
                 }
             }
@@ -416,7 +426,7 @@ async fn lead_once(c: &Cluster, apis: &LeaderApis, r: &mut LeaderRound) {
 
 /// Runs a VirtualService operation within the call timeout.
 async fn bounded_vs<T>(
-    c: &Cluster,
+    c: &ClusterLoop,
     call: impl Future<Output = std::result::Result<T, VirtualServiceError>>,
 ) -> std::result::Result<T, VirtualServiceError> {
     let limit = c.call_timeout();

@@ -8,8 +8,8 @@ use super::*;
 
 /// Counts, logs and announces (Events on the VirtualService and the Deployment) a rollback.
 pub(super) async fn announce_rollback(
-    c: &Cluster,
-    recorder: &events::Recorder,
+    c: &ClusterLoop,
+    event_writer: &events::EventWriter,
     summary: &str,
     why: &RollbackReason,
     reasserted: bool,
@@ -41,7 +41,7 @@ pub(super) async fn announce_rollback(
     let note = format!("{verb}: {summary}; {reason}");
     publish(
         c,
-        recorder,
+        event_writer,
         EventType::Warning,
         event_reason,
         events::actions::ROLLBACK,
@@ -52,7 +52,7 @@ pub(super) async fn announce_rollback(
     if let Some(d) = deployment_ref(c) {
         publish(
             c,
-            recorder,
+            event_writer,
             EventType::Warning,
             event_reason,
             events::actions::ROLLBACK,
@@ -67,7 +67,7 @@ pub(super) async fn announce_rollback(
 }
 
 /// Queues a notification for `--notify-url`, if set.
-pub(super) fn notify(c: &Cluster, event: Kind, revision: &str, summary: &str, reason: &str) {
+pub(super) fn notify(c: &ClusterLoop, event: Kind, revision: &str, summary: &str, reason: &str) {
     if let Some(n) = &c.notifier {
         n.notify(Notification {
             event,
@@ -83,7 +83,7 @@ pub(super) fn notify(c: &Cluster, event: Kind, revision: &str, summary: &str, re
     }
 }
 
-fn deployment_ref(c: &Cluster) -> Option<ObjectReference> {
+fn deployment_ref(c: &ClusterLoop) -> Option<ObjectReference> {
     c.config.deployment.as_ref().map(|name| ObjectReference {
         api_version: Some("apps/v1".into()),
         kind: Some("Deployment".into()),
@@ -93,7 +93,7 @@ fn deployment_ref(c: &Cluster) -> Option<ObjectReference> {
     })
 }
 
-pub(super) fn vs_ref(c: &Cluster) -> ObjectReference {
+pub(super) fn vs_ref(c: &ClusterLoop) -> ObjectReference {
     ObjectReference {
         api_version: Some(format!(
             "networking.istio.io/{}",
@@ -107,7 +107,7 @@ pub(super) fn vs_ref(c: &Cluster) -> ObjectReference {
 }
 
 /// Pauses or resumes the canary Deployment's rollout, as `kubectl rollout pause` does.
-pub(super) async fn set_paused(c: &Cluster, paused: bool) {
+pub(super) async fn set_paused(c: &ClusterLoop, paused: bool) {
     let Some(name) = c.config.deployment.as_deref() else {
         return;
     };
@@ -131,8 +131,8 @@ pub(super) async fn set_paused(c: &Cluster, paused: bool) {
 
 /// Publishes an Event, best effort and bounded: an API that hangs must not stall the leader.
 pub(super) async fn publish(
-    c: &Cluster,
-    recorder: &events::Recorder,
+    c: &ClusterLoop,
+    event_writer: &events::EventWriter,
     type_: EventType,
     reason: &str,
     action: &str,
@@ -146,7 +146,7 @@ pub(super) async fn publish(
         note: note.into(),
         regarding,
     };
-    if tokio::time::timeout(c.call_timeout(), recorder.publish(spec))
+    if tokio::time::timeout(c.call_timeout(), event_writer.publish(spec))
         .await
         .is_err()
     {

@@ -53,7 +53,7 @@ mod lease_problems {
 }
 
 /// Everything the cluster loop needs.
-pub struct Cluster {
+pub struct ClusterLoop {
     /// Identity, names, the election and what a rollback does.
     pub config: ClusterConfig,
     /// Namespace in use.
@@ -76,7 +76,7 @@ pub struct Cluster {
     pub suspect: Arc<Notify>,
 }
 
-impl Cluster {
+impl ClusterLoop {
     /// Bound on every API call of the cluster loop.
     ///
     /// A leader acts until its renew deadline; peers take over no sooner than a lease
@@ -107,7 +107,7 @@ use retry::{bounded, Backoff, Streak};
 /// Starts the elector, the member publisher and the leader loop. They stop
 /// (the leader releasing its lease, the member deleting its own) when
 /// `shutdown` carries `true`.
-pub fn spawn(cluster: Cluster, shutdown: watch::Receiver<bool>) -> Result<JoinHandle<()>> {
+pub fn spawn(cluster: ClusterLoop, shutdown: watch::Receiver<bool>) -> Result<JoinHandle<()>> {
     let targets = cluster.config.targets.clone();
     let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     let mut election = ElectionConfig::new(&cluster.config.group, cluster.config.pod_name.clone());
