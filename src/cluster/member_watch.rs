@@ -5,7 +5,7 @@
 //! watch, no list.
 //!
 //! Design rule: this keeps Lease objects only. Whether a member is live and what its
-//! summary says is [`super::members::Observer`]'s job, on the same objects a list gives.
+//! summary says is [`super::members::MemberReader`]'s job, on the same objects a list gives.
 //! A server that cannot watch (405, as the embedded API answers) is reported as such, and
 //! the leader lists every round instead.
 

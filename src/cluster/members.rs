@@ -302,14 +302,14 @@ struct Seen {
 }
 
 /// Lists a group's member leases and keeps the live ones.
-pub struct Observer {
+pub struct MemberReader {
     group: String,
     stale_after: Duration,
     seen: HashMap<String, Seen>,
     on_rejected: Box<dyn Fn(Rejection) + Send + Sync>,
 }
 
-impl Observer {
+impl MemberReader {
     /// An observer for `group` whose members publish every `publish_interval`;
     /// a member silent for three intervals is stale.
     pub fn new(group: &str, publish_interval: Duration) -> Self {
@@ -344,7 +344,7 @@ impl Observer {
     }
 
     /// The live members among `leases` (the group's member leases, as listed or as a
-    /// watch keeps them), as [`Observer::list`] reports them.
+    /// watch keeps them), as [`MemberReader::list`] reports them.
     pub fn observe(&mut self, leases: Vec<Lease>) -> Vec<MemberReport> {
         let now = Instant::now();
         let mut live = Vec::new();

@@ -15,7 +15,7 @@ use crate::admin::state::WindowView;
 use crate::cluster::client;
 use crate::cluster::deployment;
 use crate::cluster::election::lease_name;
-use crate::cluster::members::{Observer, GROUP_LABEL};
+use crate::cluster::members::{MemberReader, GROUP_LABEL};
 use crate::cluster::virtual_service::{self, RestoreOutcome, RollbackRecord};
 use crate::domain::policy::{Check, Thresholds};
 use crate::domain::routes::{current_weights, CanaryTarget};
@@ -160,7 +160,7 @@ pub async fn status(args: StatusArgs) -> Result<String> {
         .and_then(|l| l.spec.and_then(|s| s.holder_identity))
         .filter(|h| !h.is_empty());
     // A one-shot observer sees every lease as fresh; staleness needs two looks.
-    let mut observer = Observer::new(&args.group, std::time::Duration::from_secs(3600));
+    let mut observer = MemberReader::new(&args.group, std::time::Duration::from_secs(3600));
     let listed = observer.list(&leases).await.map_err(|e| {
         Error::Config(format!(
             "listing leases with {GROUP_LABEL}={}: {e}",

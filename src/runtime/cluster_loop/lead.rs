@@ -20,7 +20,7 @@ pub(super) struct LeaderRound {
     pub(super) vs_problem: Option<(&'static str, bool)>,
     pub(super) vs_streak: Streak,
     pub(super) list_streak: Streak,
-    pub(super) observer: members::Observer,
+    pub(super) reader: members::MemberReader,
     /// The member leases, kept by a watch while this guard leads.
     pub(super) watch: MemberWatch,
 }
@@ -104,8 +104,8 @@ pub(super) async fn leader_loop(
         }
         let r = round.get_or_insert_with(|| {
             let metrics = cluster.metrics.clone();
-            let observer =
-                members::Observer::new(&cluster.config.group, cluster.config.publish_interval)
+            let reader =
+                members::MemberReader::new(&cluster.config.group, cluster.config.publish_interval)
                     .on_rejected(move |why| metrics.member_summary_rejected(why.as_str()));
             LeaderRound {
                 leader: Leader::new(
@@ -123,8 +123,8 @@ pub(super) async fn leader_loop(
                 vs_problem: None,
                 vs_streak: Streak::default(),
                 list_streak: Streak::default(),
-                watch: MemberWatch::start(apis.leases.clone(), observer.selector()),
-                observer,
+                watch: MemberWatch::start(apis.leases.clone(), reader.selector()),
+                reader,
             }
         });
         lead_once(&cluster, &apis, r).await;
@@ -159,7 +159,7 @@ async fn lead_once(c: &ClusterLoop, apis: &LeaderApis, r: &mut LeaderRound) {
     let own = c.window.summary(now.into_std());
     let timeout = c.call_timeout();
     let from_watch = match r.watch.view() {
-        View::Synced(leases) => Some(Ok(r.observer.observe(leases))),
+        View::Synced(leases) => Some(Ok(r.reader.observe(leases))),
         // A new leader's first list is under way: judge at the next round.
         View::Pending => return,
         View::Failing(why) => Some(Err(why)),
@@ -167,7 +167,7 @@ async fn lead_once(c: &ClusterLoop, apis: &LeaderApis, r: &mut LeaderRound) {
     };
     let listed = match from_watch {
         Some(result) => result,
-        None => bounded(timeout, r.observer.list(leases)).await,
+        None => bounded(timeout, r.reader.list(leases)).await,
     };
     let listed = match listed {
         Ok(m) => m,
