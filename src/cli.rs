@@ -9,13 +9,12 @@
 
 mod resolve;
 mod run_args;
-mod values;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
+pub use crate::config::Mode;
+
 pub use run_args::{ClusterArgs, MetricsUnit, RunArgs, ScrapeArgs, DEFAULT_ENVOY_STATS_URL};
-pub(crate) use values::parse_drain_timeout;
-pub use values::{fmt_duration, parse_confidence, parse_duration, parse_upstream};
 
 /// canary-guard: cut a failing canary off in seconds.
 #[derive(Debug, Parser)]
@@ -85,27 +84,6 @@ where
     }
     let matches = cmd.try_get_matches_from(args)?;
     Cli::from_arg_matches(&matches)
-}
-
-/// How the guard observes the canary's traffic (`run --mode`, and the mode
-/// `inject` and `webhook` give the guards they add).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum Mode {
-    /// Reverse proxy in front of the app (Service targetPort -> guard -> app).
-    #[default]
-    Proxy,
-    /// No extra hop: read the counters of the pod's istio-proxy (or the app's own metrics).
-    Envoy,
-}
-
-impl Mode {
-    /// The name shown in `/v1/state`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Proxy => "proxy",
-            Mode::Envoy => "envoy",
-        }
-    }
 }
 
 /// Log output format.

@@ -115,6 +115,27 @@ impl GuardConfig {
     }
 }
 
+/// How the guard observes the canary's traffic (`run --mode`, and the mode
+/// `inject` and `webhook` give the guards they add).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Reverse proxy in front of the app (Service targetPort -> guard -> app).
+    #[default]
+    Proxy,
+    /// No extra hop: read the counters of the pod's istio-proxy (or the app's own metrics).
+    Envoy,
+}
+
+impl Mode {
+    /// The name shown in `/v1/state`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Proxy => "proxy",
+            Mode::Envoy => "envoy",
+        }
+    }
+}
+
 /// What the guard does to the canary Deployment after a rollback.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OnRollback {

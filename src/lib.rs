@@ -25,6 +25,7 @@ pub mod config;
 pub mod inject;
 pub mod notify;
 pub mod observe;
+pub mod parse;
 pub mod runtime;
 pub mod server;
 pub mod webhook;

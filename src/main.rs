@@ -30,9 +30,12 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => {
                 init_logs(args.log_format, "info");
-                canary_guard::runtime::run(*args)
-                    .await
-                    .map(|()| ExitCode::SUCCESS)
+                match args.resolve(|k| std::env::var(k).ok()) {
+                    Ok(config) => canary_guard::runtime::run(config)
+                        .await
+                        .map(|()| ExitCode::SUCCESS),
+                    Err(e) => Err(e),
+                }
             }
             #[cfg(feature = "demo")]
             Command::Demo(args) => {

@@ -19,8 +19,8 @@ use crate::observe::scrape::{ScrapeConfig, MAX_PAGE_BYTES, MAX_SERIES};
 use crate::server::Limits;
 use crate::{Error, Result};
 
-use super::values::fmt_duration;
 use super::{ClusterArgs, MetricsUnit, Mode, RunArgs, ScrapeArgs};
+use crate::parse::fmt_duration;
 
 impl RunArgs {
     /// The configuration these flags describe; `env` reads the downward API's

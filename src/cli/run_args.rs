@@ -11,9 +11,9 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use http::Uri;
 
-use super::values::*;
 use super::{LogFormat, Mode};
 use crate::config::OnRollback;
+use crate::parse::*;
 
 /// Flags of `canary-guard run`.
 #[derive(Clone, Debug, Args)]

@@ -1,9 +1,9 @@
 //! The command line: defaults, ranges, cross-flag checks and what `resolve` builds.
 
-use super::values::ms;
 use super::*;
 use crate::config::{ClusterConfig, GuardConfig};
 use crate::domain::counters::{LatencyUnit, Schema};
+use crate::parse::*;
 
 /// Serializes parsing with the test that sets `CANARY_GUARD_*` variables.
 static ENV: parking_lot::Mutex<()> = parking_lot::Mutex::new(());

@@ -6,12 +6,12 @@
 //! in proxy mode; everything else is copied byte for byte. A workload that already
 //! carries a `canary-guard` container is left as it is, so a second run changes nothing.
 
-mod cli;
+mod args;
 mod documents;
 mod node;
 mod sidecar;
 
-pub use cli::{run, InjectArgs, SidecarArgs};
+pub use args::{run, InjectArgs, SidecarArgs};
 pub use documents::{inject, Document};
 pub use node::Node;
 pub use sidecar::{inject_pod, Settings, CONTAINER_NAME};

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::node::Node;
 use super::ANNOTATION_PREFIX;
-use crate::cli::Mode;
+use crate::config::Mode;
 
 /// Name of the injected container; its presence marks a pod as injected.
 pub const CONTAINER_NAME: &str = "canary-guard";

@@ -119,7 +119,7 @@ pub fn spawn(cluster: ClusterLoop, shutdown: watch::Receiver<bool>) -> Result<Jo
         .map_err(|e| Error::Config(e.to_string()))?
         .on_api_error(Arc::new(move |op: &'static str| metrics.kube_error(op)));
     let leadership = elector.leadership();
-    let elector_task = tokio::spawn(elector.run(super::guard::signalled(shutdown.clone())));
+    let elector_task = tokio::spawn(elector.run(super::signalled(shutdown.clone())));
     let publisher = tokio::spawn(publish_loop(
         leases.clone(),
         PublishSettings {

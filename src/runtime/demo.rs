@@ -60,15 +60,15 @@ pub struct DemoArgs {
     pub fault_ratio: f64,
 
     /// Healthy traffic before the fault starts.
-    #[arg(long, default_value = "5s", value_parser = crate::cli::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = crate::parse::parse_duration)]
     pub fault_after: Duration,
 
     /// Give up (exit 1) if no rollback happened this long after the fault started.
-    #[arg(long, default_value = "30s", value_parser = crate::cli::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::parse::parse_duration)]
     pub timeout: Duration,
 
     /// Traffic kept flowing after the rollback, to show where it goes.
-    #[arg(long, default_value = "3s", value_parser = crate::cli::parse_duration)]
+    #[arg(long, default_value = "3s", value_parser = crate::parse::parse_duration)]
     pub linger: Duration,
 
     /// The canary's share of the VirtualService's weight, in percent.
@@ -80,7 +80,7 @@ pub struct DemoArgs {
     pub max_error_ratio: Option<f64>,
 
     /// The guards' `--confidence` (their default when not given): lower decides sooner.
-    #[arg(long, value_name = "C", value_parser = crate::cli::parse_confidence)]
+    #[arg(long, value_name = "C", value_parser = crate::parse::parse_confidence)]
     pub confidence: Option<f64>,
 
     /// Print one JSON object at the end instead of the timeline.

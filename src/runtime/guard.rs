@@ -147,7 +147,7 @@ pub async fn start_with_client(
         Limits::default(),
         // The metric counts refusals on the proxy port only.
         |_| {},
-        signalled(admin_stop.1),
+        super::signalled(admin_stop.1),
     ));
     let suspect = Arc::new(Notify::new());
     let cluster_task = match cluster {
@@ -256,11 +256,6 @@ enum Source {
     Proxy(Proxy, TcpListener),
     /// Scrapes of the stats endpoint: no proxy listener at all.
     Envoy(Scraper),
-}
-
-/// A future that resolves once `rx` carries `true`.
-pub async fn signalled(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
 }
 
 /// The local check: the window, its policy, and where the results go.

@@ -6,12 +6,11 @@ pub mod demo;
 pub mod guard;
 pub mod ops;
 
-use crate::cli::RunArgs;
+use crate::config::GuardConfig;
 use crate::Result;
 
 /// `canary-guard run`: serves until SIGTERM or Ctrl-C, then drains.
-pub async fn run(args: RunArgs) -> Result<()> {
-    let config = args.resolve(|k| std::env::var(k).ok())?;
+pub async fn run(config: GuardConfig) -> Result<()> {
     let guard = guard::start(&config).await?;
     terminated().await;
     guard.shutdown();
@@ -32,4 +31,9 @@ pub async fn terminated() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// A future that resolves once `rx` carries `true`.
+pub async fn signalled(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
 }

@@ -27,8 +27,8 @@ use tokio::sync::oneshot;
 pub use review::{mutate, review, INJECT_LABEL};
 pub use tls::ReloadingCert;
 
-use crate::cli::parse_drain_timeout;
 use crate::inject::{Settings, SidecarArgs};
+use crate::parse::parse_drain_timeout;
 use crate::server::{self, Limits, Refusal, Tls};
 
 /// Largest AdmissionReview accepted; the API server sends at most a few MiB.

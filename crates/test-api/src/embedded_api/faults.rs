@@ -171,7 +171,7 @@ pub struct FaultId(u64);
 
 /// What the server must do to one request.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Verdict {
+pub struct FaultVerdict {
     /// Total delay to add first.
     pub delay: Duration,
     /// Then this instead of the real answer, if any.
@@ -223,8 +223,8 @@ impl Faults {
 
     /// Consumes the rules matching a request: delays add up, the first hold, status or
     /// drop wins.
-    pub(crate) fn take(&self, req: Request<'_>) -> Verdict {
-        let mut verdict = Verdict::default();
+    pub(crate) fn take(&self, req: Request<'_>) -> FaultVerdict {
+        let mut verdict = FaultVerdict::default();
         let mut rules = self.rules.lock();
         for (_, rule) in rules.iter_mut() {
             if !rule.matches(&req) || rule.remaining == Some(0) {
@@ -272,7 +272,7 @@ mod tests {
         let other = faults.take(req(Verb::Get, Resource::VirtualServices, Some("reviews")));
         assert_eq!(
             other,
-            Verdict {
+            FaultVerdict {
                 delay: Duration::from_millis(5),
                 action: None
             }

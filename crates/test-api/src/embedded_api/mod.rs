@@ -274,6 +274,11 @@ impl Drop for RunningApi {
     }
 }
 
+/// The error that makes hyper close a connection without answering, or cut an answer short.
+#[derive(Debug, thiserror::Error)]
+#[error("connection dropped on purpose")]
+pub struct Dropped;
+
 #[cfg(test)]
 mod fixtures;
 

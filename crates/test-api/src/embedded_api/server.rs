@@ -22,10 +22,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
 use super::call::{Call, PatchType, Verb};
-use super::faults::{self, FaultAction, Verdict};
+use super::faults::{self, FaultAction, FaultVerdict};
 use super::status::Status;
 use super::watches::Watch;
-use super::EmbeddedApi;
+use super::{Dropped, EmbeddedApi};
 use discovery::{core_versions, group_list, resource_list, version_info};
 use route::{query_pairs, route, Route};
 
@@ -35,11 +35,6 @@ pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 /// How long open connections get to finish when the server stops (open watches end at
 /// once).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// The error that makes hyper close a connection without answering, or cut an answer short.
-#[derive(Debug, thiserror::Error)]
-#[error("connection dropped on purpose")]
-pub struct Dropped;
 
 /// A whole JSON document, or a watch's events as they come.
 type Reply = Response<UnsyncBoxBody<Bytes, Dropped>>;
@@ -176,7 +171,7 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
 
-    let Verdict { delay, action } = api.faults().take(faults::Request {
+    let FaultVerdict { delay, action } = api.faults().take(faults::Request {
         verb,
         resource: call.resource,
         name: call.name.as_deref(),

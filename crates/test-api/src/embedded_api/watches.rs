@@ -21,9 +21,9 @@ use tokio::time::Instant;
 use super::call::Call;
 use super::resource::Resource;
 use super::selector::Selector;
-use super::server::Dropped;
 use super::status::Status;
 use super::store::{present, Change};
+use super::Dropped;
 use super::EmbeddedApi;
 
 /// How long a watch stays open when the client sets no `timeoutSeconds`: the real server's

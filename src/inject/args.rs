@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::sidecar::Settings;
-use crate::cli::Mode;
+use crate::config::Mode;
 
 /// How the injected guard is configured: shared by `inject` and `webhook`. A
 /// workload's `canary-guard.io/<flag>` annotations (on the workload or its pod

@@ -1,13 +1,16 @@
-//! Value parsers of the flags: durations with units and ranges, ratios,
-//! URLs, names. Each error says what is accepted, and clap adds the flag and the value.
+//! Text to values, for the flags of every subcommand: durations with units
+//! and ranges, ratios, URLs, names. Each error says what is accepted, and clap
+//! adds the flag and the value.
 //!
-//! Design rule: one value at a time; checks across flags are `resolve.rs`'s.
+//! Design rule: one value at a time and no clap types, so any module's flags
+//! can use these without depending on the command line; checks across flags
+//! are [`crate::cli::RunArgs::resolve`]'s.
 
 use std::time::Duration;
 
 use http::Uri;
 
-pub(super) fn parse_dns_label(s: &str) -> Result<String, String> {
+pub(crate) fn parse_dns_label(s: &str) -> Result<String, String> {
     let ok = !s.is_empty()
         && s.len() <= 40
         && s.bytes()
@@ -21,15 +24,15 @@ pub(super) fn parse_dns_label(s: &str) -> Result<String, String> {
     }
 }
 
-pub(super) fn parse_lease_timing(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_lease_timing(s: &str) -> Result<Duration, String> {
     duration_in(s, ms(1_000), ms(300_000))
 }
 
-pub(super) fn parse_retry_period(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_retry_period(s: &str) -> Result<Duration, String> {
     duration_in(s, ms(100), ms(60_000))
 }
 
-pub(super) fn parse_publish_interval(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_publish_interval(s: &str) -> Result<Duration, String> {
     duration_in(s, ms(100), ms(60_000))
 }
 
@@ -81,15 +84,15 @@ fn duration_in(s: &str, min: Duration, max: Duration) -> Result<Duration, String
     Ok(d)
 }
 
-pub(super) const fn ms(n: u64) -> Duration {
+pub(crate) const fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-pub(super) fn parse_max_latency(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_max_latency(s: &str) -> Result<Duration, String> {
     duration_in(s, ms(1), ms(60_000))
 }
 
-pub(super) fn parse_window(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_window(s: &str) -> Result<Duration, String> {
     let d = duration_in(s, ms(5_000), ms(600_000))?;
     if d.subsec_nanos() != 0 {
         return Err("must be a whole number of seconds (the window is made of 1 s slots)".into());
@@ -97,19 +100,19 @@ pub(super) fn parse_window(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-pub(super) fn parse_interval(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_interval(s: &str) -> Result<Duration, String> {
     duration_in(s, ms(100), ms(60_000))
 }
 
-pub(super) fn parse_upstream_timeout(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_upstream_timeout(s: &str) -> Result<Duration, String> {
     duration_in(s, ms(0), ms(3_600_000))
 }
 
-pub(super) fn parse_connect_timeout(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_connect_timeout(s: &str) -> Result<Duration, String> {
     duration_in(s, ms(10), ms(60_000))
 }
 
-pub(super) fn parse_header_timeout(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_header_timeout(s: &str) -> Result<Duration, String> {
     duration_in(s, ms(1_000), ms(300_000))
 }
 
@@ -117,7 +120,7 @@ pub(crate) fn parse_drain_timeout(s: &str) -> Result<Duration, String> {
     duration_in(s, ms(0), ms(600_000))
 }
 
-pub(super) fn parse_ratio(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_ratio(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .trim()
         .parse()
@@ -128,7 +131,7 @@ pub(super) fn parse_ratio(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
-pub(super) fn parse_quantile(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_quantile(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .trim()
         .parse()
@@ -172,12 +175,12 @@ pub fn parse_upstream(s: &str) -> Result<Uri, String> {
     Ok(uri)
 }
 
-pub(super) fn parse_scrape_interval(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_scrape_interval(s: &str) -> Result<Duration, String> {
     duration_in(s, ms(100), ms(60_000))
 }
 
 /// Parses an `http://host:port/path` URL to scrape.
-pub(super) fn parse_scrape_url(s: &str) -> Result<Uri, String> {
+pub(crate) fn parse_scrape_url(s: &str) -> Result<Uri, String> {
     let uri: Uri = s
         .parse()
         .map_err(|_| "must be a URL like http://127.0.0.1:15090/stats/prometheus".to_string())?;
@@ -191,7 +194,7 @@ pub(super) fn parse_scrape_url(s: &str) -> Result<Uri, String> {
     }
 }
 
-pub(super) fn parse_metric_name(s: &str) -> Result<String, String> {
+pub(crate) fn parse_metric_name(s: &str) -> Result<String, String> {
     let mut bytes = s.bytes();
     let ok = bytes
         .next()
@@ -204,7 +207,7 @@ pub(super) fn parse_metric_name(s: &str) -> Result<String, String> {
     }
 }
 
-pub(super) fn parse_label_name(s: &str) -> Result<String, String> {
+pub(crate) fn parse_label_name(s: &str) -> Result<String, String> {
     let mut bytes = s.bytes();
     let ok = bytes
         .next()
@@ -220,14 +223,14 @@ pub(super) fn parse_label_name(s: &str) -> Result<String, String> {
     }
 }
 
-pub(super) fn parse_label_filter(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_label_filter(s: &str) -> Result<(String, String), String> {
     let (name, value) = s
         .split_once('=')
         .ok_or_else(|| "must be NAME=VALUE, e.g. destination_workload=reviews-v2".to_string())?;
     Ok((parse_label_name(name.trim())?, value.trim().to_string()))
 }
 
-pub(super) fn parse_envoy_label(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_envoy_label(s: &str) -> Result<(String, String), String> {
     let (name, value) = parse_label_filter(s)?;
     if name == "reporter" && value != "destination" {
         return Err(
