@@ -28,6 +28,7 @@ use crate::config::{ClusterArgs, ClusterConfig, OnRollback};
 use crate::domain::judge::{Judge, MemberSample, Recorded};
 use crate::domain::leader::{self, Announce, Leader, Round, Write};
 use crate::domain::policy::{Check, Thresholds, Verdict, FAST_LOOKS, SUSPECT};
+use crate::domain::relative::Role;
 use crate::domain::routes::{CanaryTarget, StableTarget};
 use crate::domain::window::{Summary, Window};
 use crate::notify::message::{Kind, Notification};
@@ -540,6 +541,7 @@ async fn lead_once(
             pod: m.pod,
             revision: m.revision,
             summary: m.summary,
+            role: Role::Canary,
         });
     }
     // Our own window is fresher than our lease.
@@ -548,6 +550,7 @@ async fn lead_once(
         pod: c.config.pod_name.clone(),
         revision: c.config.revision.clone(),
         summary: own,
+        role: Role::Canary,
     });
     // After a failure, no VirtualService call until the backoff has passed.
     let may_call = r.retry_at.is_none_or(|at| now >= at);
