@@ -13,6 +13,7 @@ use std::time::{Duration, Instant as WallClock};
 use canary_guard::admin::metrics::Metrics;
 use canary_guard::domain::judge::{Judge, MemberSample};
 use canary_guard::domain::policy::Thresholds;
+use canary_guard::domain::relative::Role;
 use canary_guard::domain::window::{Outcome, Summary, Window};
 use canary_guard::observe::pending::Pending;
 use canary_guard::observe::Recorder;
@@ -157,6 +158,7 @@ fn leader_rows(reps: usize, rounds: usize) {
             pod: format!("pod-{i}"),
             revision: Some("r1".into()),
             summary: serde_json::from_str(a).expect("summary parses"),
+            role: Role::Canary,
         })
         .collect();
 

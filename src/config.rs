@@ -15,6 +15,7 @@ use http::Uri;
 
 use crate::cluster::virtual_service::RouteTargets;
 use crate::domain::policy::Thresholds;
+use crate::domain::relative::{Relative, Role};
 use crate::notify::NotifyConfig;
 use crate::observe::proxy::ProxyConfig;
 use crate::observe::scrape::ScrapeConfig;
@@ -196,6 +197,10 @@ pub struct ClusterConfig {
     pub publish_interval: Duration,
     /// Also judge each member with enough traffic alone.
     pub per_member: bool,
+    /// A canary guard, or a baseline guard on a stable pod (publishes only).
+    pub role: Role,
+    /// How much worse than the baseline guards' pods the canary may be.
+    pub relative: Relative,
     /// The canary Deployment, for Events and `on_rollback`.
     pub deployment: Option<String>,
     /// What to do to `deployment` after a rollback.
@@ -224,6 +229,8 @@ impl ClusterConfig {
             election: ElectionTimings::default(),
             publish_interval: Duration::from_secs(10),
             per_member: true,
+            role: Role::Canary,
+            relative: Relative::default(),
             deployment: None,
             on_rollback: OnRollback::None,
             restore_on_new_revision: true,

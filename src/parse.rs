@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use http::Uri;
 
+use crate::domain::relative::Role;
+
 pub(crate) fn parse_dns_label(s: &str) -> Result<String, String> {
     let ok = !s.is_empty()
         && s.len() <= 40
@@ -127,6 +129,40 @@ pub(crate) fn parse_ratio(s: &str) -> Result<f64, String> {
         .map_err(|_| "must be a number between 0 and 1, e.g. 0.05".to_string())?;
     if !(0.0..=1.0).contains(&v) {
         return Err("must be between 0 and 1, e.g. 0.05 for 5%".into());
+    }
+    Ok(v)
+}
+
+/// Parses `--role`: `canary` or `baseline`.
+pub(crate) fn parse_role(s: &str) -> Result<Role, String> {
+    match s.trim() {
+        "canary" => Ok(Role::Canary),
+        "baseline" => Ok(Role::Baseline),
+        _ => Err(
+            "must be canary (a guard on a canary pod) or baseline (a guard on a stable pod)".into(),
+        ),
+    }
+}
+
+/// Parses percentage points (`0.25` is a quarter of a percentage point) into a ratio.
+pub(crate) fn parse_points(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|_| {
+        "must be a number of percentage points between 0 and 100, e.g. 0.25".to_string()
+    })?;
+    if !(0.0..=100.0).contains(&v) {
+        return Err("must be between 0 and 100 percentage points, e.g. 0.25".into());
+    }
+    Ok(v / 100.0)
+}
+
+/// Parses a factor of at least 1 (at most 100).
+pub(crate) fn parse_factor(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| "must be a number between 1 and 100, e.g. 1.5".to_string())?;
+    if !(1.0..=100.0).contains(&v) {
+        return Err("must be between 1 and 100, e.g. 1.5 (1 allows no increase)".into());
     }
     Ok(v)
 }

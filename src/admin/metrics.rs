@@ -33,6 +33,10 @@ pub struct Metrics {
     pub leader: IntGauge,
     /// Live members the leader counts (0 on followers).
     pub members: IntGauge,
+    /// Of those, baseline members (guards on stable pods).
+    pub baseline_members: IntGauge,
+    /// 1 while the leader does not blame a failing canary because its baseline fails too.
+    pub baseline_degraded: IntGauge,
     /// VirtualService rollbacks this guard wrote.
     pub rollbacks_total: IntCounter,
     kube_errors: IntCounterVec,
@@ -94,6 +98,16 @@ impl Metrics {
         let members = IntGauge::new(
             "canary_guard_members",
             "Live group members seen by the leader.",
+        )
+        .expect("valid metric");
+        let baseline_members = IntGauge::new(
+            "canary_guard_baseline_members",
+            "Of the live members the leader counts, baseline guards on stable pods.",
+        )
+        .expect("valid metric");
+        let baseline_degraded = IntGauge::new(
+            "canary_guard_baseline_degraded",
+            "1 while the leader holds a failing canary inconclusive because its baseline fails too.",
         )
         .expect("valid metric");
         let rollbacks_total = IntCounter::new(
@@ -174,6 +188,8 @@ impl Metrics {
             Box::new(verdict.clone()),
             Box::new(leader.clone()),
             Box::new(members.clone()),
+            Box::new(baseline_members.clone()),
+            Box::new(baseline_degraded.clone()),
             Box::new(rollbacks_total.clone()),
             Box::new(kube_errors.clone()),
             Box::new(proxy_refusals.clone()),
@@ -207,6 +223,8 @@ impl Metrics {
             verdict,
             leader,
             members,
+            baseline_members,
+            baseline_degraded,
             rollbacks_total,
             kube_errors,
             proxy_refusals,

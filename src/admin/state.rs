@@ -6,6 +6,7 @@ use parking_lot::RwLock;
 use serde::Serialize;
 
 use crate::domain::policy::{Breach, Verdict};
+use crate::domain::relative::RelativeBreach;
 use crate::domain::window::Summary;
 
 /// Window totals as `/v1/state` shows them.
@@ -69,6 +70,8 @@ pub struct MemberView {
     pub window: WindowView,
     /// The member's own check, when it has enough traffic to judge alone.
     pub verdict: Verdict,
+    /// `canary`, or `baseline` for a guard on a stable pod.
+    pub role: &'static str,
 }
 
 /// A condition that needs an operator's attention (missing VirtualService, 403, ...).
@@ -136,8 +139,15 @@ pub struct GuardState {
     pub breach: Option<Breach>,
     /// The group's live members (leader only; empty elsewhere).
     pub members: Vec<MemberView>,
-    /// The aggregate window over all members (leader only).
+    /// The aggregate window over all canary members (leader only).
     pub aggregate: Option<WindowView>,
+    /// The aggregate window over the baseline members, when there are any (leader only).
+    pub baseline: Option<WindowView>,
+    /// Why the canary is judged worse than its baseline, while it is (leader only).
+    pub relative_breach: Option<RelativeBreach>,
+    /// Why a failing canary is not blamed, while its baseline fails too: the verdict is
+    /// then inconclusive (leader only).
+    pub baseline_degraded: Option<String>,
     /// The latest rollback this guard knows of, as recorded on the VirtualService.
     pub last_rollback: Option<serde_json::Value>,
     /// Conditions an operator should look at.
@@ -162,6 +172,9 @@ impl GuardState {
             breach: None,
             members: Vec::new(),
             aggregate: None,
+            baseline: None,
+            relative_breach: None,
+            baseline_degraded: None,
             last_rollback: None,
             problems: Vec::new(),
             scrape: None,

@@ -12,6 +12,7 @@ use crate::config::{
 };
 use crate::domain::counters::{LatencyUnit, Schema};
 use crate::domain::policy::Thresholds;
+use crate::domain::relative::Relative;
 use crate::domain::routes::{CanaryTarget, StableTarget};
 use crate::notify::NotifyConfig;
 use crate::observe::proxy::ProxyConfig;
@@ -165,6 +166,12 @@ impl ClusterArgs {
         config.election = election;
         config.publish_interval = self.publish_interval;
         config.per_member = self.per_member;
+        config.role = self.role;
+        config.relative = Relative {
+            max_error_increase: self.max_error_increase,
+            error_factor: self.max_error_factor,
+            max_latency_increase: self.max_latency_increase,
+        };
         config.deployment = self.deployment.clone();
         config.on_rollback = self.on_rollback;
         config.restore_on_new_revision = self.restore_on_new_revision;

@@ -13,6 +13,7 @@ use http::Uri;
 
 use super::{LogFormat, Mode};
 use crate::config::OnRollback;
+use crate::domain::relative::Role;
 use crate::parse::*;
 
 /// Flags of `canary-guard run`.
@@ -229,6 +230,32 @@ pub struct ClusterArgs {
     #[arg(long, env = "CANARY_GUARD_PER_MEMBER", default_value = "true",
           action = clap::ArgAction::Set, value_name = "BOOL")]
     pub per_member: bool,
+
+    /// What this guard's pod is: `canary`, or `baseline` for a stable pod whose guard
+    /// only publishes its window, for the leader to judge the canary against. Baseline
+    /// guards take the group's flags, never lead and never roll back their own pods.
+    #[arg(long, env = "CANARY_GUARD_ROLE", value_name = "ROLE", default_value = "canary",
+          value_parser = parse_role)]
+    pub role: Role,
+
+    /// With baseline guards in the group: the canary fails when its error ratio is
+    /// significantly above the baseline's (times --max-error-factor) plus this many
+    /// percentage points, over the same seconds (0..=100).
+    #[arg(long, env = "CANARY_GUARD_MAX_ERROR_INCREASE", value_name = "POINTS",
+          default_value = "0.25", value_parser = parse_points)]
+    pub max_error_increase: f64,
+
+    /// With baseline guards: the baseline's error ratio is multiplied by this before
+    /// --max-error-increase is added (1..=100).
+    #[arg(long, env = "CANARY_GUARD_MAX_ERROR_FACTOR", value_name = "FACTOR",
+          default_value = "1", value_parser = parse_factor)]
+    pub max_error_factor: f64,
+
+    /// With baseline guards: the canary fails when its latency at --latency-quantile is
+    /// significantly above this multiple of the baseline's (1..=100).
+    #[arg(long, env = "CANARY_GUARD_MAX_LATENCY_INCREASE", value_name = "FACTOR",
+          default_value = "1.5", value_parser = parse_factor)]
+    pub max_latency_increase: f64,
 
     /// The canary Deployment: Events go on it too, and --on-rollback acts on it.
     #[arg(long, env = "CANARY_GUARD_DEPLOYMENT", value_name = "NAME")]

@@ -34,6 +34,8 @@ pub mod reasons {
     pub const CANARY_ROLLBACK_SKIPPED: &str = "CanaryRollbackSkipped";
     /// The VirtualService cannot be rolled back (canary not found, malformed routes...).
     pub const VIRTUAL_SERVICE_INVALID: &str = "VirtualServiceInvalid";
+    /// The canary fails, but so do its stable pods: it is not blamed.
+    pub const BASELINE_DEGRADED: &str = "BaselineDegraded";
 }
 
 /// Event `action` values.
@@ -42,6 +44,8 @@ pub mod actions {
     pub const ROLLBACK: &str = "Rollback";
     /// Patching recorded weights back.
     pub const RESTORE: &str = "Restore";
+    /// Judging the canary (and holding back a rollback).
+    pub const JUDGE: &str = "Judge";
 }
 
 /// Event `type`.

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::lease_store::{micro_now, LeaseStore, StoreError};
 use crate::domain::histogram::LAYOUT_VERSION;
+use crate::domain::relative::Role;
 use crate::domain::window::{Summary, MAX_WINDOW};
 
 /// Label that ties member leases to their group.
@@ -24,6 +25,8 @@ pub const GROUP_LABEL: &str = "canary-guard.io/group";
 pub const SUMMARY_ANNOTATION: &str = "canary-guard.io/summary";
 /// Annotation carrying the member's canary revision.
 pub const REVISION_ANNOTATION: &str = "canary-guard.io/revision";
+/// Annotation saying the member guards a stable pod (`baseline`); absent on canary members.
+pub const ROLE_ANNOTATION: &str = "canary-guard.io/role";
 /// Largest summary accepted from a peer; larger ones are ignored.
 pub const MAX_SUMMARY_BYTES: usize = 64 * 1024;
 
@@ -40,6 +43,7 @@ pub struct Member {
     pod: String,
     pod_uid: Option<String>,
     revision: Option<String>,
+    role: Role,
     publish_interval: Duration,
     /// resourceVersion of our last write, for the next conditional replace.
     last_version: Mutex<Option<String>>,
@@ -53,6 +57,7 @@ impl Member {
             pod: pod.to_string(),
             pod_uid: None,
             revision: None,
+            role: Role::Canary,
             publish_interval: Duration::from_secs(10),
             last_version: Mutex::new(None),
         }
@@ -70,6 +75,12 @@ impl Member {
         self
     }
 
+    /// Sets the member's role (a baseline member is announced by [`ROLE_ANNOTATION`]).
+    pub fn role(mut self, role: Role) -> Self {
+        self.role = role;
+        self
+    }
+
     /// Sets how often we publish (the lease duration is three of them).
     pub fn publish_interval(mut self, every: Duration) -> Self {
         self.publish_interval = every;
@@ -81,6 +92,10 @@ impl Member {
             BTreeMap::from([(SUMMARY_ANNOTATION.to_string(), summary.to_string())]);
         if let Some(r) = &self.revision {
             annotations.insert(REVISION_ANNOTATION.to_string(), r.clone());
+        }
+        // Canary members carry no role, so guards that predate roles read them as before.
+        if self.role != Role::Canary {
+            annotations.insert(ROLE_ANNOTATION.to_string(), self.role.as_str().to_string());
         }
         let duration = (self.publish_interval * 3).as_secs().max(1);
         Lease {
@@ -173,6 +188,8 @@ pub struct MemberReport {
     pub pod: String,
     /// Its canary revision.
     pub revision: Option<String>,
+    /// A canary member, or a baseline one on a stable pod.
+    pub role: Role,
     /// Its window, decoded and checked for plausibility.
     pub summary: Summary,
     /// Local time since its lease last changed.
@@ -415,9 +432,21 @@ fn parse(lease: &Lease) -> Result<MemberReport, (Rejection, String)> {
     let raw = annotations
         .get(SUMMARY_ANNOTATION)
         .ok_or_else(|| missing("summary annotation"))?;
+    let role = match annotations.get(ROLE_ANNOTATION).map(String::as_str) {
+        None | Some("canary") => Role::Canary,
+        Some("baseline") => Role::Baseline,
+        // A role of a newer version: judging it as a canary could blame the wrong pods.
+        Some(other) => {
+            return Err((
+                Rejection::UnknownVersion,
+                format!("role {other:?}; this guard knows canary and baseline"),
+            ))
+        }
+    };
     Ok(MemberReport {
         pod,
         revision: annotations.get(REVISION_ANNOTATION).cloned(),
+        role,
         summary: decode_summary(raw)?,
         age: Duration::ZERO,
     })

@@ -28,6 +28,7 @@ use crate::config::{ClusterConfig, OnRollback};
 use crate::domain::judge::{Judge, MemberSample, Recorded};
 use crate::domain::leader::{self, Announce, Leader, Round, Write};
 use crate::domain::policy::{Check, Thresholds, Verdict, FAST_LOOKS, SUSPECT};
+use crate::domain::relative::Role;
 use crate::domain::window::{Summary, Window};
 use crate::notify::message::{Kind, Notification};
 use crate::notify::Notifier;
@@ -110,16 +111,6 @@ use retry::{bounded, Backoff, Streak};
 pub fn spawn(cluster: ClusterLoop, shutdown: watch::Receiver<bool>) -> Result<JoinHandle<()>> {
     let targets = cluster.config.targets.clone();
     let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    let mut election = ElectionConfig::new(&cluster.config.group, cluster.config.pod_name.clone());
-    election.lease_duration = cluster.config.election.lease_duration;
-    election.renew_deadline = cluster.config.election.renew_deadline;
-    election.retry_period = cluster.config.election.retry_period;
-    let metrics = cluster.metrics.clone();
-    let elector = Elector::new(leases.clone(), election)
-        .map_err(|e| Error::Config(e.to_string()))?
-        .on_api_error(Arc::new(move |op: &'static str| metrics.kube_error(op)));
-    let leadership = elector.leadership();
-    let elector_task = tokio::spawn(elector.run(super::signalled(shutdown.clone())));
     let publisher = tokio::spawn(publish_loop(
         leases.clone(),
         PublishSettings {
@@ -134,6 +125,23 @@ pub fn spawn(cluster: ClusterLoop, shutdown: watch::Receiver<bool>) -> Result<Jo
         cluster.state.clone(),
         shutdown.clone(),
     ));
+    // A baseline guard only publishes: it never leads, so a stable pod needs no right
+    // to the leader lease or the VirtualService.
+    if cluster.config.role == Role::Baseline {
+        return Ok(tokio::spawn(async move {
+            let _ = publisher.await;
+        }));
+    }
+    let mut election = ElectionConfig::new(&cluster.config.group, cluster.config.pod_name.clone());
+    election.lease_duration = cluster.config.election.lease_duration;
+    election.renew_deadline = cluster.config.election.renew_deadline;
+    election.retry_period = cluster.config.election.retry_period;
+    let metrics = cluster.metrics.clone();
+    let elector = Elector::new(leases.clone(), election)
+        .map_err(|e| Error::Config(e.to_string()))?
+        .on_api_error(Arc::new(move |op: &'static str| metrics.kube_error(op)));
+    let leadership = elector.leadership();
+    let elector_task = tokio::spawn(elector.run(super::signalled(shutdown.clone())));
     Ok(tokio::spawn(async move {
         leader_loop(cluster, targets, leases, leadership, shutdown).await;
         let _ = publisher.await;

@@ -1,9 +1,15 @@
 //! What the leader decides from its members' windows: the aggregate verdict,
 //! each member's own verdict, and whether to roll back, re-assert or restore.
+//!
+//! Members of [`Role::Baseline`] (guards on stable pods) are never judged as
+//! canaries: their aggregate is the bar of the relative tests
+//! ([`super::relative`]) and excuses a canary's absolute failure when it is
+//! degraded too. Without them, judging is exactly as before.
 
 use std::collections::{BTreeSet, HashMap};
 
 use super::policy::{Breach, Policy, Thresholds, Verdict};
+use super::relative::{self, Relative, RelativeBreach, Role};
 use super::window::Summary;
 
 /// One live member's latest window, as read from its member lease.
@@ -15,6 +21,8 @@ pub struct MemberSample {
     pub revision: Option<String>,
     /// Its window.
     pub summary: Summary,
+    /// Canary, or a stable pod of the baseline.
+    pub role: Role,
 }
 
 /// The result of judging one round of member windows.
@@ -31,8 +39,16 @@ pub struct Judgement {
     pub evidence: f64,
     /// Each member's own verdict, by pod.
     pub members: HashMap<String, Verdict>,
-    /// Why the verdict is failing: who (`aggregate` or a pod) and the numbers.
+    /// Why the verdict is failing on an absolute limit: who (`aggregate` or
+    /// a pod) and the numbers.
     pub breach: Option<(String, Breach)>,
+    /// The baseline members' windows added up, when there are any.
+    pub baseline: Option<Summary>,
+    /// Why the verdict is failing against the baseline (set instead of `breach`).
+    pub relative: Option<RelativeBreach>,
+    /// Why an absolute failure was not blamed on the canary (the verdict is
+    /// then `inconclusive`): the baseline was degraded too.
+    pub degraded: Option<String>,
 }
 
 /// Keeps a failure count for the aggregate and for each member.
@@ -41,6 +57,9 @@ pub struct Judge {
     per_member: bool,
     aggregate: Policy,
     members: HashMap<String, Policy>,
+    relative: Relative,
+    /// Consecutive failing relative checks.
+    relative_failures: u32,
 }
 
 impl Judge {
@@ -52,13 +71,23 @@ impl Judge {
             thresholds,
             per_member,
             members: HashMap::new(),
+            relative: Relative::default(),
+            relative_failures: 0,
         }
     }
 
+    /// The same judge, comparing the canary with its baseline by `relative`.
+    pub fn with_relative(mut self, relative: Relative) -> Self {
+        self.relative = relative;
+        self
+    }
+
     /// Judges one round; members no longer present are forgotten.
-    pub fn judge(&mut self, samples: &[MemberSample]) -> Judgement {
+    pub fn judge(&mut self, all: &[MemberSample]) -> Judgement {
+        let (samples, stable): (Vec<&MemberSample>, Vec<&MemberSample>) =
+            all.iter().partition(|s| s.role == Role::Canary);
         let mut aggregate = Summary::empty(0);
-        for s in samples {
+        for s in &samples {
             aggregate.merge(&s.summary);
         }
         self.members
@@ -71,7 +100,9 @@ impl Judge {
             .map(|b| ("aggregate".to_string(), b.clone()));
         let mut evidence = self.thresholds.evidence(&aggregate);
         let mut members = HashMap::new();
-        for s in samples {
+        // Failing members' breaches, for the baseline to excuse or not.
+        let mut failed = Vec::new();
+        for s in &samples {
             if self.per_member {
                 evidence = evidence.max(self.thresholds.evidence(&s.summary));
             }
@@ -81,25 +112,87 @@ impl Judge {
                 .or_insert_with(|| Policy::new(self.thresholds.clone()));
             let v = policy.observe(&s.summary);
             members.insert(s.pod.clone(), v);
-            if self.per_member && v == Verdict::Failing && breach.is_none() {
-                verdict = Verdict::Failing;
-                breach = policy.last_breach().map(|b| (s.pod.clone(), b.clone()));
+            if self.per_member && v == Verdict::Failing {
+                if let Some(b) = policy.last_breach() {
+                    failed.push((s.pod.clone(), b.clone()));
+                }
+                if breach.is_none() {
+                    verdict = Verdict::Failing;
+                    breach = failed.last().cloned();
+                }
             }
         }
-        Judgement {
+        let mut judgement = Judgement {
             aggregate,
             verdict,
             consecutive_failures: self.aggregate.consecutive_failures(),
             evidence,
             members,
             breach,
+            baseline: None,
+            relative: None,
+            degraded: None,
+        };
+        if !stable.is_empty() {
+            let mut baseline = Summary::empty(0);
+            for s in &stable {
+                baseline.merge(&s.summary);
+            }
+            self.against(&mut judgement, baseline, failed);
         }
+        judgement
+    }
+
+    /// Adds the baseline's say to `j`: the relative tests, and which absolute
+    /// failures (the aggregate's first, then `failed` members') it excuses.
+    fn against(&mut self, j: &mut Judgement, baseline: Summary, failed: Vec<(String, Breach)>) {
+        let check = relative::check(&j.aggregate, &baseline, &self.thresholds, &self.relative);
+        if let Some(c) = &check {
+            j.evidence = j.evidence.max(c.evidence);
+            if c.breach.is_some() {
+                self.relative_failures = self.relative_failures.saturating_add(1);
+            } else {
+                self.relative_failures = 0;
+            }
+        } else {
+            self.relative_failures = 0;
+        }
+        // The baseline excuses absolute failures only when it has enough traffic to say so.
+        if check.is_some() && j.verdict == Verdict::Failing {
+            let aggregate = j
+                .breach
+                .iter()
+                .filter(|(who, _)| who == "aggregate")
+                .cloned();
+            let mut first_excuse = None;
+            let blamed = aggregate.chain(failed).find(|(_, b)| {
+                match relative::degraded(b, &baseline, &self.thresholds) {
+                    Some(why) => {
+                        first_excuse.get_or_insert(why);
+                        false
+                    }
+                    None => true,
+                }
+            });
+            if blamed.is_none() && first_excuse.is_some() {
+                j.verdict = Verdict::Inconclusive;
+                j.degraded = first_excuse;
+            }
+            j.breach = blamed;
+        }
+        if self.relative_failures > 0 && self.relative_failures >= self.thresholds.failure_threshold
+        {
+            j.verdict = Verdict::Failing;
+            j.relative = check.and_then(|c| c.breach);
+        }
+        j.baseline = Some(baseline);
     }
 
     /// Forgets every failure count (e.g. after a new revision or a rollback).
     pub fn reset(&mut self) {
         self.aggregate.reset();
         self.members.clear();
+        self.relative_failures = 0;
     }
 }
 
@@ -172,6 +265,7 @@ mod tests {
             pod: pod.into(),
             revision: Some("r1".into()),
             summary,
+            role: Role::Canary,
         }
     }
 

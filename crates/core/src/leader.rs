@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::judge::{decide, Action, Judge, Judgement, MemberSample, Recorded};
 use crate::policy::Verdict;
+use crate::relative::Role;
 
 /// How the leader was configured.
 #[derive(Clone, Debug)]
@@ -149,8 +150,12 @@ impl Leader {
     /// no backoff pending, every call of the round so far succeeded, and we still lead.
     pub fn round(&mut self, samples: &[MemberSample], looked: bool, may_write: bool) -> Round {
         let judgement = self.judge.judge(samples);
-        let revisions: BTreeSet<Option<String>> =
-            samples.iter().map(|s| s.revision.clone()).collect();
+        // Baseline members run the stable revision: they say nothing of the canary's.
+        let revisions: BTreeSet<Option<String>> = samples
+            .iter()
+            .filter(|s| s.role == Role::Canary)
+            .map(|s| s.revision.clone())
+            .collect();
         let action = decide(
             judgement.verdict,
             &revisions,
@@ -229,6 +234,12 @@ impl Leader {
 
     /// The rollback's reason: the breach with its numbers and who crossed.
     fn reason(&self, j: &Judgement) -> String {
+        if let Some(r) = &j.relative {
+            return format!(
+                "{r} (all members against the baseline; {} consecutive failing checks)",
+                self.settings.failure_threshold
+            );
+        }
         match &j.breach {
             Some((who, b)) => format!(
                 "{b} ({} over {}s; {} consecutive failing checks)",

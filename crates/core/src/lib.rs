@@ -1,7 +1,7 @@
 //! canary-guard's core: the pure decisions the sidecar is built around. The
 //! window of recent requests and its summary, the policy's tests (binomial and
 //! sequential), the leader's judgement of its members, VirtualService route
-//! rewriting, counter deltas between scrapes and the registry of requests in flight.
+//! rewriting, the canary's comparison with its baseline, counter deltas between scrapes and the registry of requests in flight.
 //!
 //! Design rule: pure decisions, no I/O and no Kubernetes types; callers bring the
 //! samples, the scraped pages and the VirtualService, and act on what comes back.
@@ -19,6 +19,7 @@ pub mod in_flight;
 pub mod judge;
 pub mod leader;
 pub mod policy;
+pub mod relative;
 pub mod routes;
 pub mod sequential;
 pub mod window;

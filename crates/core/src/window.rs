@@ -429,6 +429,18 @@ impl Summary {
         self.latency.merge(&other.latency);
     }
 
+    /// The same window as seen `secs` seconds after it was taken: its seconds
+    /// end that much before now, and the seconds since hold nothing yet. The
+    /// leader lines a member's seconds up with its own this way (at most a
+    /// window's length: older members are stale anyway).
+    pub fn aged(mut self, secs: u64) -> Self {
+        if !self.slots.is_empty() {
+            let pad = secs.min(self.seconds) as usize;
+            self.slots.extend(std::iter::repeat_n([0u64; 4], pad));
+        }
+        self
+    }
+
     /// Errors over requests, 0 when there is no traffic.
     pub fn error_ratio(&self) -> f64 {
         if self.requests == 0 {

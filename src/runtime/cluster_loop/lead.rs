@@ -21,6 +21,8 @@ pub(super) struct LeaderRound {
     pub(super) vs_streak: Streak,
     pub(super) list_streak: Streak,
     pub(super) reader: members::MemberReader,
+    /// Whether the last round held a failing canary inconclusive for a degraded baseline.
+    pub(super) degraded: bool,
     /// The member leases, kept by a watch while this guard leads.
     pub(super) watch: MemberWatch,
 }
@@ -115,9 +117,11 @@ pub(super) async fn leader_loop(
                         failure_threshold: cluster.thresholds.failure_threshold,
                         look_every: REASSERT_EVERY,
                     },
-                    Judge::new(cluster.thresholds.clone(), cluster.config.per_member),
+                    Judge::new(cluster.thresholds.clone(), cluster.config.per_member)
+                        .with_relative(cluster.config.relative.clone()),
                 ),
                 evidence: 0.0,
+                degraded: false,
                 retry_at: None,
                 backoff: Backoff::new(cluster.interval, &cluster.config.pod_name),
                 vs_problem: None,
@@ -197,10 +201,17 @@ async fn lead_once(c: &ClusterLoop, apis: &LeaderApis, r: &mut LeaderRound) {
             continue;
         }
         ages.push((m.pod.clone(), m.age));
+        let summary = match m.role {
+            // A baseline member writes on news and heartbeats: line its seconds up
+            // with ours, so the canary is compared with the same seconds.
+            Role::Baseline => m.summary.aged(m.age.as_secs()),
+            Role::Canary => m.summary,
+        };
         samples.push(MemberSample {
             pod: m.pod,
             revision: m.revision,
-            summary: m.summary,
+            summary,
+            role: m.role,
         });
     }
     // Our own window is fresher than our lease.
@@ -209,6 +220,7 @@ async fn lead_once(c: &ClusterLoop, apis: &LeaderApis, r: &mut LeaderRound) {
         pod: c.config.pod_name.clone(),
         revision: c.config.revision.clone(),
         summary: own,
+        role: Role::Canary,
     });
     // After a failure, no VirtualService call until the backoff has passed.
     let may_call = r.retry_at.is_none_or(|at| now >= at);
@@ -398,6 +410,12 @@ async fn lead_once(c: &ClusterLoop, apis: &LeaderApis, r: &mut LeaderRound) {
         judgement.consecutive_failures,
     );
     c.metrics.members.set(samples.len() as i64);
+    let baselines = samples.iter().filter(|s| s.role == Role::Baseline).count();
+    c.metrics.baseline_members.set(baselines as i64);
+    c.metrics
+        .baseline_degraded
+        .set(i64::from(judgement.degraded.is_some()));
+    tell_degraded(c, event_writer, r, judgement.degraded.as_deref()).await;
     let members = samples
         .iter()
         .map(|s| MemberView {
@@ -413,6 +431,7 @@ async fn lead_once(c: &ClusterLoop, apis: &LeaderApis, r: &mut LeaderRound) {
                 .get(&s.pod)
                 .copied()
                 .unwrap_or(Verdict::Inconclusive),
+            role: s.role.as_str(),
         })
         .collect();
     let mut s = c.state.write();
@@ -421,7 +440,43 @@ async fn lead_once(c: &ClusterLoop, apis: &LeaderApis, r: &mut LeaderRound) {
     s.verdict = verdict;
     s.consecutive_failures = judgement.consecutive_failures;
     s.aggregate = Some(WindowView::from(&judgement.aggregate));
+    s.baseline = judgement.baseline.as_ref().map(WindowView::from);
+    s.relative_breach = judgement.relative.clone();
+    s.baseline_degraded = judgement.degraded.clone();
     s.members = members;
+}
+
+/// Logs and announces (one Warning Event per episode) a failing canary that is not
+/// blamed because its baseline fails too, and the episode's end.
+async fn tell_degraded(
+    c: &ClusterLoop,
+    event_writer: &events::EventWriter,
+    r: &mut LeaderRound,
+    degraded: Option<&str>,
+) {
+    match (degraded, r.degraded) {
+        (Some(why), false) => {
+            r.degraded = true;
+            tracing::warn!(%why, "the canary fails but so does its baseline: not rolling back");
+            let note =
+                format!("the canary fails, but not alone: {why}; no rollback while it lasts");
+            publish(
+                c,
+                event_writer,
+                EventType::Warning,
+                events::reasons::BASELINE_DEGRADED,
+                events::actions::JUDGE,
+                &note,
+                vs_ref(c),
+            )
+            .await;
+        }
+        (None, true) => {
+            r.degraded = false;
+            tracing::info!("the baseline is no longer degraded");
+        }
+        _ => {}
+    }
 }
 
 /// Runs a VirtualService operation within the call timeout.

@@ -21,6 +21,7 @@ pub(super) async fn publish_loop(
     let member = members::Member::new(&config.group, &config.pod_name)
         .pod_uid(config.pod_uid.clone())
         .revision(config.revision.clone())
+        .role(config.role)
         .publish_interval(cluster.every);
     // Judge every sample, however few: a member's share of traffic may be small.
     let eager = Thresholds {

@@ -1,5 +1,6 @@
 use super::*;
 use crate::policy::Thresholds;
+use crate::relative::Role;
 use crate::window::Summary;
 
 const LOOK_EVERY: Duration = Duration::from_secs(2);
@@ -24,6 +25,7 @@ fn member(pod: &str, revision: &str, requests: u64, errors: u64) -> MemberSample
         pod: pod.into(),
         revision: Some(revision.into()),
         summary,
+        role: Role::Canary,
     }
 }
 

@@ -264,3 +264,25 @@ fn merge_adds_members() {
     assert!((a.error_ratio() - 0.25).abs() < 1e-12);
     assert_eq!(a.latency.total(), 2);
 }
+
+#[test]
+fn an_aged_summary_ends_its_seconds_that_much_earlier() {
+    let t0 = Instant::now();
+    let w = Window::new(Duration::from_secs(30), t0);
+    w.record(t0, Duration::from_millis(5), Outcome::Error);
+    let s = w.summary(t0);
+    let aged = s.clone().aged(3);
+    assert_eq!(aged.slots.len(), s.slots.len() + 3);
+    assert_eq!(aged.slots[s.slots.len() - 1], s.slots[s.slots.len() - 1]);
+    assert!(aged.slots[s.slots.len()..].iter().all(|c| *c == [0; 4]));
+    assert_eq!((aged.requests, aged.errors), (s.requests, s.errors));
+    // Merged with a fresh summary, its error lines up three seconds back.
+    let mut fresh = Summary::empty(30);
+    fresh.merge(&w.summary(t0));
+    fresh.merge(&aged);
+    let n = fresh.slots.len();
+    assert_eq!(fresh.slots[n - 1][1], 1);
+    assert_eq!(fresh.slots[n - 4][1], 1);
+    // A summary without seconds (an older guard's) has nothing to line up.
+    assert!(Summary::empty(30).aged(5).slots.is_empty());
+}
