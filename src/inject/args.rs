@@ -44,6 +44,11 @@ pub struct SidecarArgs {
     /// What the guard does to the canary Deployment after a rollback (`none` or `pause`).
     #[arg(long, value_parser = ["none", "pause"])]
     pub on_rollback: Option<String>,
+
+    /// `canary`, or `baseline` for guards on stable pods that only publish their windows
+    /// (annotation `canary-guard.io/role`; a baseline workload needs the canary's group).
+    #[arg(long, value_parser = ["canary", "baseline"])]
+    pub role: Option<String>,
 }
 
 /// Flags of `canary-guard inject`.
@@ -78,6 +83,7 @@ impl From<&SidecarArgs> for Settings {
             canary_subset: a.canary_subset.clone(),
             app_port: a.app_port.clone(),
             on_rollback: a.on_rollback.clone(),
+            role: a.role.clone(),
             rewire_service: false,
         }
     }

@@ -37,6 +37,8 @@ pub struct Settings {
     pub app_port: Option<String>,
     /// `none` or `pause`: what to do to the canary Deployment after a rollback.
     pub on_rollback: Option<String>,
+    /// `canary` or `baseline`.
+    pub role: Option<String>,
     /// Point Services that reach the app at the guard (proxy mode).
     pub rewire_service: bool,
 }
@@ -93,12 +95,14 @@ impl Settings {
                 *slot = Some(v);
             }
         };
-        over(&mut s.group, "group");
         over(&mut s.virtual_service, "virtual-service");
         over(&mut s.canary_host, "canary-host");
         over(&mut s.canary_subset, "canary-subset");
         over(&mut s.app_port, "app-port");
         over(&mut s.on_rollback, "on-rollback");
+        let explicit_group = s.group.is_some() || annotation(obj, "group").is_some();
+        over(&mut s.group, "group");
+        over(&mut s.role, "role");
         if let Some(image) = annotation(obj, "image") {
             s.image = image;
         }
@@ -143,6 +147,22 @@ impl Settings {
                 "no canary destination: set --canary-host and/or --canary-subset \
                  (or {ANNOTATION_PREFIX}canary-host / {ANNOTATION_PREFIX}canary-subset)"
             ));
+        }
+        match s.role.as_deref() {
+            None | Some("canary") => {}
+            // The workload's name is the stable Deployment's, not the canary's group.
+            Some("baseline") if !explicit_group => {
+                return Err(format!(
+                    "a baseline guard joins the canary's group: set --group or {ANNOTATION_PREFIX}group \
+                     to the canary's"
+                ))
+            }
+            Some("baseline") => {}
+            Some(other) => {
+                return Err(format!(
+                    "{ANNOTATION_PREFIX}role is `{other}`: use `canary` or `baseline`"
+                ))
+            }
         }
         match s.on_rollback.as_deref() {
             None | Some("none") | Some("pause") => {}
@@ -276,6 +296,10 @@ fn container(s: &Settings, name: &str, revision: Option<&str>, app: Option<&AppP
         ("CANARY_GUARD_VIRTUAL_SERVICE", s.virtual_service.as_deref()),
         ("CANARY_GUARD_CANARY_HOST", s.canary_host.as_deref()),
         ("CANARY_GUARD_CANARY_SUBSET", s.canary_subset.as_deref()),
+        (
+            "CANARY_GUARD_ROLE",
+            s.role.as_deref().filter(|r| *r != "canary"),
+        ),
     ];
     envs.extend(optional.iter().filter_map(|(k, v)| v.map(|v| env(k, v))));
     if s.on_rollback.as_deref() == Some("pause") {

@@ -337,3 +337,37 @@ fn strings_that_look_like_other_types_stay_strings() {
     assert_eq!(ann.get("prometheus.io/scrape"), Some(&Node::from("true")));
     assert_eq!(ann.get("prometheus.io/port"), Some(&Node::from("4681")));
 }
+
+#[test]
+fn a_stable_workload_gets_a_baseline_guard_in_the_canarys_group() {
+    let stable = CANARY
+        .replace("reviews-v2", "reviews-v1")
+        .replace("version: v2", "version: v1")
+        .replace("reviews:2", "reviews:1");
+    let annotated = stable.replace(
+        "  template:\n    metadata:\n",
+        "  template:\n    metadata:\n      annotations: {canary-guard.io/role: baseline, canary-guard.io/group: reviews-v2}\n",
+    );
+    let out = inject(&annotated, &settings()).unwrap();
+    let g = guard(parse(&out)[0].at(&["spec", "template", "spec"]).unwrap()).clone();
+    assert_eq!(env_value(&g, "CANARY_GUARD_ROLE"), Some("baseline"));
+    assert_eq!(env_value(&g, "CANARY_GUARD_GROUP"), Some("reviews-v2"));
+    // A canary carries no role: its guard's default.
+    let out = inject(CANARY, &settings()).unwrap();
+    let g = guard(parse(&out)[0].at(&["spec", "template", "spec"]).unwrap()).clone();
+    assert_eq!(env_value(&g, "CANARY_GUARD_ROLE"), None);
+
+    // Its own name would put it in a group of its own, judged by nobody.
+    let alone = stable.replace(
+        "  template:\n    metadata:\n",
+        "  template:\n    metadata:\n      annotations: {canary-guard.io/role: baseline}\n",
+    );
+    let err = inject(&alone, &settings()).unwrap_err().to_string();
+    assert!(err.contains("canary-guard.io/group"), "{err}");
+    let odd = stable.replace(
+        "  template:\n    metadata:\n",
+        "  template:\n    metadata:\n      annotations: {canary-guard.io/role: judge}\n",
+    );
+    let err = inject(&odd, &settings()).unwrap_err().to_string();
+    assert!(err.contains("`judge`") && err.contains("baseline"), "{err}");
+}

@@ -1,7 +1,8 @@
 //! `canary-guard demo`: the whole loop on one machine. An embedded Kubernetes
 //! API holds a VirtualService `reviews` split 90/10 (`--canary-weight`) between
 //! subsets v1 and v2; a stable app and a canary app run on loopback, three canary guards in proxy
-//! mode front the canary, and a load generator splits its traffic by the
+//! mode front the canary (with `--fault relative`, baseline guards front the stable pods
+//! too), and a load generator splits its traffic by the
 //! VirtualService's current weights, as Envoy would. The canary turns bad on
 //! cue; the demo reports when the leader sent its traffic back to stable.
 //!
@@ -10,6 +11,7 @@
 //! the command's flags, the wiring of real guards to them, and the timeline.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +28,7 @@ use super::guard;
 use crate::cluster::client;
 use crate::cluster::virtual_service::RouteTargets;
 use crate::config::{ClusterConfig, GuardConfig};
+use crate::domain::relative::Role;
 use crate::domain::routes::{current_weights, CanaryTarget};
 use crate::notify::NotifyConfig;
 use crate::{Error, Result};
@@ -33,6 +36,7 @@ use crate::{Error, Result};
 const NAMESPACE: &str = "default";
 const VIRTUAL_SERVICE: &str = "reviews";
 const REVISION: &str = "7c9d5b6f4";
+const STABLE_REVISION: &str = "5f8c7d9b2";
 
 /// What goes wrong with the canary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -42,7 +46,13 @@ pub enum FaultKind {
     Errors,
     /// A share of requests take twice the latency limit.
     Latency,
+    /// The canary answers 500 to 4% of its requests (under the 5% limit) while the
+    /// stable pods, guarded as baseline, fail 0.5%: only the comparison catches it.
+    Relative,
 }
+
+/// The stable pods' own error ratio with `--fault relative`.
+const STABLE_ERRORS: f64 = 0.005;
 
 /// Flags of `canary-guard demo`.
 #[derive(Clone, Debug, Args)]
@@ -55,9 +65,10 @@ pub struct DemoArgs {
     #[arg(long, value_enum, default_value = "errors")]
     pub fault: FaultKind,
 
-    /// Share of canary requests the fault hits (0.01..=1).
-    #[arg(long, default_value = "0.5", value_parser = parse_fault_ratio)]
-    pub fault_ratio: f64,
+    /// Share of canary requests the fault hits (0.01..=1; default 0.5, and 0.04 with
+    /// `--fault relative`).
+    #[arg(long, value_parser = parse_fault_ratio)]
+    pub fault_ratio: Option<f64>,
 
     /// Healthy traffic before the fault starts.
     #[arg(long, default_value = "5s", value_parser = crate::parse::parse_duration)]
@@ -167,6 +178,52 @@ fn weights(api: &EmbeddedApi) -> BTreeMap<String, u32> {
         .unwrap_or_default()
 }
 
+/// Starts the guard of `pod` in front of `app`, as `run` would with the group's flags.
+async fn start_guard(
+    args: &DemoArgs,
+    running: &RunningApi,
+    pod: &str,
+    app: SocketAddr,
+    role: Role,
+) -> Result<guard::Guard> {
+    let upstream = format!("http://{app}")
+        .parse()
+        .map_err(|_| Error::Config(format!("app address {app}")))?;
+    let targets = RouteTargets {
+        canary: CanaryTarget::new(Some("reviews".into()), Some("v2".into()))
+            .map_err(|e| Error::Config(e.to_string()))?,
+        stable: None,
+        route: None,
+    };
+    let mut cluster = ClusterConfig::new("reviews", pod, VIRTUAL_SERVICE, targets);
+    cluster.namespace = Some(NAMESPACE.into());
+    cluster.revision = Some(match role {
+        Role::Canary => REVISION.into(),
+        Role::Baseline => STABLE_REVISION.into(),
+    });
+    cluster.role = role;
+    cluster.notify = args
+        .notify_url
+        .clone()
+        .map(|url| NotifyConfig::new(url, args.notify_format));
+    let loopback = "127.0.0.1:0".parse().expect("valid address");
+    let mut config = GuardConfig::proxy(upstream);
+    config.admin_listen = loopback;
+    if let Some(p) = config.proxy_settings() {
+        p.listen = loopback;
+    }
+    if let Some(r) = args.max_error_ratio {
+        config.thresholds.max_error_ratio = r;
+    }
+    if let Some(c) = args.confidence {
+        config.thresholds.confidence = c;
+    }
+    config.cluster = Some(cluster);
+    // The guard's own client configuration, as `run` builds it for a plain-http URL.
+    let client = client::client(client::config_for_url(&running.url(), NAMESPACE)?, None)?;
+    guard::start_with_client(&config, Some(client)).await
+}
+
 /// Runs the demo; `Ok(true)` when the rollback happened.
 pub async fn run(args: DemoArgs) -> Result<bool> {
     let api = EmbeddedApi::new();
@@ -185,54 +242,46 @@ pub async fn run(args: DemoArgs) -> Result<bool> {
         let context = context.to_string();
         move |source| Error::Io { context, source }
     };
-    let stable_addr = apps::serve("reviews-v1", None)
+    let relative = args.fault == FaultKind::Relative;
+    let fault_ratio = args
+        .fault_ratio
+        .unwrap_or(if relative { 0.04 } else { 0.5 });
+    // With `--fault relative` the stable pods fail a little all along.
+    let stable_fault = relative.then(|| {
+        let f = Arc::new(Canary::new(Fault::Error, STABLE_ERRORS));
+        f.start_failing();
+        f
+    });
+    let stable_addr = apps::serve("reviews-v1", stable_fault)
         .await
         .map_err(io("starting the stable app"))?;
     let fault = match args.fault {
-        FaultKind::Errors => Fault::Error,
+        FaultKind::Errors | FaultKind::Relative => Fault::Error,
         FaultKind::Latency => Fault::Delay(Duration::from_millis(1000)),
     };
-    let canary = Arc::new(Canary::new(fault, args.fault_ratio));
+    let canary = Arc::new(Canary::new(fault, fault_ratio));
     let canary_addr = apps::serve("reviews-v2", Some(canary.clone()))
         .await
         .map_err(io("starting the canary app"))?;
 
-    let loopback = "127.0.0.1:0".parse().expect("valid address");
     let mut guards = Vec::new();
-    for i in 0..3 {
-        let pod = format!("reviews-v2-{REVISION}-{}", ["x7k2p", "m4q9z", "b8n3w"][i]);
-        let upstream = format!("http://{canary_addr}")
-            .parse()
-            .map_err(|_| Error::Config(format!("canary app address {canary_addr}")))?;
-        let targets = RouteTargets {
-            canary: CanaryTarget::new(Some("reviews".into()), Some("v2".into()))
-                .map_err(|e| Error::Config(e.to_string()))?,
-            stable: None,
-            route: None,
-        };
-        let mut cluster = ClusterConfig::new("reviews", &pod, VIRTUAL_SERVICE, targets);
-        cluster.namespace = Some(NAMESPACE.into());
-        cluster.revision = Some(REVISION.into());
-        cluster.notify = args
-            .notify_url
-            .clone()
-            .map(|url| NotifyConfig::new(url, args.notify_format));
-        let mut config = GuardConfig::proxy(upstream);
-        config.admin_listen = loopback;
-        if let Some(p) = config.proxy_settings() {
-            p.listen = loopback;
-        }
-        if let Some(r) = args.max_error_ratio {
-            config.thresholds.max_error_ratio = r;
-        }
-        if let Some(c) = args.confidence {
-            config.thresholds.confidence = c;
-        }
-        config.cluster = Some(cluster);
-        // The guard's own client configuration, as `run` builds it for a plain-http URL.
-        let client = client::client(client::config_for_url(&running.url(), NAMESPACE)?, None)?;
-        guards.push((pod, guard::start_with_client(&config, Some(client)).await?));
+    for suffix in ["x7k2p", "m4q9z", "b8n3w"] {
+        let pod = format!("reviews-v2-{REVISION}-{suffix}");
+        let guard = start_guard(&args, &running, &pod, canary_addr, Role::Canary).await?;
+        guards.push((pod, guard));
     }
+    // Stable pods guarded as baseline with `--fault relative`; else the stable app directly.
+    let mut baseline = Vec::new();
+    if relative {
+        for suffix in ["q2w8e", "t5y1u"] {
+            let pod = format!("reviews-v1-{STABLE_REVISION}-{suffix}");
+            baseline.push(start_guard(&args, &running, &pod, stable_addr, Role::Baseline).await?);
+        }
+    }
+    let stables: Vec<SocketAddr> = match baseline.is_empty() {
+        true => vec![stable_addr],
+        false => baseline.iter().filter_map(|g| g.proxy_addr).collect(),
+    };
 
     let say = |t: Duration, line: String| {
         if !args.json {
@@ -244,8 +293,11 @@ pub async fn run(args: DemoArgs) -> Result<bool> {
     say(
         Duration::ZERO,
         format!(
-        "embedded API at {}; VirtualService {VIRTUAL_SERVICE}: {}; {} canary guards in proxy mode",
-        running.url(), fmt_weights(&before), guards.len()
+        "embedded API at {}; VirtualService {VIRTUAL_SERVICE}: {}; {} canary guards in proxy mode{}",
+        running.url(), fmt_weights(&before), guards.len(),
+        if baseline.is_empty() { String::new() } else {
+            format!(", {} baseline guards on the stable pods (failing {:.1}%)", baseline.len(), STABLE_ERRORS * 100.0)
+        }
     ),
     );
     say(
@@ -260,7 +312,7 @@ pub async fn run(args: DemoArgs) -> Result<bool> {
     let seconds: Arc<Mutex<Vec<Second>>> = Arc::default();
     let load = Load {
         rate: args.rate,
-        stable: stable_addr,
+        stables,
         canary_subset: "v2".into(),
         canaries: guards.iter().filter_map(|(_, g)| g.proxy_addr).collect(),
     };
@@ -289,10 +341,10 @@ pub async fn run(args: DemoArgs) -> Result<bool> {
                 format!(
                     "fault injected: the canary now {} {:.0}% of its requests",
                     match args.fault {
-                        FaultKind::Errors => "answers 500 to",
+                        FaultKind::Errors | FaultKind::Relative => "answers 500 to",
                         FaultKind::Latency => "takes 1s (twice the 500ms limit) on",
                     },
-                    args.fault_ratio * 100.0
+                    fault_ratio * 100.0
                 ),
             );
         }
@@ -387,7 +439,7 @@ pub async fn run(args: DemoArgs) -> Result<bool> {
         weights_before: before,
         weights_after: after,
         fault: args.fault,
-        fault_ratio: args.fault_ratio,
+        fault_ratio,
         rate: args.rate,
         requests: BTreeMap::from([
             ("stable".to_string(), totals.stable),
@@ -410,10 +462,10 @@ pub async fn run(args: DemoArgs) -> Result<bool> {
             ),
         }
     }
-    for (_, g) in &guards {
+    for g in guards.iter().map(|(_, g)| g).chain(&baseline) {
         g.shutdown();
     }
-    for (_, g) in guards {
+    for g in guards.into_iter().map(|(_, g)| g).chain(baseline) {
         g.wait().await;
     }
     running.stop().await;

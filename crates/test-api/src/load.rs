@@ -37,8 +37,8 @@ pub struct Second {
 pub struct Load {
     /// Requests per second, stable and canary together.
     pub rate: u32,
-    /// The stable app.
-    pub stable: SocketAddr,
+    /// Where stable requests go (the stable app, or guards in front of its pods), taken in turn.
+    pub stables: Vec<SocketAddr>,
     /// The canary's key among the weights (its subset); every other key is stable.
     pub canary_subset: String,
     /// Where canary requests go (the guards' proxies), taken in turn.
@@ -60,7 +60,7 @@ impl Load {
             Client::builder(TokioExecutor::new()).build(HttpConnector::new());
         let mut picker = Picker::default();
         let mut tick = tokio::time::interval(Duration::from_secs(1) / self.rate);
-        let mut next_canary = 0usize;
+        let (mut next_canary, mut next_stable) = (0usize, 0usize);
         let mut w = weights();
         loop {
             tick.tick().await;
@@ -76,7 +76,8 @@ impl Load {
                 next_canary = (next_canary + 1) % self.canaries.len();
                 self.canaries[next_canary]
             } else {
-                self.stable
+                next_stable = (next_stable + 1) % self.stables.len();
+                self.stables[next_stable]
             };
             let client = client.clone();
             let seconds = seconds.clone();

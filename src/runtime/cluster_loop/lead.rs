@@ -21,6 +21,8 @@ pub(super) struct LeaderRound {
     pub(super) vs_streak: Streak,
     pub(super) list_streak: Streak,
     pub(super) reader: members::MemberReader,
+    /// Since when a write waits for the baseline's latest seconds (see [`wait_for_baseline`]).
+    pub(super) waiting_since: Option<Instant>,
     /// Whether the last round held a failing canary inconclusive for a degraded baseline.
     pub(super) degraded: bool,
     /// The member leases, kept by a watch while this guard leads.
@@ -122,6 +124,7 @@ pub(super) async fn leader_loop(
                 ),
                 evidence: 0.0,
                 degraded: false,
+                waiting_since: None,
                 retry_at: None,
                 backoff: Backoff::new(cluster.interval, &cluster.config.pod_name),
                 vs_problem: None,
@@ -254,7 +257,10 @@ async fn lead_once(c: &ClusterLoop, apis: &LeaderApis, r: &mut LeaderRound) {
     }
 
     // A leader that lost its lease while this round ran must not write.
-    let may_write = may_call && vs_ok && leadership.is_leader();
+    let may_write = may_call
+        && vs_ok
+        && leadership.is_leader()
+        && !wait_for_baseline(c, r, &samples, &ages, now);
     let Round {
         judgement,
         verdict,
@@ -444,6 +450,36 @@ async fn lead_once(c: &ClusterLoop, apis: &LeaderApis, r: &mut LeaderRound) {
     s.relative_breach = judgement.relative.clone();
     s.baseline_degraded = judgement.degraded.clone();
     s.members = members;
+}
+
+/// Whether a write waits for the baseline's latest seconds: while the canary gathers
+/// evidence and no baseline member has written since, for at most one interval. A fault
+/// the canary shares with its stable pods reaches the baseline members' leases a look
+/// and a write after it reaches ours; without the wait, our own window could roll back
+/// before the baseline could excuse it.
+fn wait_for_baseline(
+    c: &ClusterLoop,
+    r: &mut LeaderRound,
+    samples: &[MemberSample],
+    ages: &[(String, Duration)],
+    now: Instant,
+) -> bool {
+    let freshest = samples
+        .iter()
+        .filter(|s| s.role == Role::Baseline)
+        .filter_map(|s| ages.iter().find(|(p, _)| p == &s.pod).map(|(_, a)| *a))
+        .min();
+    let suspect = r.evidence >= SUSPECT
+        || samples
+            .iter()
+            .any(|s| s.role == Role::Canary && c.thresholds.evidence(&s.summary) >= SUSPECT);
+    let (Some(freshest), true) = (freshest, suspect) else {
+        r.waiting_since = None;
+        return false;
+    };
+    let since = *r.waiting_since.get_or_insert(now);
+    let written_since = freshest < now.saturating_duration_since(since);
+    !written_since && now < since + c.interval
 }
 
 /// Logs and announces (one Warning Event per episode) a failing canary that is not

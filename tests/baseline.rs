@@ -1,0 +1,134 @@
+//! Baseline guards against the embedded Kubernetes API: guards on stable pods publish
+//! their windows and never lead; the leader rolls back a canary that is worse than
+//! them though under every absolute limit, and does not blame the canary for a fault
+//! the stable pods share.
+
+mod support;
+
+use canary_guard::domain::relative::Role;
+use canary_guard::runtime::guard::Guard;
+use support::cluster::*;
+use support::*;
+
+/// One canary guard (the leader: baseline guards never run for it) and two baseline guards.
+async fn group(
+    running: &canary_guard_test_api::embedded_api::RunningApi,
+    app: std::net::SocketAddr,
+) -> (Guard, [Guard; 2]) {
+    let canary = start_member(running, app, "reviews-v2-aaa", "r1", |_| {}).await;
+    let baseline =
+        |pod: &'static str| start_member(running, app, pod, "stable", |c| c.role = Role::Baseline);
+    (
+        canary,
+        [
+            baseline("reviews-v1-bbb").await,
+            baseline("reviews-v1-ccc").await,
+        ],
+    )
+}
+
+/// `n` requests through `guard`, `errors` of them answered 500, spread evenly.
+async fn traffic(guard: &Guard, n: usize, errors: usize) {
+    for i in 0..n {
+        let path = if errors > 0 && i % (n / errors) == 0 {
+            "/status/500"
+        } else {
+            "/status/200"
+        };
+        send(guard, path, 1).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_worse_than_its_baseline_is_rolled_back_naming_it() {
+    let app = start_app().await;
+    let (api, running) = start_api().await;
+    let (canary, baseline) = group(&running, app).await;
+    wait_state(&canary, |s| s["leader"] == true).await;
+    wait_state(&canary, |s| s["members"].as_array().unwrap().len() == 3).await;
+    // Stable pods at 0.5% errors, the canary at 4%: under the 5% limit all along.
+    let rounds = async {
+        for _ in 0..20 {
+            tokio::join!(
+                traffic(&baseline[0], 200, 1),
+                traffic(&baseline[1], 200, 1),
+                traffic(&canary, 100, 4),
+            );
+            if weights(&api) == (100, 0) {
+                break;
+            }
+        }
+    };
+    tokio::join!(rounds, async {
+        wait_api(&api, 60, "a rollback", |api| weights(api) == (100, 0)).await
+    });
+    let vs = api
+        .get(
+            canary_guard_test_api::embedded_api::Resource::VirtualServices,
+            NS,
+            VS,
+        )
+        .unwrap();
+    let record: serde_json::Value = serde_json::from_str(
+        vs["metadata"]["annotations"]["canary-guard.io/rollback"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let reason = record["reason"].as_str().unwrap();
+    assert!(reason.contains("baseline"), "{reason}");
+    assert_eq!(record["canaryRevision"], "r1", "{record}");
+    // Baseline guards publish but never lead.
+    assert_eq!(holder(&api).as_deref(), Some("reviews-v2-aaa"));
+    let s = state(&canary).await;
+    let roles: Vec<&str> = s["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles.iter().filter(|r| **r == "baseline").count(), 2, "{s}");
+    assert!(s["baseline"]["requests"].as_u64().unwrap() > 0, "{s}");
+    let page = metrics(&canary).await;
+    assert_eq!(series(&page, "canary_guard_baseline_members"), Some(2.0));
+    for b in &baseline {
+        assert_eq!(state(b).await["leader"], false);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_the_baseline_shares_is_not_blamed_on_the_canary() {
+    let app = start_app().await;
+    let (api, running) = start_api().await;
+    let (canary, baseline) = group(&running, app).await;
+    wait_state(&canary, |s| s["leader"] == true).await;
+    wait_state(&canary, |s| s["members"].as_array().unwrap().len() == 3).await;
+    // A shared dependency fails a quarter of every pod's requests, stable and canary alike.
+    tokio::join!(
+        traffic(&baseline[0], 200, 50),
+        traffic(&baseline[1], 200, 50),
+        traffic(&canary, 100, 25),
+    );
+    let s = wait_state(&canary, |s| !s["baseline_degraded"].is_null()).await;
+    assert_eq!(s["verdict"], "inconclusive", "{s}");
+    assert!(
+        s["baseline_degraded"]
+            .as_str()
+            .unwrap()
+            .contains("baseline degraded"),
+        "{s}"
+    );
+    wait_api(&api, 5, "a BaselineDegraded Event", |api| {
+        !events(api, "BaselineDegraded").is_empty()
+    })
+    .await;
+    let page = metrics(&canary).await;
+    assert_eq!(series(&page, "canary_guard_baseline_degraded"), Some(1.0));
+    // The leader keeps judging the same windows: still no write.
+    let mut checks = canary.checks.clone();
+    for _ in 0..10 {
+        checks.changed().await.unwrap();
+    }
+    assert!(vs_writes(&api).is_empty(), "the canary was blamed");
+    assert_eq!(weights(&api), (90, 10));
+}
