@@ -206,7 +206,7 @@ fn without_baseline_members_the_judgement_is_the_policy_s() {
 #[test]
 fn baseline_members_never_fail_the_verdict() {
     let broken = member("stable", Role::Baseline, steady(12, 450, 1.0));
-    let j = judged(&[broken.clone()]);
+    let j = judged(std::slice::from_ref(&broken));
     assert_eq!(j.verdict, Verdict::Inconclusive);
     assert!(j.members.is_empty());
     let j = judged(&[broken, member("c", Role::Canary, steady(13, 50, 0.005))]);
