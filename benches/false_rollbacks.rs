@@ -13,8 +13,16 @@
 //! deployed again (fresh guards) and the count goes on. With `churn`, a member
 //! leaves and a fresh one joins every few minutes.
 //!
+//! With a baseline (issue 14), stable pods take nine times the canary's
+//! traffic, spread over three more guards of role baseline whose seconds start
+//! 0.3, 0.55 and 0.8 s after the canary guards' (as independent pods' do);
+//! they publish as members do, and every member also publishes when its
+//! recent seconds drifted from what it last published (`relative::drift`, which
+//! the cluster wiring must call too); the leader judges the canary against them.
+//! Shared incidents (a dependency of both) hit canary and stable pods alike.
+//!
 //! Prints Markdown table rows for `scripts/bench`; `--quick` runs fewer and
-//! shorter simulations.
+//! shorter simulations, `--baseline-only` only the baseline's rows.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -22,6 +30,8 @@ use std::time::{Duration, Instant};
 
 use canary_guard::domain::judge::{Judge, MemberSample};
 use canary_guard::domain::policy::{Check, Thresholds, Verdict, SUSPECT};
+use canary_guard::domain::relative::drift::drifted;
+use canary_guard::domain::relative::{RelativeBreach, Role};
 use canary_guard::domain::window::{Outcome, Summary, Window};
 
 const GUARDS: usize = 3;
@@ -36,6 +46,9 @@ const WINDOW: Duration = Duration::from_secs(30);
 /// [`Latency::Creep`]'s p99 at the start, and its rise per second.
 const CREEP_START_MS: f64 = 200.0;
 const CREEP_MS_PER_S: f64 = 10.0;
+/// Guards on stable pods, and the stable pods' traffic as a multiple of the canary's.
+const BASELINE_GUARDS: usize = 3;
+const STABLE_TRAFFIC: f64 = 9.0;
 
 /// xorshift64*: small, fast and deterministic.
 struct Rng(u64);
@@ -74,6 +87,8 @@ enum Latency {
     /// 99.5% log-normal (median 40 ms, σ 0.6) and 0.5% Pareto (from 200 ms,
     /// α 1.2): p99 ≈ 190 ms, yet about 0.17% of requests exceed 500 ms.
     HeavyTail,
+    /// [`Latency::Narrow`], every request `factor` times slower from `from` on.
+    Slower { from: Duration, factor: f64 },
 }
 
 impl Latency {
@@ -88,6 +103,10 @@ impl Latency {
             }
             Latency::HeavyTail if rng.unit() < 0.005 => 200.0 * rng.unit().powf(-1.0 / 1.2),
             Latency::HeavyTail => 40.0 * (0.6 * rng.normal()).exp(),
+            Latency::Slower { from, factor } => {
+                let f = if at >= from { factor } else { 1.0 };
+                f * 40.0 * (0.3 * rng.normal()).exp()
+            }
         };
         Duration::from_secs_f64(ms.min(120_000.0) / 1000.0)
     }
@@ -107,6 +126,55 @@ enum Errors {
     Single(Duration),
 }
 
+impl Errors {
+    /// A request's chance to fail when it starts at `at` (not for [`Errors::Single`]).
+    fn ratio(self, at: Duration) -> f64 {
+        match self {
+            Errors::Ratio {
+                background,
+                fault_at,
+                fault,
+            } if fault_at.is_some_and(|f| at >= f) => fault.max(background),
+            Errors::Ratio { background, .. } => background,
+            Errors::Single(_) => 0.0,
+        }
+    }
+}
+
+/// Stable pods beside the canary, with guards of role baseline.
+#[derive(Clone, Copy)]
+struct Baseline {
+    latency: Latency,
+    errors: Errors,
+}
+
+/// Incidents of a dependency that canary and stable pods share, every `period`:
+/// a second of total outage at 60 s into it, and 20 s at 15% more 5xx and 3×
+/// the latency at 90 s.
+#[derive(Clone, Copy)]
+struct Shared {
+    period: Duration,
+    outage: bool,
+    degradation: bool,
+}
+
+impl Shared {
+    /// The extra chance to fail and the latency factor at `at`.
+    fn at(sc: Option<Shared>, at: Duration) -> (f64, f64) {
+        let Some(s) = sc else {
+            return (0.0, 1.0);
+        };
+        let into = at.as_secs_f64() % s.period.as_secs_f64();
+        if s.outage && (60.0..61.0).contains(&into) {
+            (1.0, 1.0)
+        } else if s.degradation && (90.0..110.0).contains(&into) {
+            (0.15, 3.0)
+        } else {
+            (0.0, 1.0)
+        }
+    }
+}
+
 struct Scenario {
     /// Requests per second to the canary (all guards together).
     rate: f64,
@@ -119,6 +187,26 @@ struct Scenario {
     stop_at_first: bool,
     /// Replace a member (not the leader) with a fresh guard every this long.
     churn: Option<Duration>,
+    /// Stable pods with guards, judged as the canary's baseline.
+    baseline: Option<Baseline>,
+    shared: Option<Shared>,
+}
+
+impl Scenario {
+    /// A canary alone, with no churn, no leader change and nothing shared.
+    fn plain(rate: f64, duration: Duration, latency: Latency, errors: Errors) -> Self {
+        Self {
+            rate,
+            duration,
+            latency,
+            errors,
+            leader_change_at: None,
+            stop_at_first: false,
+            churn: None,
+            baseline: None,
+            shared: None,
+        }
+    }
 }
 
 /// A failing verdict: when, who failed (aggregate or a member), and on what.
@@ -126,6 +214,8 @@ struct Rollback {
     at: Duration,
     member: bool,
     latency: bool,
+    /// Against the baseline rather than an absolute limit.
+    relative: bool,
 }
 
 /// One finished request, ordered by the time it finished.
@@ -136,54 +226,70 @@ fn simulate(sc: &Scenario, seed: u64) -> Vec<Rollback> {
     let t0 = Instant::now();
     let thresholds = Thresholds::default();
     let fresh = |at: Instant| Window::new(WINDOW, at).with_latency_limit(thresholds.max_latency);
-    let mut windows: Vec<Window> = (0..GUARDS).map(|_| fresh(t0)).collect();
+    let stable_guards = if sc.baseline.is_some() {
+        BASELINE_GUARDS
+    } else {
+        0
+    };
+    // Canary guards first, then the baseline's, whose seconds start later.
+    let mut windows: Vec<Window> = (0..GUARDS + stable_guards)
+        .map(|g| {
+            let lag = g.saturating_sub(GUARDS - 1) as f64 * 0.25 + 0.05;
+            fresh(if g < GUARDS {
+                t0
+            } else {
+                t0 - Duration::from_secs_f64(1.0 - lag)
+            })
+        })
+        .collect();
     // Members judge their own window eagerly to decide when to publish early.
     let eager = Thresholds {
         min_requests: 1,
         confidence: 0.5,
         ..thresholds.clone()
     };
-    let mut published: Vec<Option<(Duration, bool, Summary)>> = vec![None; GUARDS];
+    let mut published: Vec<Option<(Duration, bool, Summary)>> = vec![None; windows.len()];
     let mut leader = 0usize;
     let mut judge = Judge::new(thresholds.clone(), true);
     let mut rollbacks = Vec::new();
 
     let mut in_flight: BinaryHeap<Finish> = BinaryHeap::new();
     let mut next_arrival = Duration::ZERO;
+    let mut next_stable = Duration::ZERO;
     let mut single_error_left = matches!(sc.errors, Errors::Single(_));
     let mut now = Duration::ZERO;
     let mut looks = 0u64;
     let mut fast = false;
-    let mut pod_ids: Vec<usize> = (0..GUARDS).collect();
-    let mut next_pod = GUARDS;
+    let mut pod_ids: Vec<usize> = (0..windows.len()).collect();
+    let mut next_pod = windows.len();
     while now < sc.duration {
         now += LOOK;
         looks += 1;
-        // Arrivals in this quarter interval.
+        // Arrivals in this look, to the canary's guards.
         while sc.rate > 0.0 && next_arrival < now {
             let at = next_arrival;
             next_arrival += Duration::from_secs_f64(-rng.unit().ln() / sc.rate);
-            let latency = sc.latency.sample(&mut rng, at);
+            let (extra, slower) = Shared::at(sc.shared, at);
+            let latency = sc.latency.sample(&mut rng, at).mul_f64(slower);
             let error = match sc.errors {
-                Errors::Ratio {
-                    background,
-                    fault_at,
-                    fault,
-                } => {
-                    let p = if fault_at.is_some_and(|f| at >= f) {
-                        fault
-                    } else {
-                        background
-                    };
-                    rng.unit() < p
-                }
                 Errors::Single(after) => {
                     let hit = single_error_left && at >= after;
                     single_error_left &= !hit;
                     hit
                 }
-            };
+                e => rng.unit() < e.ratio(at),
+            } || rng.unit() < extra;
             let guard = (rng.next() % GUARDS as u64) as usize;
+            in_flight.push(Reverse((at + latency, guard, latency, error)));
+        }
+        // And to the stable pods' guards.
+        while let Some(b) = sc.baseline.filter(|_| sc.rate > 0.0 && next_stable < now) {
+            let at = next_stable;
+            next_stable += Duration::from_secs_f64(-rng.unit().ln() / (sc.rate * STABLE_TRAFFIC));
+            let (extra, slower) = Shared::at(sc.shared, at);
+            let latency = b.latency.sample(&mut rng, at).mul_f64(slower);
+            let error = rng.unit() < b.errors.ratio(at) || rng.unit() < extra;
+            let guard = GUARDS + (rng.next() % BASELINE_GUARDS as u64) as usize;
             in_flight.push(Reverse((at + latency, guard, latency, error)));
         }
         // Completions, in the order they finish.
@@ -212,6 +318,7 @@ fn simulate(sc: &Scenario, seed: u64) -> Vec<Rollback> {
                 Some((when, was, before)) => {
                     *was != breach
                         || now >= *when + PUBLISH_EVERY
+                        || (sc.baseline.is_some() && drifted(before, &summary, &thresholds))
                         || (breach
                             && (before.requests, before.overdue)
                                 != (summary.requests, summary.overdue))
@@ -252,7 +359,7 @@ fn simulate(sc: &Scenario, seed: u64) -> Vec<Rollback> {
             continue;
         }
         // The leader judges its own fresh window and the others' leases.
-        let samples: Vec<MemberSample> = (0..GUARDS)
+        let samples: Vec<MemberSample> = (0..windows.len())
             .filter_map(|g| {
                 let summary = if g == leader {
                     windows[g].summary(at)
@@ -264,27 +371,43 @@ fn simulate(sc: &Scenario, seed: u64) -> Vec<Rollback> {
                     pod: format!("guard-{}", pod_ids[g]),
                     revision: Some("r1".into()),
                     summary,
+                    role: if g < GUARDS {
+                        Role::Canary
+                    } else {
+                        Role::Baseline
+                    },
                 })
             })
             .collect();
         let j = judge.judge(&samples);
         fast = j.evidence >= SUSPECT;
         if j.verdict == Verdict::Failing {
-            let (who, breach) = j.breach.expect("a failing verdict names its breach");
-            rollbacks.push(Rollback {
-                at: now,
-                member: who != "aggregate",
-                latency: breach.latency_ms.is_some(),
+            rollbacks.push(match (&j.relative, &j.breach) {
+                (Some(r), _) => Rollback {
+                    at: now,
+                    member: false,
+                    latency: matches!(r, RelativeBreach::Latency { .. }),
+                    relative: true,
+                },
+                (None, Some((who, breach))) => Rollback {
+                    at: now,
+                    member: who != "aggregate",
+                    latency: breach.latency_ms.is_some(),
+                    relative: false,
+                },
+                (None, None) => panic!("a failing verdict names its breach"),
             });
             if sc.stop_at_first {
                 break;
             }
             // The canary is deployed again: fresh guards, fresh windows, and a
-            // leader that starts over.
-            windows = (0..GUARDS).map(|_| fresh(at)).collect();
+            // leader that starts over; the stable pods go on.
+            for g in 0..GUARDS {
+                windows[g] = fresh(at);
+                published[g] = None;
+            }
             fast = false;
-            published = vec![None; GUARDS];
-            in_flight.clear();
+            in_flight.retain(|Reverse((_, guard, _, _))| *guard >= GUARDS);
             judge = Judge::new(thresholds.clone(), true);
         }
     }
@@ -307,11 +430,12 @@ fn false_rollback_row(what: &str, sc: &Scenario, runs: u64) {
     let all: Vec<Rollback> = per_run.into_iter().flatten().collect();
     let by_latency = all.iter().filter(|r| r.latency).count();
     let by_member = all.iter().filter(|r| r.member).count();
+    let by_baseline = all.iter().filter(|r| r.relative).count();
     let result = if all.is_empty() {
         "0".to_string()
     } else {
         format!(
-            "{} ({} on latency, {} on errors; {} by one member alone; {runs_hit} of {runs} runs hit)",
+            "{} ({} on latency, {} on errors; {} by one member alone, {by_baseline} against the baseline; {runs_hit} of {runs} runs hit)",
             all.len(),
             by_latency,
             all.len() - by_latency,
@@ -346,6 +470,8 @@ fn sensitivity(rate: f64, runs: usize) -> Option<(u32, usize)> {
             leader_change_at: None,
             stop_at_first: true,
             churn: None,
+            baseline: None,
+            shared: None,
         };
         let mut caught = 0;
         let mut set_aside = 0;
@@ -380,6 +506,10 @@ fn main() {
     let duration = Duration::from_secs(60 * minutes);
     let (p99, over) = describe(Latency::HeavyTail);
     let tail = format!("heavy-tailed latency (p99 {p99:.0} ms, {over:.2}% > 500 ms)");
+    if std::env::args().any(|a| a == "--baseline-only") {
+        baseline_rows(runs, duration, &tail);
+        return;
+    }
 
     for rate in [5.0, 50.0, 500.0] {
         false_rollback_row(
@@ -396,6 +526,8 @@ fn main() {
                 leader_change_at: Some(duration / 2),
                 stop_at_first: false,
                 churn: None,
+                baseline: None,
+                shared: None,
             },
             runs,
         );
@@ -417,6 +549,8 @@ fn main() {
             leader_change_at: Some(Duration::from_secs(30 * long_minutes)),
             stop_at_first: false,
             churn: Some(Duration::from_secs(180)),
+            baseline: None,
+            shared: None,
         },
         long_runs,
     );
@@ -430,6 +564,8 @@ fn main() {
             leader_change_at: None,
             stop_at_first: false,
             churn: None,
+            baseline: None,
+            shared: None,
         },
         runs,
     );
@@ -447,6 +583,8 @@ fn main() {
             leader_change_at: None,
             stop_at_first: false,
             churn: None,
+            baseline: None,
+            shared: None,
         },
         runs,
     );
@@ -464,6 +602,8 @@ fn main() {
             leader_change_at: Some(duration / 2),
             stop_at_first: false,
             churn: None,
+            baseline: None,
+            shared: None,
         },
         runs.min(2),
     );
@@ -488,6 +628,7 @@ fn main() {
         );
     }
     creep_row(sens_runs);
+    baseline_rows(runs, duration, &tail);
 }
 
 /// When a latency creep is caught, in seconds after its p99 passes 1.2× the limit.
@@ -507,6 +648,8 @@ fn creep_row(runs: usize) {
         leader_change_at: None,
         stop_at_first: true,
         churn: None,
+        baseline: None,
+        shared: None,
     };
     let mut after: Vec<f64> = (0..runs as u64)
         .filter_map(|seed| simulate(&sc, seed).first().map(|r| r.at.as_secs_f64()))
@@ -533,5 +676,149 @@ fn creep_row(runs: usize) {
         result,
         "every run ≤ 15 s after the p99 passes 1.2× the limit",
         Some(met),
+    );
+}
+
+/// When a fault that starts at `fault_at` is rolled back, over `runs` seeds:
+/// every run within `within` seconds?
+fn detection_row(what: &str, sc: &Scenario, fault_at: Duration, runs: u64, within: f64) {
+    let (mut after, mut early, mut by_baseline) = (Vec::new(), 0, 0);
+    for seed in 0..runs {
+        match simulate(sc, seed).first() {
+            Some(r) if r.at < fault_at => early += 1,
+            Some(r) => {
+                after.push((r.at - fault_at).as_secs_f64());
+                by_baseline += usize::from(r.relative);
+            }
+            None => {}
+        }
+    }
+    after.sort_by(f64::total_cmp);
+    let caught = after.iter().filter(|&&t| t <= within).count();
+    let mut result = format!("{caught} of {runs} runs within {within:.0} s");
+    if let (Some(mid), Some(max)) = (after.get(after.len() / 2), after.last()) {
+        result +=
+            &format!("; median {mid:.1} s, max {max:.1} s ({by_baseline} against the baseline)");
+    }
+    if early > 0 {
+        result += &format!("; {early} rolled back before the fault");
+    }
+    row(
+        "baseline",
+        what,
+        result,
+        &format!("every run ≤ {within:.0} s"),
+        Some(caught as u64 == runs),
+    );
+}
+
+/// Issue 14: the canary judged against guards on its stable pods.
+fn baseline_rows(runs: u64, duration: Duration, tail: &str) {
+    let healthy = Baseline {
+        latency: Latency::Narrow,
+        errors: Errors::Ratio {
+            background: 0.005,
+            fault_at: None,
+            fault: 0.0,
+        },
+    };
+    let warm = Duration::from_secs(40);
+    let fault = |pct: f64| Errors::Ratio {
+        background: 0.005,
+        fault_at: Some(warm),
+        fault: pct / 100.0,
+    };
+    let detect = |latency, errors, baseline| Scenario {
+        stop_at_first: true,
+        baseline,
+        ..Scenario::plain(50.0, warm + Duration::from_secs(30), latency, errors)
+    };
+    let detection_runs = runs.min(10);
+    for (pct, within) in [(4.0, 15.0), (6.0, 10.0)] {
+        detection_row(
+            &format!("canary {pct}% 5xx vs baseline 0.5% (absolute limit 5%), 50 rps canary, 450 rps stable over 3 baseline guards, fault after a full window"),
+            &detect(Latency::Narrow, fault(pct), Some(healthy)),
+            warm,
+            detection_runs,
+            within,
+        );
+    }
+    detection_row(
+        "the same 4% canary without baseline guards (today)",
+        &detect(Latency::Narrow, fault(4.0), None),
+        warm,
+        detection_runs,
+        15.0,
+    );
+    detection_row(
+        "canary twice as slow as the baseline (p99 160 ms vs 80 ms, absolute limit 500 ms), 0.5% 5xx, 50 rps canary",
+        &detect(
+            Latency::Slower {
+                from: warm,
+                factor: 2.0,
+            },
+            fault(0.5),
+            Some(healthy),
+        ),
+        warm,
+        detection_runs,
+        15.0,
+    );
+
+    let noisy = Errors::Ratio {
+        background: 0.03,
+        fault_at: None,
+        fault: 0.0,
+    };
+    let shared_noise = Baseline {
+        latency: Latency::HeavyTail,
+        errors: noisy,
+    };
+    let together = |baseline, shared| Scenario {
+        leader_change_at: Some(duration / 2),
+        baseline,
+        shared,
+        ..Scenario::plain(50.0, duration, Latency::HeavyTail, noisy)
+    };
+    false_rollback_row(
+        &format!("canary and baseline share a noisy profile: 3% 5xx, {tail}; 50 rps canary, 450 rps stable, leader change halfway"),
+        &together(Some(shared_noise), None),
+        runs,
+    );
+    let outages = Shared {
+        period: Duration::from_secs(120),
+        outage: true,
+        degradation: false,
+    };
+    let both = Shared {
+        degradation: true,
+        ..outages
+    };
+    for (what, shared) in [
+        ("a 1 s total outage shared by both every 2 min", outages),
+        ("every 2 min a shared 1 s total outage, and 20 s later 20 s of 15% more 5xx at 3× the latency", both),
+    ] {
+        for (who, baseline) in [("with baseline", Some(shared_noise)), ("today, without baseline", None)] {
+            let sc = together(baseline, Some(shared));
+            let what = format!("{who}: noisy canary and baseline (3% 5xx, heavy tail), {what}, 50 rps canary");
+            if baseline.is_some() {
+                false_rollback_row(&what, &sc, runs);
+            } else {
+                today_row(&what, &sc, runs);
+            }
+        }
+    }
+}
+
+/// The rollbacks a scenario brings without a baseline: counted, not a target.
+fn today_row(what: &str, sc: &Scenario, runs: u64) {
+    let all: usize = (0..runs).map(|seed| simulate(sc, seed).len()).sum();
+    let minutes = sc.duration.as_secs() / 60;
+    row(
+        "baseline",
+        &format!("{what}; {runs} runs × {minutes} simulated min"),
+        format!("{all} rollbacks"),
+        "—",
+        None,
     );
 }
