@@ -367,7 +367,6 @@ fn simulate(sc: &Scenario, seed: u64) -> Vec<Rollback> {
                     published[g].as_ref()?.2.clone()
                 };
                 Some(MemberSample {
-                    role: canary_guard::domain::relative::Role::Canary,
                     pod: format!("guard-{}", pod_ids[g]),
                     revision: Some("r1".into()),
                     summary,

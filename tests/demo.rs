@@ -37,6 +37,36 @@ fn demo_rolls_back_a_half_failing_canary_within_five_seconds() {
 }
 
 #[test]
+fn demo_with_a_relative_fault_rolls_back_naming_the_baseline() {
+    // 4% errors, under the 5% limit, against stable pods at 0.5%; 100 rps to the canary.
+    let out = Command::new(env!("CARGO_BIN_EXE_canary-guard"))
+        .args([
+            "demo",
+            "--json",
+            "--fault",
+            "relative",
+            "--rate",
+            "400",
+            "--canary-weight",
+            "25",
+            "--fault-after",
+            "2s",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["rolled_back"], true);
+    assert_eq!(report["fault_ratio"], 0.04);
+    let reason = report["rollback_record"]["reason"].as_str().unwrap();
+    assert!(reason.contains("vs baseline"), "{reason}");
+}
+
+#[test]
 fn demo_with_a_latency_fault_rolls_back_too() {
     let out = Command::new(env!("CARGO_BIN_EXE_canary-guard"))
         .args([

@@ -4,6 +4,7 @@
 //! Design rule: a look is cheap and a write is not; write only what is new or due.
 
 use super::*;
+use crate::domain::relative::drift;
 
 /// Writes this guard's window to its member lease every publish interval,
 /// and at once when the window starts or stops crossing a threshold, so the
@@ -37,6 +38,7 @@ pub(super) async fn publish_loop(
     let mut backoff = Backoff::new(cluster.interval, &config.pod_name);
     let mut retry_at: Option<Instant> = None;
     let mut streak = Streak::default();
+    let mut published: Option<Summary> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -47,8 +49,15 @@ pub(super) async fn publish_loop(
             continue;
         }
         let summary = window.summary(now.into_std());
+        // Worse lately than what the leader last read: news for the comparison with the
+        // baseline, which no absolute trigger sees (a canary at 4% against 0.5%, stable
+        // pods degrading below the limits).
+        let drifted = published
+            .as_ref()
+            .is_some_and(|last| drift::drifted(last, &summary, &cluster.thresholds));
         let breach = matches!(eager.check(&summary), Check::Failing(_))
-            || cluster.thresholds.evidence(&summary) >= SUSPECT;
+            || cluster.thresholds.evidence(&summary) >= SUSPECT
+            || drifted;
         // While the window crosses a limit or gathers sequential evidence, publish each
         // new batch of evidence at the fast pace; a look that saw nothing new writes nothing.
         let seen = evidence_seen(&summary);
@@ -66,6 +75,7 @@ pub(super) async fn publish_loop(
         match bounded(cluster.call_timeout, member.publish(&leases, &summary)).await {
             Ok(()) => {
                 last = Some((now, breach, seen));
+                published = Some(summary);
                 retry_at = None;
                 backoff.reset();
                 if streak.recovered("member lease written again") {
