@@ -764,3 +764,113 @@ async fn api_server_crash_during_an_incident() {
         .count();
     assert_eq!(landed, 1, "patches: {patches:#?}");
 }
+
+/// The stable Deployment, for baseline guards on its Pods.
+fn stable_deployment(namespace: &str, replicas: u32) -> String {
+    deployment(namespace, replicas)
+        .replace("reviews-v2", "reviews-v1")
+        .replace("version: v2", "version: v1")
+        .replace("reviews:2.0.0", "reviews:1.0.0")
+}
+
+/// One canary guard and two baseline guards on real Pods of one group; the canary's
+/// guard leads (baseline guards never run for it).
+async fn with_baseline(
+    k8s: &RealApi,
+    prefix: &str,
+) -> (String, kube::Client, GuardProc, Vec<GuardProc>) {
+    let (ns, client) = scenario(k8s, prefix, 1).await;
+    k8s.apply(&stable_deployment(&ns, 2));
+    let app = start_app().await;
+    let canary = pods(&client, CANARY, 1, &[]).await;
+    let stable = pods(&client, "app=reviews,version=v1", 2, &[]).await;
+    let mut canary = start_guards(k8s, &ns, &canary, app, &[]).await;
+    let baseline = start_guards(k8s, &ns, &stable, app, &["--role", "baseline"]).await;
+    let leader = canary.remove(0);
+    poll(20, "the canary's guard leading", || async {
+        (holder(&client).await.as_deref() == Some(leader.pod.name.as_str())).then_some(())
+    })
+    .await;
+    poll(20, "three members", || async {
+        let s = leader.state().await;
+        (s["members"].as_array().map_or(0, Vec::len) == 3).then_some(())
+    })
+    .await;
+    (ns, client, leader, baseline)
+}
+
+/// `n` requests through `g`, `errors` of them answered 500.
+async fn mixed(g: &GuardProc, n: usize, errors: usize) {
+    for i in 0..n {
+        if errors > 0 && i % (n / errors) == 0 {
+            g.send("/status/500", 1, 500).await;
+        } else {
+            g.send("/status/200", 1, 200).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_worse_than_its_stable_pods_is_rolled_back() {
+    let Some(k8s) = RealApi::shared() else { return };
+    let (_ns, client, canary, baseline) = with_baseline(&k8s, "relative").await;
+    // Stable at 0.5% errors, the canary at 4%: under the 5% limit.
+    let load = async {
+        for _ in 0..30 {
+            tokio::join!(
+                mixed(&baseline[0], 200, 1),
+                mixed(&baseline[1], 200, 1),
+                mixed(&canary, 100, 4),
+            );
+            if weights(&vs(&client).await) == ROLLED_BACK {
+                break;
+            }
+        }
+    };
+    load.await;
+    let after = wait_weights(&client, ROLLED_BACK, 10, "the rollback").await;
+    let reason = record(&after)["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("vs baseline"), "{reason}");
+    // The stable pods' guards never led, and never wrote anything but their own lease.
+    assert_eq!(
+        holder(&client).await.as_deref(),
+        Some(canary.pod.name.as_str())
+    );
+    for b in &baseline {
+        let s = b.state().await;
+        assert_eq!(s["leader"], false, "{s}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_the_stable_pods_share_is_not_blamed_on_the_canary() {
+    let Some(k8s) = RealApi::shared() else { return };
+    let (ns, client, canary, baseline) = with_baseline(&k8s, "shared").await;
+    let rv = vs(&client).await["metadata"]["resourceVersion"].clone();
+    // A shared dependency fails a quarter of every pod's requests.
+    tokio::join!(
+        mixed(&baseline[0], 200, 50),
+        mixed(&baseline[1], 200, 50),
+        mixed(&canary, 100, 25),
+    );
+    let s = poll(20, "the baseline seen degraded", || async {
+        let s = canary.state().await;
+        (!s["baseline_degraded"].is_null()).then_some(s)
+    })
+    .await;
+    assert_eq!(s["verdict"], "inconclusive", "{s}");
+    wait_event(&k8s, &ns, "BaselineDegraded", "VirtualService").await;
+    assert!(canary
+        .metrics()
+        .await
+        .contains("canary_guard_baseline_degraded 1"));
+    // That no write comes cannot be awaited: give the leader ten more rounds (its
+    // --interval is 200ms) over the same windows.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = vs(&client).await;
+    assert_eq!(
+        after["metadata"]["resourceVersion"], rv,
+        "the canary was blamed"
+    );
+    assert_eq!(weights(&after), SPLIT);
+}
