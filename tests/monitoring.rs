@@ -53,7 +53,7 @@ fn the_prometheus_rule_holds_the_plain_rules() {
     assert_eq!(rule["kind"], "PrometheusRule");
     assert_eq!(rule["spec"]["groups"], plain["groups"]);
     let alerts = plain["groups"][0]["rules"].as_array().unwrap();
-    assert_eq!(alerts.len(), 7);
+    assert_eq!(alerts.len(), 8);
     for a in alerts {
         let summary = a["annotations"]["summary"].as_str().unwrap();
         assert!(
