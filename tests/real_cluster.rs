@@ -860,6 +860,36 @@ async fn a_fault_the_stable_pods_share_is_not_blamed_on_the_canary() {
     .await;
     assert_eq!(s["verdict"], "inconclusive", "{s}");
     wait_event(&k8s, &ns, "BaselineDegraded", "VirtualService").await;
+    // `status` reads the same member leases and says the same.
+    let status = cli("status", k8s.kubeconfig())
+        .args(["--group", "reviews", "--virtual-service", "reviews"])
+        .args(["--canary-subset", "v2", "-n", &ns, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let report: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(report["verdict"], "inconclusive", "{report}");
+    assert!(
+        report["baseline_degraded"]
+            .as_str()
+            .is_some_and(|why| why.contains("baseline degraded")),
+        "{report}"
+    );
+    let roles: Vec<&str> = report["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["role"].as_str())
+        .collect();
+    assert_eq!(
+        roles.iter().filter(|r| **r == "baseline").count(),
+        2,
+        "{report}"
+    );
     assert!(canary
         .metrics()
         .await

@@ -17,9 +17,10 @@ use crate::cluster::deployment;
 use crate::cluster::election::lease_name;
 use crate::cluster::members::{MemberReader, GROUP_LABEL};
 use crate::cluster::virtual_service::{self, RestoreOutcome, RollbackRecord};
-use crate::domain::policy::{Check, Thresholds};
+use crate::domain::judge::{Judge, MemberSample};
+use crate::domain::policy::Thresholds;
+use crate::domain::relative::RelativeBreach;
 use crate::domain::routes::{current_weights, CanaryTarget};
-use crate::domain::window::Summary;
 use crate::{Error, Result};
 
 /// Where to find the group and the VirtualService.
@@ -133,6 +134,8 @@ struct MemberStatus {
     pod: String,
     revision: Option<String>,
     age_seconds: f64,
+    /// `canary`, or `baseline` for a guard on a stable pod.
+    role: &'static str,
     window: WindowView,
 }
 
@@ -144,6 +147,15 @@ struct Status {
     leader: Option<String>,
     members: Vec<MemberStatus>,
     aggregate: WindowView,
+    /// The baseline members' windows added up, when there are any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline: Option<WindowView>,
+    /// Why the canary fails against its baseline, if it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    relative_breach: Option<RelativeBreach>,
+    /// Why a failing canary is not blamed: its baseline fails too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline_degraded: Option<String>,
     verdict: &'static str,
     weights: Value,
     last_rollback: Option<RollbackRecord>,
@@ -167,18 +179,25 @@ pub async fn status(args: StatusArgs) -> Result<String> {
             args.group
         ))
     })?;
-    let mut aggregate = Summary::empty(0);
     let mut members = Vec::new();
+    let mut samples = Vec::new();
     for m in listed {
-        let summary = m.summary;
-        aggregate.merge(&summary);
         members.push(MemberStatus {
+            pod: m.pod.clone(),
+            revision: m.revision.clone(),
+            age_seconds: 0.0,
+            role: m.role.as_str(),
+            window: WindowView::from(&m.summary),
+        });
+        samples.push(MemberSample {
             pod: m.pod,
             revision: m.revision,
-            age_seconds: 0.0,
-            window: WindowView::from(&summary),
+            summary: m.summary,
+            role: m.role,
         });
     }
+    // The canary's aggregate, and against the baseline members when there are any.
+    let judgement = Judge::new(Thresholds::default(), false).judge(&samples);
     let vs_api = virtual_service::api(c.clone(), &ns, &args.target.virtual_service_version);
     let vs = vs_api
         .get(&args.target.virtual_service)
@@ -196,11 +215,7 @@ pub async fn status(args: StatusArgs) -> Result<String> {
     let verdict = if record.as_ref().is_some_and(|r| r.restored_at.is_none()) {
         "rolled_back"
     } else {
-        match Thresholds::default().check(&aggregate) {
-            Check::Healthy => "healthy",
-            Check::Inconclusive => "inconclusive",
-            Check::Failing(_) => "failing",
-        }
+        judgement.verdict.as_str()
     };
     let weights_json: Value = weights
         .iter()
@@ -219,7 +234,10 @@ pub async fn status(args: StatusArgs) -> Result<String> {
         group: args.group.clone(),
         namespace: ns,
         leader,
-        aggregate: WindowView::from(&aggregate),
+        aggregate: WindowView::from(&judgement.aggregate),
+        baseline: judgement.baseline.as_ref().map(WindowView::from),
+        relative_breach: judgement.relative,
+        baseline_degraded: judgement.degraded,
         members,
         verdict,
         weights: weights_json,
@@ -244,12 +262,29 @@ fn render(s: &Status) -> String {
         w.error_ratio,
         w.p99_ms.map_or("-".into(), |p| format!("{p:.1}ms"))
     );
+    if let Some(b) = &s.baseline {
+        let _ = writeln!(
+            out,
+            "baseline: {} requests, {} errors (ratio {:.4}), p99 {}",
+            b.requests,
+            b.errors,
+            b.error_ratio,
+            b.p99_ms.map_or("-".into(), |p| format!("{p:.1}ms"))
+        );
+    }
+    if let Some(r) = &s.relative_breach {
+        let _ = writeln!(out, "against the baseline: {r}");
+    }
+    if let Some(why) = &s.baseline_degraded {
+        let _ = writeln!(out, "inconclusive: {why}");
+    }
     let _ = writeln!(out, "members ({}):", s.members.len());
     for m in &s.members {
         let _ = writeln!(
             out,
-            "  {:<40} rev {:<12} {:>6} req {:>5} err  p99 {}",
+            "  {:<40} {:<8} rev {:<12} {:>6} req {:>5} err  p99 {}",
             m.pod,
+            m.role,
             m.revision.as_deref().unwrap_or("-"),
             m.window.requests,
             m.window.errors,
