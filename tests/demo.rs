@@ -36,22 +36,11 @@ fn demo_rolls_back_a_half_failing_canary_within_five_seconds() {
     assert!(report["requests"]["canary_errors"].as_u64().unwrap() > 0);
 }
 
-#[test]
-fn demo_with_a_relative_fault_rolls_back_naming_the_baseline() {
-    // 4% errors, under the 5% limit, against stable pods at 0.5%; 100 rps to the canary.
+/// `demo --json` with `args`, which must roll back; its report.
+fn demo_json(args: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_canary-guard"))
-        .args([
-            "demo",
-            "--json",
-            "--fault",
-            "relative",
-            "--rate",
-            "400",
-            "--canary-weight",
-            "25",
-            "--fault-after",
-            "2s",
-        ])
+        .args(["demo", "--json"])
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -59,7 +48,22 @@ fn demo_with_a_relative_fault_rolls_back_naming_the_baseline() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn demo_with_a_relative_fault_rolls_back_naming_the_baseline() {
+    // 4% errors, under the 5% limit, against stable pods at 0.5%; 100 rps to the canary.
+    let report = demo_json(&[
+        "--fault",
+        "relative",
+        "--rate",
+        "400",
+        "--canary-weight",
+        "25",
+        "--fault-after",
+        "2s",
+    ]);
     assert_eq!(report["rolled_back"], true);
     assert_eq!(report["fault_ratio"], 0.04);
     let reason = report["rollback_record"]["reason"].as_str().unwrap();
@@ -68,25 +72,14 @@ fn demo_with_a_relative_fault_rolls_back_naming_the_baseline() {
 
 #[test]
 fn demo_with_a_latency_fault_rolls_back_too() {
-    let out = Command::new(env!("CARGO_BIN_EXE_canary-guard"))
-        .args([
-            "demo",
-            "--json",
-            "--fault",
-            "latency",
-            "--fault-ratio",
-            "0.2",
-            "--fault-after",
-            "2s",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = demo_json(&[
+        "--fault",
+        "latency",
+        "--fault-ratio",
+        "0.2",
+        "--fault-after",
+        "2s",
+    ]);
     assert_eq!(report["rolled_back"], true);
     assert!(report["rollback_record"]["reason"]
         .as_str()

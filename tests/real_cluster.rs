@@ -210,6 +210,21 @@ fn cli(command: &str, kubeconfig: &std::path::Path) -> std::process::Command {
     cmd
 }
 
+/// `canary-guard status --json` of group `reviews` in `ns`.
+fn status_json(k8s: &RealApi, ns: &str) -> Value {
+    let out = cli("status", k8s.kubeconfig())
+        .args(["--group", "reviews", "--virtual-service", "reviews"])
+        .args(["--canary-subset", "v2", "-n", ns, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// The holder of the group's leader lease.
 async fn holder(client: &kube::Client) -> Option<String> {
     let leases: Api<Lease> = Api::default_namespaced(client.clone());
@@ -448,17 +463,7 @@ async fn restore_and_status_by_hand() {
     );
     k8s.kubectl(&["rollout", "pause", "-n", &ns, "deploy/reviews-v2"]);
 
-    let status = cli("status", k8s.kubeconfig())
-        .args(["--group", "reviews", "--virtual-service", "reviews"])
-        .args(["--canary-subset", "v2", "-n", &ns, "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    let s: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let s = status_json(&k8s, &ns);
     assert_eq!(s["last_rollback"]["canaryRevision"], "7d9f", "{s}");
     assert_eq!(s["last_rollback"]["reason"], reason.reason.as_str());
 
@@ -861,17 +866,7 @@ async fn a_fault_the_stable_pods_share_is_not_blamed_on_the_canary() {
     assert_eq!(s["verdict"], "inconclusive", "{s}");
     wait_event(&k8s, &ns, "BaselineDegraded", "VirtualService").await;
     // `status` reads the same member leases and says the same.
-    let status = cli("status", k8s.kubeconfig())
-        .args(["--group", "reviews", "--virtual-service", "reviews"])
-        .args(["--canary-subset", "v2", "-n", &ns, "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    let report: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let report = status_json(&k8s, &ns);
     assert_eq!(report["verdict"], "inconclusive", "{report}");
     assert!(
         report["baseline_degraded"]

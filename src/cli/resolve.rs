@@ -16,7 +16,7 @@ use crate::domain::relative::Relative;
 use crate::domain::routes::{CanaryTarget, StableTarget};
 use crate::notify::NotifyConfig;
 use crate::observe::proxy::ProxyConfig;
-use crate::observe::scrape::{ScrapeConfig, MAX_PAGE_BYTES, MAX_SERIES};
+use crate::observe::scrape::ScrapeConfig;
 use crate::server::Limits;
 use crate::{Error, Result};
 
@@ -226,14 +226,7 @@ impl ScrapeArgs {
                 },
             ),
         };
-        ScrapeConfig {
-            url,
-            interval: self.scrape_interval,
-            max_bytes: MAX_PAGE_BYTES,
-            max_series: MAX_SERIES,
-            max_gap: window,
-            schema,
-        }
+        ScrapeConfig::new(url, schema, self.scrape_interval, window)
     }
 
     pub(super) fn validate(&self, mode: Mode) -> Result<()> {

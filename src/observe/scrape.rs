@@ -53,6 +53,21 @@ pub struct ScrapeConfig {
     pub schema: Schema,
 }
 
+impl ScrapeConfig {
+    /// Scrapes of `url` read by `schema` every `interval`, within the page limits; a
+    /// gap longer than `window` between good scrapes starts the counts afresh.
+    pub fn new(url: Uri, schema: Schema, interval: Duration, window: Duration) -> Self {
+        Self {
+            url,
+            interval,
+            max_bytes: MAX_PAGE_BYTES,
+            max_series: MAX_SERIES,
+            max_gap: window,
+            schema,
+        }
+    }
+}
+
 /// Why a scrape failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ScrapeError {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use canary_guard::config::{GuardConfig, Observe};
 use canary_guard::domain::counters::Schema;
-use canary_guard::observe::scrape::{ScrapeConfig, MAX_PAGE_BYTES, MAX_SERIES};
+use canary_guard::observe::scrape::ScrapeConfig;
 use canary_guard::runtime::guard::{self, Guard};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -171,14 +171,12 @@ pub fn istio_scrape(url: &str, labels: &[(&str, &str)]) -> ScrapeConfig {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    ScrapeConfig {
-        url: url.parse().unwrap(),
-        interval: std::time::Duration::from_secs(1),
-        max_bytes: MAX_PAGE_BYTES,
-        max_series: MAX_SERIES,
-        max_gap: canary_guard::config::DEFAULT_WINDOW,
-        schema: Schema::istio(&labels),
-    }
+    ScrapeConfig::new(
+        url.parse().unwrap(),
+        Schema::istio(&labels),
+        std::time::Duration::from_secs(1),
+        canary_guard::config::DEFAULT_WINDOW,
+    )
 }
 
 /// Waits until the guard has finished two more scrapes: the second began after

@@ -154,12 +154,7 @@ impl Thresholds {
         if s.requests < self.min_requests.max(1) {
             return Check::Inconclusive;
         }
-        // Two looks (the whole window and its recent part) share the false-positive budget.
-        let confidence = if self.confidence <= 0.5 {
-            self.confidence
-        } else {
-            1.0 - (1.0 - self.confidence) / 2.0
-        };
+        let confidence = self.look_confidence();
         // The recent part needs no minimum of its own: the test asks more of fewer requests.
         match self
             .sequential_breach(s)
@@ -168,6 +163,16 @@ impl Thresholds {
         {
             Some(b) => Check::Failing(b),
             None => Check::Healthy,
+        }
+    }
+
+    /// The confidence of each of a window test's two looks (the whole window
+    /// and its recent part), which share the false-positive budget.
+    pub(crate) fn look_confidence(&self) -> f64 {
+        if self.confidence <= 0.5 {
+            self.confidence
+        } else {
+            1.0 - (1.0 - self.confidence) / 2.0
         }
     }
 
@@ -271,7 +276,7 @@ impl Thresholds {
 /// `s`'s seconds for the sequential test. A summary without them (from a
 /// guard that predates them) reads as two slots: the window before its
 /// recent part, and the recent part.
-fn slot_series(s: &Summary, limit: Duration) -> Cow<'_, [[u64; 4]]> {
+pub(crate) fn slot_series(s: &Summary, limit: Duration) -> Cow<'_, [[u64; 4]]> {
     if !s.slots.is_empty() {
         return Cow::Borrowed(&s.slots);
     }

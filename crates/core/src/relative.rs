@@ -63,7 +63,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::binomial::significantly_above;
-use super::policy::{quantile_label, Breach, Check, Thresholds};
+use super::policy::{quantile_label, slot_series, Breach, Check, Thresholds};
 use super::sequential::{Counts, Test};
 use super::window::Summary;
 
@@ -221,7 +221,7 @@ pub fn check(
         return None;
     }
     let h = t.sequential_threshold();
-    let (llr, errors) = error_evidence(canary, baseline, r);
+    let (llr, errors) = error_evidence(canary, baseline, t, r);
     let breach = errors
         .filter(|_| llr >= h)
         .or_else(|| latency_breach(canary, baseline, t, r));
@@ -236,9 +236,13 @@ pub fn check(
 fn error_evidence(
     canary: &Summary,
     baseline: &Summary,
+    t: &Thresholds,
     r: &Relative,
 ) -> (f64, Option<RelativeBreach>) {
-    let (c, b) = (seconds_of(canary), seconds_of(baseline));
+    let (c, b) = (
+        slot_series(canary, t.max_latency),
+        slot_series(baseline, t.max_latency),
+    );
     let window = ratio(baseline.errors, baseline.requests);
     // Newest first; a series shorter than the other reads as empty seconds before its first.
     let at = |s: &[[u64; 4]], i: usize| s.len().checked_sub(i + 1).map_or([0; 4], |j| s[j]);
@@ -295,12 +299,7 @@ fn latency_breach(
     r: &Relative,
 ) -> Option<RelativeBreach> {
     let q = t.latency_quantile;
-    // Two looks share the budget, as in `Thresholds::check`.
-    let confidence = if t.confidence <= 0.5 {
-        t.confidence
-    } else {
-        1.0 - (1.0 - t.confidence) / 2.0
-    };
+    let confidence = t.look_confidence();
     let whole = baseline.latency_quantile(q)?;
     let parts = [
         Some((canary, whole)),
@@ -336,7 +335,7 @@ pub fn degraded(canary: &Breach, baseline: &Summary, t: &Thresholds) -> Option<S
     if let Check::Failing(b) = t.check(baseline) {
         return Some(format!("baseline degraded: {b}"));
     }
-    let s = seconds_of(baseline);
+    let s = slot_series(baseline, t.max_latency);
     let span = &s[s.len().saturating_sub(canary.seconds as usize + 1)..];
     let sum = |i: usize| span.iter().map(|c| c[i]).sum::<u64>();
     let errors = ratio(sum(1), sum(0));
@@ -354,14 +353,6 @@ pub fn degraded(canary: &Breach, baseline: &Summary, t: &Thresholds) -> Option<S
 }
 
 /// A summary's seconds; one from a guard that predates them reads as one second.
-fn seconds_of(s: &Summary) -> Vec<[u64; 4]> {
-    if s.slots.is_empty() {
-        vec![[s.requests, s.errors, 0, 0]]
-    } else {
-        s.slots.clone()
-    }
-}
-
 fn ratio(events: u64, trials: u64) -> f64 {
     if trials == 0 {
         0.0

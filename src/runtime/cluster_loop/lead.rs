@@ -469,11 +469,14 @@ fn wait_for_baseline(
         .filter(|s| s.role == Role::Baseline)
         .filter_map(|s| ages.iter().find(|(p, _)| p == &s.pod).map(|(_, a)| *a))
         .min();
-    let suspect = r.evidence >= SUSPECT
-        || samples
-            .iter()
-            .any(|s| s.role == Role::Canary && c.thresholds.evidence(&s.summary) >= SUSPECT);
-    let (Some(freshest), true) = (freshest, suspect) else {
+    // Groups without baseline members never wait, and pay nothing for it.
+    let suspect = || {
+        r.evidence >= SUSPECT
+            || samples
+                .iter()
+                .any(|s| s.role == Role::Canary && c.thresholds.evidence(&s.summary) >= SUSPECT)
+    };
+    let Some(freshest) = freshest.filter(|_| suspect()) else {
         r.waiting_since = None;
         return false;
     };
