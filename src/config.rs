@@ -107,6 +107,14 @@ impl GuardConfig {
         }
     }
 
+    /// The window this guard keeps: `window`, and a little more on a baseline
+    /// guard, whose seconds must cover every canary guard's (see [`Role::window`]).
+    pub fn kept_window(&self) -> Duration {
+        self.cluster
+            .as_ref()
+            .map_or(self.window, |c| c.role.window(self.window))
+    }
+
     /// The proxy's settings, in proxy mode.
     pub fn proxy_settings(&mut self) -> Option<&mut ProxySettings> {
         match &mut self.observe {

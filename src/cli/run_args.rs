@@ -242,7 +242,7 @@ pub struct ClusterArgs {
     /// significantly above the baseline's (times --max-error-factor) plus this many
     /// percentage points, over the same seconds (0..=100).
     #[arg(long, env = "CANARY_GUARD_MAX_ERROR_INCREASE", value_name = "POINTS",
-          default_value = "0.25", value_parser = parse_points)]
+          default_value = "0.1", value_parser = parse_points)]
     pub max_error_increase: f64,
 
     /// With baseline guards: the baseline's error ratio is multiplied by this before

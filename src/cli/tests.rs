@@ -68,6 +68,37 @@ fn defaults_resolve_to_the_configs_defaults() {
     );
 }
 
+/// A baseline guard keeps a slightly longer window than the canary's, so that
+/// its seconds cover every second of any canary guard's window.
+#[test]
+fn a_baseline_guard_keeps_a_longer_window() {
+    let flags = [
+        "--group",
+        "reviews",
+        "--pod-name",
+        "reviews-v1-a",
+        "--virtual-service",
+        "reviews",
+        "--canary-subset",
+        "v2",
+        "--window",
+        "20s",
+    ];
+    let canary = parse(&flags).unwrap().resolve(|_| None).unwrap();
+    assert_eq!(canary.kept_window(), ms(20_000));
+    let baseline = parse(&[&flags[..], &["--role", "baseline"]].concat())
+        .unwrap()
+        .resolve(|_| None)
+        .unwrap();
+    assert_eq!(baseline.window, ms(20_000));
+    assert_eq!(baseline.kept_window(), ms(22_000));
+    let standalone = parse(&["--standalone", "--window", "20s"]).unwrap();
+    assert_eq!(
+        standalone.resolve(|_| None).unwrap().kept_window(),
+        ms(20_000)
+    );
+}
+
 #[test]
 fn durations() {
     assert_eq!(parse_duration("250ms").unwrap(), ms(250));

@@ -94,7 +94,7 @@ pub async fn start_with_client(
         thresholds.latency_quantile,
     );
     let window = Arc::new(
-        Window::new(config.window, Instant::now().into_std())
+        Window::new(config.kept_window(), Instant::now().into_std())
             .with_latency_limit(thresholds.max_latency),
     );
     let mut initial = GuardState::new(config.observe.mode());
