@@ -1,13 +1,17 @@
 //! Baseline guards against the embedded Kubernetes API: guards on stable pods publish
 //! their windows and never lead; the leader rolls back a canary that is worse than
 //! them though under every absolute limit, and does not blame the canary for a fault
-//! the stable pods share.
+//! the stable pods share, in proxy mode and in envoy mode.
 
 mod support;
 
+use canary_guard::config::Observe;
+use canary_guard::domain::counters::Schema;
 use canary_guard::domain::relative::Role;
-use canary_guard::runtime::guard::Guard;
+use canary_guard::observe::scrape::ScrapeConfig;
+use canary_guard::runtime::guard::{self, Guard};
 use support::cluster::*;
+use support::envoy::*;
 use support::*;
 
 /// One canary guard (the leader: baseline guards never run for it) and two baseline guards.
@@ -25,6 +29,21 @@ async fn group(
             baseline("reviews-v1-ccc").await,
         ],
     )
+}
+
+/// The rollback record the leader left on the VirtualService.
+fn rollback_record(api: &canary_guard_test_api::embedded_api::EmbeddedApi) -> serde_json::Value {
+    let vs = api
+        .get(
+            canary_guard_test_api::embedded_api::Resource::VirtualServices,
+            NS,
+            VS,
+        )
+        .unwrap();
+    let record = vs["metadata"]["annotations"]["canary-guard.io/rollback"]
+        .as_str()
+        .unwrap();
+    serde_json::from_str(record).unwrap()
 }
 
 /// `n` requests through `guard`, `errors` of them answered 500, spread evenly.
@@ -62,19 +81,7 @@ async fn a_canary_worse_than_its_baseline_is_rolled_back_naming_it() {
     tokio::join!(rounds, async {
         wait_api(&api, 60, "a rollback", |api| weights(api) == (100, 0)).await
     });
-    let vs = api
-        .get(
-            canary_guard_test_api::embedded_api::Resource::VirtualServices,
-            NS,
-            VS,
-        )
-        .unwrap();
-    let record: serde_json::Value = serde_json::from_str(
-        vs["metadata"]["annotations"]["canary-guard.io/rollback"]
-            .as_str()
-            .unwrap(),
-    )
-    .unwrap();
+    let record = rollback_record(&api);
     let reason = record["reason"].as_str().unwrap();
     assert!(reason.contains("baseline"), "{reason}");
     assert_eq!(record["canaryRevision"], "r1", "{record}");
@@ -131,4 +138,95 @@ async fn a_fault_the_baseline_shares_is_not_blamed_on_the_canary() {
     }
     assert!(vs_writes(&api).is_empty(), "the canary was blamed");
     assert_eq!(weights(&api), (90, 10));
+}
+
+/// An envoy-mode member: it reads the counters of its pod's istio-proxy at `stats`.
+async fn envoy_member(
+    running: &canary_guard_test_api::embedded_api::RunningApi,
+    pod: &str,
+    revision: &str,
+    role: Role,
+    stats: &FakeStats,
+) -> Guard {
+    // No proxy in envoy mode: the app address is never dialled.
+    let mut config = member_config("127.0.0.1:1".parse().unwrap(), pod, revision);
+    let labels = [("destination_workload".to_string(), "reviews-v2".to_string())];
+    let schema = Schema::istio(&labels);
+    let scrape = ScrapeConfig::new(stats.url().parse().unwrap(), schema, ms(100), config.window);
+    config.observe = Observe::Envoy(scrape);
+    config.cluster.as_mut().unwrap().role = role;
+    let client = running.client(NS, &user_agent(pod)).unwrap();
+    guard::start_with_client(&config, Some(client))
+        .await
+        .unwrap()
+}
+
+/// The comparison needs no proxy: in envoy mode every guard, canary and baseline,
+/// reads its own pod's istio-proxy counters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_envoy_mode_a_canary_worse_than_its_baseline_is_rolled_back() {
+    let (api, running) = start_api().await;
+    let page = |ok: u64, err: u64| Answer::Page(istio_page(ok, err, 0, 0));
+    let canary_stats = FakeStats::start(page(0, 0)).await;
+    let stable_stats = [
+        FakeStats::start(page(0, 0)).await,
+        FakeStats::start(page(0, 0)).await,
+    ];
+    let canary = envoy_member(
+        &running,
+        "reviews-v2-aaa",
+        "r1",
+        Role::Canary,
+        &canary_stats,
+    )
+    .await;
+    let _stable = [
+        envoy_member(
+            &running,
+            "reviews-v1-bbb",
+            "stable",
+            Role::Baseline,
+            &stable_stats[0],
+        )
+        .await,
+        envoy_member(
+            &running,
+            "reviews-v1-ccc",
+            "stable",
+            Role::Baseline,
+            &stable_stats[1],
+        )
+        .await,
+    ];
+    wait_state(&canary, |s| s["leader"] == true).await;
+    wait_state(&canary, |s| s["members"].as_array().unwrap().len() == 3).await;
+    assert_eq!(state(&canary).await["mode"], "envoy");
+    // Each step: stable pods at 0.5% 503s, the canary at 4%, under the 5% limit all along.
+    let rounds = async {
+        let (mut canary_ok, mut canary_err, mut stable_ok, mut stable_err) = (0, 0, 0, 0);
+        for _ in 0..600 {
+            canary_ok += 24;
+            canary_err += 1;
+            stable_ok += 199;
+            stable_err += 1;
+            canary_stats.set(page(canary_ok, canary_err));
+            for s in &stable_stats {
+                s.set(page(stable_ok, stable_err));
+            }
+            two_more_scrapes(&canary).await;
+            if weights(&api) == (100, 0) {
+                return;
+            }
+        }
+    };
+    tokio::join!(rounds, async {
+        wait_api(&api, 60, "a rollback", |api| weights(api) == (100, 0)).await
+    });
+    let record = rollback_record(&api);
+    let reason = record["reason"].as_str().unwrap();
+    assert!(reason.contains("baseline"), "{reason}");
+    assert_eq!(record["canaryRevision"], "r1", "{record}");
+    let s = state(&canary).await;
+    assert!(s["baseline"]["requests"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(holder(&api).as_deref(), Some("reviews-v2-aaa"));
 }
