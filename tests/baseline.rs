@@ -1,7 +1,7 @@
 //! Baseline guards against the embedded Kubernetes API: guards on stable pods publish
 //! their windows and never lead; the leader rolls back a canary that is worse than
-//! them though under every absolute limit, and does not blame the canary for a fault
-//! the stable pods share, in proxy mode and in envoy mode.
+//! them though under every absolute limit (in proxy mode and in envoy mode), and does
+//! not blame the canary for a fault the stable pods share.
 
 mod support;
 
