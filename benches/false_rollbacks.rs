@@ -19,6 +19,9 @@
 //! and whose windows are [`Role::window`] long; they publish as members do, and every member also publishes when its
 //! recent seconds drifted from what it last published (`relative::drift`, which
 //! the cluster wiring must call too); the leader judges the canary against them.
+//! While its evidence builds and a canary member's window is an interval old, the
+//! leader asks (at most every retry period, 2 s); canary members read the request
+//! with the election lease, every 2 s each at its own phase, and publish.
 //! Shared incidents (a dependency of both) hit canary and stable pods alike.
 //!
 //! Prints Markdown table rows for `scripts/bench`; `--quick` runs fewer and
@@ -41,6 +44,9 @@ const INTERVAL: Duration = Duration::from_secs(1);
 const LOOK: Duration = Duration::from_millis(100);
 /// `--publish-interval`.
 const PUBLISH_EVERY: Duration = Duration::from_secs(10);
+/// `--retry-period`: how often candidates read the election lease, and the leader may ask.
+const RETRY: Duration = Duration::from_secs(2);
+const RETRY_LOOKS: u64 = (RETRY.as_millis() / LOOK.as_millis()) as u64;
 /// `--window`.
 const WINDOW: Duration = Duration::from_secs(30);
 /// [`Latency::Creep`]'s p99 at the start, and its rise per second.
@@ -222,6 +228,11 @@ struct Rollback {
 type Finish = Reverse<(Duration, usize, Duration, bool)>;
 
 fn simulate(sc: &Scenario, seed: u64) -> Vec<Rollback> {
+    run(sc, seed).0
+}
+
+/// The rollbacks of one run, and how often the leader asked its members to publish.
+fn run(sc: &Scenario, seed: u64) -> (Vec<Rollback>, u64) {
     let mut rng = Rng::new(seed);
     let t0 = Instant::now();
     let thresholds = Thresholds::default();
@@ -262,6 +273,8 @@ fn simulate(sc: &Scenario, seed: u64) -> Vec<Rollback> {
     let mut now = Duration::ZERO;
     let mut looks = 0u64;
     let mut fast = false;
+    let (mut asked, mut asked_at) = (0u64, None::<Duration>);
+    let mut answered = vec![0u64; windows.len()];
     let mut pod_ids: Vec<usize> = (0..windows.len()).collect();
     let mut next_pod = windows.len();
     while now < sc.duration {
@@ -314,6 +327,9 @@ fn simulate(sc: &Scenario, seed: u64) -> Vec<Rollback> {
             let summary = w.summary(at);
             let breach = matches!(eager.check(&summary), Check::Failing(_))
                 || thresholds.evidence(&summary) >= SUSPECT;
+            // Canary candidates read the election lease every retry period, each at its phase.
+            let reads = g < GUARDS && g != leader && (looks + 7 * g as u64) % RETRY_LOOKS == 0;
+            let asked_now = reads && std::mem::replace(&mut answered[g], asked) != asked;
             let due = match &published[g] {
                 None => true,
                 // While it breaches, a member publishes each new batch of evidence.
@@ -321,7 +337,7 @@ fn simulate(sc: &Scenario, seed: u64) -> Vec<Rollback> {
                     *was != breach
                         || now >= *when + PUBLISH_EVERY
                         || (sc.baseline.is_some() && drifted(before, &summary, &thresholds))
-                        || (breach
+                        || ((breach || asked_now)
                             && (before.requests, before.overdue)
                                 != (summary.requests, summary.overdue))
                 }
@@ -382,6 +398,17 @@ fn simulate(sc: &Scenario, seed: u64) -> Vec<Rollback> {
             .collect();
         let j = judge.judge(&samples);
         fast = j.evidence >= SUSPECT;
+        let stale = (0..GUARDS)
+            .any(|g| g != leader && published[g].as_ref().is_some_and(|p| now >= p.0 + INTERVAL));
+        if j.baseline.is_some()
+            && fast
+            && j.verdict != Verdict::Failing
+            && stale
+            && asked_at.is_none_or(|at| now >= at + RETRY)
+        {
+            asked += 1;
+            asked_at = Some(now);
+        }
         if j.verdict == Verdict::Failing {
             rollbacks.push(match (&j.relative, &j.breach) {
                 (Some(r), _) => Rollback {
@@ -412,7 +439,7 @@ fn simulate(sc: &Scenario, seed: u64) -> Vec<Rollback> {
             judge = Judge::new(thresholds.clone(), true);
         }
     }
-    rollbacks
+    (rollbacks, asked)
 }
 
 fn row(area: &str, measurement: &str, result: String, target: &str, met: Option<bool>) {
@@ -787,6 +814,11 @@ fn baseline_rows(runs: u64, duration: Duration, tail: &str) {
         &together(Some(shared_noise), None),
         runs,
     );
+    asks_row(
+        "noisy canary and baseline (3% 5xx, heavy tail)",
+        &together(Some(shared_noise), None),
+        runs,
+    );
     let outages = Shared {
         period: Duration::from_secs(120),
         outage: true,
@@ -805,11 +837,25 @@ fn baseline_rows(runs: u64, duration: Duration, tail: &str) {
             let what = format!("{who}: noisy canary and baseline (3% 5xx, heavy tail), {what}, 50 rps canary");
             if baseline.is_some() {
                 false_rollback_row(&what, &sc, runs);
+                asks_row(&what, &sc, runs);
             } else {
                 today_row(&what, &sc, runs);
             }
         }
     }
+}
+
+/// How often the leader asks its members to publish in a scenario: a cost, not a target.
+fn asks_row(what: &str, sc: &Scenario, runs: u64) {
+    let asks: u64 = (0..runs).map(|seed| run(sc, seed).1).sum();
+    let hours = (runs * sc.duration.as_secs()) as f64 / 3600.0;
+    row(
+        "baseline",
+        &format!("leader's publish requests (each an early leader-lease renewal and at most one write per canary member), {what}; {runs} runs × {} simulated min", sc.duration.as_secs() / 60),
+        format!("{:.0} per hour", asks as f64 / hours),
+        "—",
+        None,
+    );
 }
 
 /// The rollbacks a scenario brings without a baseline: counted, not a target.

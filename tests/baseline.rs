@@ -14,21 +14,26 @@ use support::cluster::*;
 use support::envoy::*;
 use support::*;
 
+/// Two baseline guards, on stable pods.
+async fn baselines(
+    running: &canary_guard_test_api::embedded_api::RunningApi,
+    app: std::net::SocketAddr,
+) -> [Guard; 2] {
+    let baseline =
+        |pod: &'static str| start_member(running, app, pod, "stable", |c| c.role = Role::Baseline);
+    [
+        baseline("reviews-v1-bbb").await,
+        baseline("reviews-v1-ccc").await,
+    ]
+}
+
 /// One canary guard (the leader: baseline guards never run for it) and two baseline guards.
 async fn group(
     running: &canary_guard_test_api::embedded_api::RunningApi,
     app: std::net::SocketAddr,
 ) -> (Guard, [Guard; 2]) {
     let canary = start_member(running, app, "reviews-v2-aaa", "r1", |_| {}).await;
-    let baseline =
-        |pod: &'static str| start_member(running, app, pod, "stable", |c| c.role = Role::Baseline);
-    (
-        canary,
-        [
-            baseline("reviews-v1-bbb").await,
-            baseline("reviews-v1-ccc").await,
-        ],
-    )
+    (canary, baselines(running, app).await)
 }
 
 /// The rollback record the leader left on the VirtualService.
@@ -137,6 +142,56 @@ async fn a_fault_the_baseline_shares_is_not_blamed_on_the_canary() {
         checks.changed().await.unwrap();
     }
     assert!(vs_writes(&api).is_empty(), "the canary was blamed");
+    assert_eq!(weights(&api), (90, 10));
+}
+
+/// Successful writes of `pod`'s member lease.
+fn member_writes(api: &canary_guard_test_api::embedded_api::EmbeddedApi, pod: &str) -> usize {
+    let name = canary_guard::cluster::members::lease_name("reviews", pod);
+    api.history()
+        .iter()
+        .filter(|w| w.name == name && w.succeeded())
+        .count()
+}
+
+/// A canary member whose own window crosses no trigger (and whose heartbeat is a
+/// minute away) writes it when the leader, gathering evidence against the
+/// baseline, asks; and only then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_publishes_when_the_leader_asks() {
+    let app = start_app().await;
+    let (api, running) = start_api().await;
+    let rarely = |c: &mut canary_guard::config::ClusterConfig| c.publish_interval = ms(60_000);
+    let leader = start_member(&running, app, "reviews-v2-aaa", "r1", rarely).await;
+    wait_state(&leader, |s| s["leader"] == true).await;
+    let member = start_member(&running, app, "reviews-v2-bbb", "r1", rarely).await;
+    let stable = baselines(&running, app).await;
+    wait_state(&leader, |s| s["members"].as_array().unwrap().len() == 4).await;
+    tokio::join!(traffic(&stable[0], 200, 1), traffic(&stable[1], 200, 1));
+    wait_state(&leader, |s| s["baseline"]["requests"].as_u64() >= Some(400)).await;
+    // Healthy requests: news for the leader, but no trigger of the member's own.
+    traffic(&member, 20, 0).await;
+    let written = member_writes(&api, "reviews-v2-bbb");
+    let mut checks = leader.checks.clone();
+    for _ in 0..5 {
+        checks.changed().await.unwrap();
+    }
+    assert_eq!(
+        member_writes(&api, "reviews-v2-bbb"),
+        written,
+        "wrote unasked"
+    );
+    // 4 errors in 100 at the leader: evidence against the baseline's 0.5%, not a verdict.
+    traffic(&leader, 100, 4).await;
+    wait_api(&api, 10, "the member's answer", |api| {
+        member_writes(api, "reviews-v2-bbb") > written
+    })
+    .await;
+    let s = wait_state(&leader, |s| {
+        s["aggregate"]["requests"].as_u64() >= Some(120)
+    })
+    .await;
+    assert_ne!(s["verdict"], "failing", "{s}");
     assert_eq!(weights(&api), (90, 10));
 }
 

@@ -235,6 +235,10 @@ pub struct Elector<S> {
     jitter: Jitter,
     /// Lease calls timed out in a row.
     timeouts: u32,
+    /// While leading: the publish-request counter to carry (see [`requests`]).
+    asks: Option<watch::Receiver<u64>>,
+    /// The counter of the leader's publish requests, as last read from a peer's lease.
+    requests: watch::Sender<u64>,
 }
 
 impl<S: LeaseStore> Elector<S> {
@@ -252,7 +256,21 @@ impl<S: LeaseStore> Elector<S> {
             renewed_at: None,
             jitter,
             timeouts: 0,
+            asks: None,
+            requests: watch::channel(0).0,
         })
+    }
+
+    /// While leading, carries `asks`' counter on the Lease, renewing at once when it
+    /// moves, so the group's candidates publish their windows (see [`requests`]).
+    pub fn asking(mut self, asks: watch::Receiver<u64>) -> Self {
+        self.asks = Some(asks);
+        self
+    }
+
+    /// The leader's publish-request counter as last read, while another guard leads.
+    pub fn publish_requests(&self) -> watch::Receiver<u64> {
+        self.requests.subscribe()
     }
 
     /// Sets the hook that counts failed API calls (see [`ApiErrorHook`]).
@@ -275,12 +293,16 @@ impl<S: LeaseStore> Elector<S> {
     /// and make the release conflict); each is bounded by the renew deadline.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let mut asks = self.asks.clone();
         loop {
             self.step().await;
             let wait = self.next_wait();
+            let leading = self.renewed_at.is_some();
             tokio::select! {
                 () = &mut shutdown => break,
                 () = tokio::time::sleep(wait) => {}
+                // A request goes out with a renewal now, not at the next retry period.
+                Some(Ok(())) = async { Some(asks.as_mut()?.changed().await) }, if leading => {}
             }
         }
         self.set_leading(false);
@@ -400,6 +422,9 @@ impl<S: LeaseStore> Elector<S> {
             }),
             ..old
         });
+        if let Some(asks) = &self.asks {
+            requests::write(&mut next, *asks.borrow());
+        }
         match self.store.replace(&next).await {
             Ok(written) => {
                 self.observe(written);
@@ -453,6 +478,12 @@ impl<S: LeaseStore> Elector<S> {
             _ => Instant::now(),
         };
         let leader = holder(&lease).map(str::to_owned);
+        // Our own requests are for the others.
+        if leader.as_deref() != Some(self.config.identity.as_str()) {
+            let counter = requests::read(&lease);
+            self.requests
+                .send_if_modified(|c| std::mem::replace(c, counter) != counter);
+        }
         self.observed = Some(Observed { lease, since });
         self.tx.send_if_modified(|s| {
             let modified = s.leader != leader;
@@ -518,6 +549,8 @@ impl<S: LeaseStore> Elector<S> {
         }
     }
 }
+
+pub mod requests;
 
 #[cfg(test)]
 pub(crate) mod fixtures;

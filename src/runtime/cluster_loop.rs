@@ -94,6 +94,7 @@ impl ClusterLoop {
 }
 
 mod announce;
+mod ask;
 mod lead;
 mod problems;
 mod publish;
@@ -111,23 +112,27 @@ use retry::{bounded, Backoff, Streak};
 pub fn spawn(cluster: ClusterLoop, shutdown: watch::Receiver<bool>) -> Result<JoinHandle<()>> {
     let targets = cluster.config.targets.clone();
     let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    let publisher = tokio::spawn(publish_loop(
-        leases.clone(),
-        PublishSettings {
-            config: cluster.config.clone(),
-            every: cluster.config.publish_interval,
-            interval: cluster.interval,
-            thresholds: cluster.thresholds.clone(),
-            call_timeout: cluster.call_timeout(),
-        },
-        cluster.window.clone(),
-        cluster.metrics.clone(),
-        cluster.state.clone(),
-        shutdown.clone(),
-    ));
+    let publisher = |requests| {
+        tokio::spawn(publish_loop(
+            leases.clone(),
+            PublishSettings {
+                config: cluster.config.clone(),
+                every: cluster.config.publish_interval,
+                interval: cluster.interval,
+                thresholds: cluster.thresholds.clone(),
+                call_timeout: cluster.call_timeout(),
+            },
+            cluster.window.clone(),
+            cluster.metrics.clone(),
+            cluster.state.clone(),
+            requests,
+            shutdown.clone(),
+        ))
+    };
     // A baseline guard only publishes: it never leads, so a stable pod needs no right
     // to the leader lease or the VirtualService.
     if cluster.config.role == Role::Baseline {
+        let publisher = publisher(None);
         return Ok(tokio::spawn(async move {
             let _ = publisher.await;
         }));
@@ -137,13 +142,16 @@ pub fn spawn(cluster: ClusterLoop, shutdown: watch::Receiver<bool>) -> Result<Jo
     election.renew_deadline = cluster.config.election.renew_deadline;
     election.retry_period = cluster.config.election.retry_period;
     let metrics = cluster.metrics.clone();
+    let (asks, asked) = watch::channel(0);
     let elector = Elector::new(leases.clone(), election)
         .map_err(|e| Error::Config(e.to_string()))?
-        .on_api_error(Arc::new(move |op: &'static str| metrics.kube_error(op)));
+        .on_api_error(Arc::new(move |op: &'static str| metrics.kube_error(op)))
+        .asking(asked);
+    let publisher = publisher(Some(elector.publish_requests()));
     let leadership = elector.leadership();
     let elector_task = tokio::spawn(elector.run(super::signalled(shutdown.clone())));
     Ok(tokio::spawn(async move {
-        leader_loop(cluster, targets, leases, leadership, shutdown).await;
+        leader_loop(cluster, targets, leases, leadership, asks, shutdown).await;
         let _ = publisher.await;
         let _ = elector_task.await;
     }))

@@ -35,7 +35,7 @@
 //! `p0`. At 4% against 0.5% + 0.1 pp it is 0.038 nats per request, so about
 //! 320 requests (6.4 s at 50 rps) on average, with a long tail (the walk's
 //! spread is as large as its drift: the slowest of 100 simulated runs took
-//! 18 s); at 6%, 0.066 (3.7 s). With a 0.25 pp margin 4% carries 0.033 nats
+//! 14.6 s); at 6%, 0.066 (3.7 s). With a 0.25 pp margin 4% carries 0.033 nats
 //! per request and 3 runs in 40 took over 15 s; with 0.5 pp, 0.026 and 1 in
 //! 10 over 17 s. Choosing `p1` nearer the fault would gain less than 5%.
 //!
@@ -116,7 +116,7 @@ pub struct Relative {
     /// Added to the baseline's error ratio (0.001 = 0.1 percentage points):
     /// the excess the errors test treats as acceptable, chosen by the
     /// `false_rollbacks` simulation (4% against 0.5% within 15 s at 50 rps in
-    /// 99 of 100 runs; 0.25 pp missed 3 in 40, 0.5 pp 1 in 10).
+    /// 100 of 100 runs; 0.25 pp missed 3 in 40, 0.5 pp 1 in 10).
     pub max_error_increase: f64,
     /// The baseline's error ratio is multiplied by this before the margin is added.
     pub error_factor: f64,

@@ -446,6 +446,67 @@ async fn a_candidate_takes_a_released_lease_at_once() {
     task.abort();
 }
 
+/// The leader's publish requests ride on its renewals, sent at once when the
+/// counter moves; a candidate reads each one within a retry period, and the
+/// leader never reads its own.
+#[tokio::test(start_paused = true)]
+async fn publish_requests_reach_candidates_within_a_retry_period() {
+    let net = Net::default();
+    let (asks, asked) = watch::channel(0);
+    let leader = Elector::new(
+        net.client("guard-0"),
+        ElectionConfig::new("reviews", "guard-0"),
+    )
+    .unwrap()
+    .asking(asked);
+    let mut leadership = leader.leadership();
+    let own = leader.publish_requests();
+    let leading = tokio::spawn(leader.run(std::future::pending()));
+    timeout(SLACK, leadership.wait_until(true))
+        .await
+        .unwrap()
+        .unwrap();
+    let candidate = Elector::new(
+        net.client("guard-1"),
+        ElectionConfig::new("reviews", "guard-1"),
+    )
+    .unwrap();
+    let mut requests = candidate.publish_requests();
+    let following = tokio::spawn(candidate.run(std::future::pending()));
+    // Before any request the lease carries none.
+    sleep(max_acquire_wait()).await;
+    assert_eq!(*requests.borrow_and_update(), 0);
+    assert!(net.peek(LEASE).unwrap().metadata.annotations.is_none());
+
+    let writes = net.writes().len();
+    asks.send_modify(|n| *n += 1);
+    // An early renewal carries it, well before the next retry period.
+    sleep(SLACK).await;
+    let lease = net.peek(LEASE).unwrap();
+    assert_eq!(requests::read(&lease), 1);
+    assert_eq!(net.writes().len(), writes + 1);
+    timeout(max_acquire_wait(), requests.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(*requests.borrow_and_update(), 1);
+    // The leader is asking, not asked.
+    assert!(!own.has_changed().unwrap());
+    assert_eq!(*own.borrow(), 0);
+    assert!(leadership.is_leader());
+
+    // Two requests between two reads are one change: the counter says there was news.
+    asks.send_modify(|n| *n += 1);
+    asks.send_modify(|n| *n += 1);
+    timeout(max_acquire_wait() + SLACK, requests.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(*requests.borrow(), 3);
+    leading.abort();
+    following.abort();
+}
+
 /// The whole protocol through kube 5 over HTTP against the served embedded API, in
 /// real time with short durations.
 #[tokio::test]

@@ -25,6 +25,8 @@ pub(super) struct LeaderRound {
     pub(super) waiting_since: Option<Instant>,
     /// Whether the last round held a failing canary inconclusive for a degraded baseline.
     pub(super) degraded: bool,
+    /// When this leader last asked its members to publish (see [`ask`]).
+    pub(super) asked_at: Option<Instant>,
     /// The member leases, kept by a watch while this guard leads.
     pub(super) watch: MemberWatch,
 }
@@ -34,6 +36,7 @@ pub(super) async fn leader_loop(
     targets: RouteTargets,
     leases: Api<Lease>,
     leadership: Leadership,
+    asks: watch::Sender<u64>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let vs_api = virtual_service::api(
@@ -47,6 +50,7 @@ pub(super) async fn leader_loop(
         vs: vs_api,
         events: events::EventWriter::new(cluster.client.clone(), cluster.config.pod_name.clone()),
         leadership,
+        asks,
     };
     let mut round: Option<LeaderRound> = None;
     let fast_pace = cluster.interval / FAST_LOOKS;
@@ -124,6 +128,7 @@ pub(super) async fn leader_loop(
                 ),
                 evidence: 0.0,
                 degraded: false,
+                asked_at: None,
                 waiting_since: None,
                 retry_at: None,
                 backoff: Backoff::new(cluster.interval, &cluster.config.pod_name),
@@ -150,6 +155,8 @@ struct LeaderApis {
     vs: Api<kube::api::DynamicObject>,
     events: events::EventWriter,
     leadership: Leadership,
+    /// The publish-request counter the elector carries (see [`ask`]).
+    asks: watch::Sender<u64>,
 }
 
 /// One round: read the members (and, when due, the record), let the core decide,
@@ -161,6 +168,7 @@ async fn lead_once(c: &ClusterLoop, apis: &LeaderApis, r: &mut LeaderRound) {
         vs: vs_api,
         events: event_writer,
         leadership,
+        asks,
     } = apis;
     let now = Instant::now();
     let own = c.window.summary(now.into_std());
@@ -267,6 +275,9 @@ async fn lead_once(c: &ClusterLoop, apis: &LeaderApis, r: &mut LeaderRound) {
         write,
     } = r.leader.round(&samples, looked, may_write);
     r.evidence = judgement.evidence;
+    let stale = ask::stale_member(&samples, &ages, c.interval);
+    let every = c.config.election.retry_period;
+    ask::maybe(asks, &mut r.asked_at, &judgement, stale, every, now);
     match write {
         None => {}
         Some(Write::Rollback {

@@ -8,7 +8,9 @@ use crate::domain::relative::drift;
 
 /// Writes this guard's window to its member lease every publish interval,
 /// and at once when the window starts or stops crossing a threshold, so the
-/// leader learns of a fault within one check instead of one publish interval.
+/// leader learns of a fault within one check instead of one publish interval;
+/// also once for each publish request of the leader (`requests`, read from the
+/// election lease) that finds something new in the window.
 /// After a failed write it backs off instead of trying at every look.
 pub(super) async fn publish_loop(
     leases: Api<Lease>,
@@ -16,6 +18,7 @@ pub(super) async fn publish_loop(
     window: Arc<Window>,
     metrics: Arc<Metrics>,
     state: SharedState,
+    mut requests: Option<watch::Receiver<u64>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let config = &cluster.config;
@@ -39,9 +42,12 @@ pub(super) async fn publish_loop(
     let mut retry_at: Option<Instant> = None;
     let mut streak = Streak::default();
     let mut published: Option<Summary> = None;
+    // Requests made before we started are answered by the first write.
+    let mut answered = requests.as_mut().map_or(0, |r| *r.borrow_and_update());
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            Some(Ok(())) = async { Some(requests.as_mut()?.changed().await) } => {}
             _ = shutdown.wait_for(|s| *s) => break,
         }
         let now = Instant::now();
@@ -61,21 +67,27 @@ pub(super) async fn publish_loop(
         // While the window crosses a limit or gathers sequential evidence, publish each
         // new batch of evidence at the fast pace; a look that saw nothing new writes nothing.
         let seen = evidence_seen(&summary);
+        let request = requests.as_mut().map_or(0, |r| *r.borrow_and_update());
+        let asked = request != answered;
         let due = match last {
             None => true,
             Some((at, was, before)) => {
                 was != breach
                     || now >= at + cluster.every
                     || (breach && now >= at + fast && seen != before)
+                    || (asked && seen != before)
             }
         };
         if !due {
+            // A request that finds nothing new is answered by the lease as it stands.
+            answered = request;
             continue;
         }
         match bounded(cluster.call_timeout, member.publish(&leases, &summary)).await {
             Ok(()) => {
                 last = Some((now, breach, seen));
                 published = Some(summary);
+                answered = request;
                 retry_at = None;
                 backoff.reset();
                 if streak.recovered("member lease written again") {
