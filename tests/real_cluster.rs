@@ -899,3 +899,63 @@ async fn a_fault_the_stable_pods_share_is_not_blamed_on_the_canary() {
     );
     assert_eq!(weights(&after), SPLIT);
 }
+
+/// The member Lease of `pod`, as the API server holds it now.
+async fn member_lease(client: &kube::Client, pod: &str) -> Lease {
+    let leases: Api<Lease> = Api::default_namespaced(client.clone());
+    let name = canary_guard::cluster::members::lease_name("reviews", pod);
+    leases.get(&name).await.unwrap()
+}
+
+/// A canary member whose heartbeat is a minute away writes its window when the leader,
+/// gathering evidence against the baseline, asks through the real election Lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_member_publishes_when_the_leader_asks() {
+    let Some(k8s) = RealApi::shared() else { return };
+    let (ns, client) = scenario(&k8s, "asks", 2).await;
+    k8s.apply(&stable_deployment(&ns, 2));
+    let app = start_app().await;
+    let canary = pods(&client, CANARY, 2, &[]).await;
+    let stable = pods(&client, "app=reviews,version=v1", 2, &[]).await;
+    let mut canary = start_guards(&k8s, &ns, &canary, app, &["--publish-interval", "60s"]).await;
+    let baseline = start_guards(&k8s, &ns, &stable, app, &["--role", "baseline"]).await;
+    let leading = poll(20, "a canary guard leading", || holder(&client)).await;
+    let at = canary.iter().position(|g| g.pod.name == leading).unwrap();
+    let leader = canary.remove(at);
+    let member = canary.remove(0);
+    poll(20, "four members", || async {
+        let s = leader.state().await;
+        (s["members"].as_array().map_or(0, Vec::len) == 4).then_some(())
+    })
+    .await;
+    tokio::join!(mixed(&baseline[0], 200, 1), mixed(&baseline[1], 200, 1));
+    poll(20, "the baseline's requests at the leader", || async {
+        let s = leader.state().await;
+        (s["baseline"]["requests"].as_u64() >= Some(400)).then_some(())
+    })
+    .await;
+    // Healthy requests at the member: news for the leader, no trigger of the member's own.
+    mixed(&member, 20, 0).await;
+    let before = member_lease(&client, &member.pod.name).await;
+    // 4 errors in 100 at the leader: evidence against the baseline's 0.5%, no verdict yet.
+    mixed(&leader, 100, 4).await;
+    let written = poll(10, "the member's answer", || async {
+        let now = member_lease(&client, &member.pod.name).await;
+        (now.metadata.resource_version != before.metadata.resource_version).then_some(now)
+    })
+    .await;
+    assert_ne!(
+        written.spec.unwrap().renew_time,
+        before.spec.unwrap().renew_time
+    );
+    let leases: Api<Lease> = Api::default_namespaced(client.clone());
+    let election = leases.get("canary-guard-reviews").await.unwrap();
+    let request = election.metadata.annotations.unwrap_or_default()
+        [canary_guard::cluster::election::requests::ANNOTATION]
+        .parse::<u64>()
+        .unwrap();
+    assert!(request >= 1, "{request}");
+    let s = leader.state().await;
+    assert_ne!(s["verdict"], "failing", "{s}");
+    assert_eq!(weights(&vs(&client).await), SPLIT);
+}

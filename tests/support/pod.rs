@@ -77,6 +77,19 @@ pub fn flags(namespace: &str, pod: &PodIdentity) -> Vec<String> {
     flags
 }
 
+/// [`flags`] without those `extra` sets again (every one takes a value), then `extra`.
+fn flags_with(namespace: &str, pod: &PodIdentity, extra: &[&str]) -> Vec<String> {
+    let defaults = flags(namespace, pod);
+    let mut all: Vec<String> = defaults
+        .chunks(2)
+        .filter(|pair| !extra.contains(&pair[0].as_str()))
+        .flatten()
+        .cloned()
+        .collect();
+    all.extend(extra.iter().map(|s| s.to_string()));
+    all
+}
+
 /// A `canary-guard run` process in front of the test app.
 pub struct GuardProc {
     pub pod: PodIdentity,
@@ -107,8 +120,7 @@ impl GuardProc {
                 .args(["--listen", &proxy.to_string()])
                 .args(["--admin-listen", &admin.to_string()])
                 .args(["--upstream", &format!("http://{app}")])
-                .args(flags(namespace, pod))
-                .args(extra)
+                .args(flags_with(namespace, pod, extra))
                 .env("CANARY_GUARD_LOG", "info")
                 .stdout(Stdio::null())
                 // The guard logs to stderr.
