@@ -181,8 +181,9 @@ async fn a_member_publishes_when_the_leader_asks() {
         written,
         "wrote unasked"
     );
-    // 4 errors in 100 at the leader: evidence against the baseline's 0.5%, not a verdict.
-    traffic(&leader, 100, 4).await;
+    // 5 errors in 100 at the leader: evidence against the baseline's 0.5% (about 0.4
+    // of the threshold, over the quarter at which the leader asks), not a verdict.
+    traffic(&leader, 100, 5).await;
     wait_api(&api, 10, "the member's answer", |api| {
         member_writes(api, "reviews-v2-bbb") > written
     })

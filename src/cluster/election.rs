@@ -1,7 +1,8 @@
 //! Leader election through a `coordination.k8s.io/v1` Lease, with client-go semantics.
 //!
 //! One Lease, `canary-guard-<group>`, names the leader in `holderIdentity`. Every
-//! candidate polls it every retry period; the holder renews it. Three rules keep two
+//! candidate polls it every retry period; the holder renews it then, and at once to
+//! carry a publish request (see [`requests`]). Three rules keep two
 //! guards from acting as leader at the same time:
 //!
 //! - every write is conditional on the `resourceVersion` we read (stale → 409), and a
@@ -235,10 +236,13 @@ pub struct Elector<S> {
     jitter: Jitter,
     /// Lease calls timed out in a row.
     timeouts: u32,
-    /// While leading: the publish-request counter to carry (see [`requests`]).
-    asks: Option<watch::Receiver<u64>>,
-    /// The counter of the leader's publish requests, as last read from a peer's lease.
+    /// While leading: our publish requests (see [`requests`]), and how many of them
+    /// the Lease has carried.
+    asks: Option<(watch::Receiver<u64>, u64)>,
+    /// Another leader's publish requests read from the Lease since we started.
     requests: watch::Sender<u64>,
+    /// The Lease's request counter when we last read it.
+    lease_counter: Option<u64>,
 }
 
 impl<S: LeaseStore> Elector<S> {
@@ -258,17 +262,20 @@ impl<S: LeaseStore> Elector<S> {
             timeouts: 0,
             asks: None,
             requests: watch::channel(0).0,
+            lease_counter: None,
         })
     }
 
-    /// While leading, carries `asks`' counter on the Lease, renewing at once when it
-    /// moves, so the group's candidates publish their windows (see [`requests`]).
+    /// While leading, carries each move of `asks`' counter to the Lease with a renewal
+    /// sent at once, so the group's candidates publish their windows (see [`requests`]).
     pub fn asking(mut self, asks: watch::Receiver<u64>) -> Self {
-        self.asks = Some(asks);
+        let carried = *asks.borrow();
+        self.asks = Some((asks, carried));
         self
     }
 
-    /// The leader's publish-request counter as last read, while another guard leads.
+    /// How many publish requests of another leader this candidate has read, counted
+    /// from its first read of the Lease.
     pub fn publish_requests(&self) -> watch::Receiver<u64> {
         self.requests.subscribe()
     }
@@ -293,7 +300,7 @@ impl<S: LeaseStore> Elector<S> {
     /// and make the release conflict); each is bounded by the renew deadline.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let mut asks = self.asks.clone();
+        let mut asks = self.asks.as_ref().map(|(rx, _)| rx.clone());
         loop {
             self.step().await;
             let wait = self.next_wait();
@@ -422,11 +429,21 @@ impl<S: LeaseStore> Elector<S> {
             }),
             ..old
         });
-        if let Some(asks) = &self.asks {
-            requests::write(&mut next, *asks.borrow());
+        // The Lease's counter only goes up, whoever leads: a candidate reads any move.
+        let ask = self
+            .asks
+            .as_ref()
+            .map(|(rx, carried)| (*rx.borrow(), *carried));
+        let ask = ask.filter(|(asked, carried)| asked != carried);
+        if ask.is_some() {
+            let counter = requests::read(&next) + 1;
+            requests::write(&mut next, counter);
         }
         match self.store.replace(&next).await {
             Ok(written) => {
+                if let (Some((asked, _)), Some((_, carried))) = (ask, self.asks.as_mut()) {
+                    *carried = asked;
+                }
                 self.observe(written);
                 true
             }
@@ -478,11 +495,13 @@ impl<S: LeaseStore> Elector<S> {
             _ => Instant::now(),
         };
         let leader = holder(&lease).map(str::to_owned);
-        // Our own requests are for the others.
-        if leader.as_deref() != Some(self.config.identity.as_str()) {
-            let counter = requests::read(&lease);
-            self.requests
-                .send_if_modified(|c| std::mem::replace(c, counter) != counter);
+        // A move since our last read is a request; our own requests are for the others.
+        let counter = requests::read(&lease);
+        let before = self.lease_counter.replace(counter);
+        if before.is_some_and(|b| b != counter)
+            && leader.as_deref() != Some(self.config.identity.as_str())
+        {
+            self.requests.send_modify(|n| *n += 1);
         }
         self.observed = Some(Observed { lease, since });
         self.tx.send_if_modified(|s| {

@@ -35,7 +35,8 @@
 //! `p0`. At 4% against 0.5% + 0.1 pp it is 0.038 nats per request, so about
 //! 320 requests (6.4 s at 50 rps) on average, with a long tail (the walk's
 //! spread is as large as its drift: the slowest of 100 simulated runs took
-//! 14.6 s); at 6%, 0.066 (3.7 s). With a 0.25 pp margin 4% carries 0.033 nats
+//! 14.6 s, with the leader asking its members for fresh windows while the
+//! evidence builds, 18 s without); at 6%, 0.066 (3.7 s). With a 0.25 pp margin 4% carries 0.033 nats
 //! per request and 3 runs in 40 took over 15 s; with 0.5 pp, 0.026 and 1 in
 //! 10 over 17 s. Choosing `p1` nearer the fault would gain less than 5%.
 //!
@@ -108,6 +109,7 @@ impl Role {
 /// second before the canary's, and for that second the canary's whole-window
 /// breach would have nothing to excuse it (the `false_rollbacks` simulation
 /// found 2 such rollbacks in 200 minutes of outages every 2 min; 0 with this).
+/// The price: the baseline's window, so its bar and its excuse, reach 2 s further back.
 pub const BASELINE_EXTRA: Duration = Duration::from_secs(2);
 
 /// How much worse than its baseline a canary may be.
@@ -116,7 +118,8 @@ pub struct Relative {
     /// Added to the baseline's error ratio (0.001 = 0.1 percentage points):
     /// the excess the errors test treats as acceptable, chosen by the
     /// `false_rollbacks` simulation (4% against 0.5% within 15 s at 50 rps in
-    /// 100 of 100 runs; 0.25 pp missed 3 in 40, 0.5 pp 1 in 10).
+    /// 99 of 100 runs, 100 with the leader's publish requests; 0.25 pp missed 3
+    /// in 40, 0.5 pp 1 in 10).
     pub max_error_increase: f64,
     /// The baseline's error ratio is multiplied by this before the margin is added.
     pub error_factor: f64,

@@ -1,10 +1,12 @@
 //! Publish requests: the leader asks the group's candidates to write their windows
 //! now, through the election Lease they read every retry period anyway.
 //!
-//! Design rule: no new object and no new call. The leader carries a counter in an
-//! annotation of the renewal it sends anyway (sent early when the counter moves);
-//! a candidate answers each value it has not seen with at most one member-lease
-//! write. A counter, not a flag, so a request is never missed between two reads.
+//! Design rule: no new object, and no call a guard does not make anyway. The leader
+//! raises a counter in an annotation with a renewal (sent at once rather than at the
+//! next retry period, so a request costs one early GET and PUT); a candidate answers
+//! each move it reads with at most one member-lease write. A counter, not a flag, so
+//! a request is never missed between two reads; one that only goes up, whoever
+//! leads, so a new leader's first request is a move too.
 
 use k8s_openapi::api::coordination::v1::Lease;
 
@@ -22,13 +24,11 @@ pub(super) fn read(lease: &Lease) -> u64 {
         .unwrap_or(0)
 }
 
-/// Sets the counter on `lease`; a leader that never asked (0) leaves it as it was.
+/// Sets the counter on `lease`.
 pub(super) fn write(lease: &mut Lease, counter: u64) {
-    if counter > 0 {
-        lease
-            .metadata
-            .annotations
-            .get_or_insert_with(Default::default)
-            .insert(ANNOTATION.to_owned(), counter.to_string());
-    }
+    lease
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(ANNOTATION.to_owned(), counter.to_string());
 }

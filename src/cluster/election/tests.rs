@@ -446,33 +446,41 @@ async fn a_candidate_takes_a_released_lease_at_once() {
     task.abort();
 }
 
-/// The leader's publish requests ride on its renewals, sent at once when the
-/// counter moves; a candidate reads each one within a retry period, and the
-/// leader never reads its own.
+/// A candidate with `asks` as its publish requests, run on `net` until `stop`.
+fn asking(
+    net: &Net,
+    id: &str,
+    asks: watch::Receiver<u64>,
+) -> (Leadership, watch::Receiver<u64>, Candidate) {
+    let elector = Elector::new(net.client(id), ElectionConfig::new("reviews", id))
+        .unwrap()
+        .asking(asks);
+    let (leadership, requests) = (elector.leadership(), elector.publish_requests());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(elector.run(async {
+        let _ = stopped.await;
+    }));
+    let candidate = Candidate {
+        id: id.to_owned(),
+        task,
+        stop,
+    };
+    (leadership, requests, candidate)
+}
+
+/// The leader's publish requests ride on its renewals, sent at once when it asks; a
+/// candidate reads each within a retry period, and the leader never reads its own.
 #[tokio::test(start_paused = true)]
 async fn publish_requests_reach_candidates_within_a_retry_period() {
     let net = Net::default();
     let (asks, asked) = watch::channel(0);
-    let leader = Elector::new(
-        net.client("guard-0"),
-        ElectionConfig::new("reviews", "guard-0"),
-    )
-    .unwrap()
-    .asking(asked);
-    let mut leadership = leader.leadership();
-    let own = leader.publish_requests();
-    let leading = tokio::spawn(leader.run(std::future::pending()));
+    let (mut leadership, own, leader) = asking(&net, "guard-0", asked);
     timeout(SLACK, leadership.wait_until(true))
         .await
         .unwrap()
         .unwrap();
-    let candidate = Elector::new(
-        net.client("guard-1"),
-        ElectionConfig::new("reviews", "guard-1"),
-    )
-    .unwrap();
-    let mut requests = candidate.publish_requests();
-    let following = tokio::spawn(candidate.run(std::future::pending()));
+    let (_, quiet) = watch::channel(0);
+    let (_, mut requests, candidate) = asking(&net, "guard-1", quiet);
     // Before any request the lease carries none.
     sleep(max_acquire_wait()).await;
     assert_eq!(*requests.borrow_and_update(), 0);
@@ -482,8 +490,7 @@ async fn publish_requests_reach_candidates_within_a_retry_period() {
     asks.send_modify(|n| *n += 1);
     // An early renewal carries it, well before the next retry period.
     sleep(SLACK).await;
-    let lease = net.peek(LEASE).unwrap();
-    assert_eq!(requests::read(&lease), 1);
+    assert_eq!(requests::read(&net.peek(LEASE).unwrap()), 1);
     assert_eq!(net.writes().len(), writes + 1);
     timeout(max_acquire_wait(), requests.changed())
         .await
@@ -491,20 +498,69 @@ async fn publish_requests_reach_candidates_within_a_retry_period() {
         .unwrap();
     assert_eq!(*requests.borrow_and_update(), 1);
     // The leader is asking, not asked.
-    assert!(!own.has_changed().unwrap());
     assert_eq!(*own.borrow(), 0);
     assert!(leadership.is_leader());
 
-    // Two requests between two reads are one change: the counter says there was news.
+    // Two requests before the renewal goes out are one move: news is news.
     asks.send_modify(|n| *n += 1);
     asks.send_modify(|n| *n += 1);
     timeout(max_acquire_wait() + SLACK, requests.changed())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(*requests.borrow(), 3);
-    leading.abort();
-    following.abort();
+    assert_eq!(*requests.borrow_and_update(), 2);
+    assert_eq!(requests::read(&net.peek(LEASE).unwrap()), 2);
+    leader.task.abort();
+    candidate.task.abort();
+}
+
+/// A new leader's first request moves the Lease's counter on from its predecessor's,
+/// so candidates read it as news, and a candidate's first read of an old counter is not.
+#[tokio::test(start_paused = true)]
+async fn a_new_leader_s_first_request_is_news() {
+    let net = Net::default();
+    let (first_asks, first_asked) = watch::channel(0);
+    let (mut first, _, first_leader) = asking(&net, "guard-0", first_asked);
+    timeout(SLACK, first.wait_until(true))
+        .await
+        .unwrap()
+        .unwrap();
+    first_asks.send_modify(|n| *n += 1);
+    sleep(SLACK).await;
+    assert_eq!(requests::read(&net.peek(LEASE).unwrap()), 1);
+
+    // Started after that request: the counter they first read is not a request to them.
+    let mut next: Vec<_> = ["guard-1", "guard-2"]
+        .into_iter()
+        .map(|id| {
+            let (asks, asked) = watch::channel(0);
+            let (leadership, requests, candidate) = asking(&net, id, asked);
+            (asks, leadership, requests, candidate)
+        })
+        .collect();
+    sleep(max_acquire_wait()).await;
+    assert!(next.iter_mut().all(|n| *n.2.borrow_and_update() == 0));
+
+    // The first leader hands over; whoever follows asks once, and the other reads it.
+    first_leader.stop.send(()).unwrap();
+    first_leader.task.await.unwrap();
+    sleep(max_acquire_wait() + SLACK).await;
+    let at = next
+        .iter()
+        .position(|n| n.1.is_leader())
+        .expect("a new leader");
+    let (asks, _, _, new_leader) = next.remove(at);
+    let (_, _, mut requests, candidate) = next.remove(0);
+    asks.send_modify(|n| *n += 1);
+    sleep(SLACK).await;
+    assert_eq!(requests::read(&net.peek(LEASE).unwrap()), 2);
+    timeout(max_acquire_wait(), requests.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(*requests.borrow(), 1);
+    new_leader.task.abort();
+    candidate.task.abort();
 }
 
 /// The whole protocol through kube 5 over HTTP against the served embedded API, in

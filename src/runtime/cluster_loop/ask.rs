@@ -32,7 +32,9 @@ pub(super) fn due(
         && last.is_none_or(|since| since >= every)
 }
 
-/// Whether a canary member's window, as the leader holds it, is `interval` old or more.
+/// Whether a canary member's window, as the leader holds it, is `interval` old or
+/// more. An idle member stays stale, so while evidence builds the leader may ask every
+/// retry period for nothing: one early renewal each, which bounds the cost.
 pub(super) fn stale_member(
     samples: &[MemberSample],
     ages: &[(String, Duration)],

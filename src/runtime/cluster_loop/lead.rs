@@ -275,9 +275,12 @@ async fn lead_once(c: &ClusterLoop, apis: &LeaderApis, r: &mut LeaderRound) {
         write,
     } = r.leader.round(&samples, looked, may_write);
     r.evidence = judgement.evidence;
-    let stale = ask::stale_member(&samples, &ages, c.interval);
-    let every = c.config.election.retry_period;
-    ask::maybe(asks, &mut r.asked_at, &judgement, stale, every, now);
+    // A guard that lost the lease during the round must not leave a request to carry later.
+    if leadership.is_leader() {
+        let stale = ask::stale_member(&samples, &ages, c.interval);
+        let every = c.config.election.retry_period;
+        ask::maybe(asks, &mut r.asked_at, &judgement, stale, every, now);
+    }
     match write {
         None => {}
         Some(Write::Rollback {
@@ -464,7 +467,8 @@ async fn lead_once(c: &ClusterLoop, apis: &LeaderApis, r: &mut LeaderRound) {
 }
 
 /// Whether a write waits for the baseline's latest seconds: while the canary gathers
-/// evidence and no baseline member has written since, for at most one interval. A fault
+/// evidence and no baseline member has written since, for at most one interval (and at
+/// least [`BASELINE_WAIT_FLOOR`]). A fault
 /// the canary shares with its stable pods reaches the baseline members' leases a look
 /// and a write after it reaches ours; without the wait, our own window could roll back
 /// before the baseline could excuse it.
@@ -493,8 +497,13 @@ fn wait_for_baseline(
     };
     let since = *r.waiting_since.get_or_insert(now);
     let written_since = freshest < now.saturating_duration_since(since);
-    !written_since && now < since + c.interval
+    !written_since && now < since + c.interval.max(BASELINE_WAIT_FLOOR)
 }
+
+/// The shortest wait for the baseline's latest seconds: a baseline member's write takes
+/// a look, an API round trip and the watch's delivery, several hundred milliseconds on
+/// a busy node, which a short `--interval` would not cover.
+const BASELINE_WAIT_FLOOR: Duration = Duration::from_secs(1);
 
 /// Logs and announces (one Warning Event per episode) a failing canary that is not
 /// blamed because its baseline fails too, and the episode's end.

@@ -42,7 +42,8 @@ pub(super) async fn publish_loop(
     let mut retry_at: Option<Instant> = None;
     let mut streak = Streak::default();
     let mut published: Option<Summary> = None;
-    // Requests made before we started are answered by the first write.
+    // The elector counts requests from its first read of the lease: earlier ones were
+    // others' to answer, and our first write comes anyway.
     let mut answered = requests.as_mut().map_or(0, |r| *r.borrow_and_update());
     loop {
         tokio::select! {
