@@ -78,7 +78,12 @@ pub struct Lease {
 impl Upstreams {
     /// Connections to the app at `authority`.
     pub fn new(authority: Authority, connect_timeout: Duration, idle_timeout: Duration) -> Self {
-        let host = HeaderValue::from_str(authority.as_str()).expect("an authority is a valid Host");
+        // As hyper-util writes it: the port only when it is not http's own.
+        let host = match authority.port_u16() {
+            Some(80) => authority.host(),
+            _ => authority.as_str(),
+        };
+        let host = HeaderValue::from_str(host).expect("an authority is a valid Host");
         Self {
             shared: Arc::new(Shared {
                 authority,

@@ -44,6 +44,8 @@ struct App {
     addr: SocketAddr,
     connections: Arc<AtomicUsize>,
     requests: Arc<AtomicUsize>,
+    /// Every request head read, lowercased.
+    heads: Arc<Mutex<Vec<String>>>,
 }
 
 impl App {
@@ -61,23 +63,31 @@ async fn app(script: fn(usize) -> Then) -> App {
         addr: listener.local_addr().unwrap(),
         connections: Arc::default(),
         requests: Arc::default(),
+        heads: Arc::default(),
     };
     let (connections, requests) = (app.connections.clone(), app.requests.clone());
+    let heads = app.heads.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             connections.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(serve(tcp, requests.clone(), script));
+            tokio::spawn(serve(tcp, requests.clone(), heads.clone(), script));
         }
     });
     app
 }
 
-async fn serve(mut tcp: TcpStream, requests: Arc<AtomicUsize>, script: fn(usize) -> Then) {
+async fn serve(
+    mut tcp: TcpStream,
+    requests: Arc<AtomicUsize>,
+    heads: Arc<Mutex<Vec<String>>>,
+    script: fn(usize) -> Then,
+) {
     let mut buf = Vec::new();
     loop {
         let Some(head) = read_head(&mut tcp, &mut buf).await else {
             return;
         };
+        heads.lock().push(head.clone());
         let n = requests.fetch_add(1, Ordering::SeqCst) + 1;
         match script(n) {
             Then::Answer => tcp.write_all(OK).await.unwrap(),
@@ -212,6 +222,20 @@ async fn requests_one_after_another_share_one_connection() {
         assert_eq!(fetch(proxy).await, (StatusCode::OK, Bytes::from("ok")));
     }
     assert_eq!(app.counts(), (1, 3));
+}
+
+#[tokio::test]
+async fn the_app_gets_the_path_and_query_and_a_host_when_the_client_sent_none() {
+    let app = app(|_| Then::Answer).await;
+    let proxy = proxy(app.addr, MINUTE).await;
+    let absolute = Request::get("http://elsewhere.example/x?y=1")
+        .body(ProxyBody::local(""))
+        .unwrap();
+    let resp = client(proxy).await.send_request(absolute).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let head = app.heads.lock()[0].clone();
+    assert!(head.starts_with("get /x?y=1 http/1.1\r\n"), "{head}");
+    assert!(head.contains(&format!("host: {}\r\n", app.addr)), "{head}");
 }
 
 #[tokio::test]
