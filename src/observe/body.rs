@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use super::classify;
 use super::pending::Pending;
 use super::upload::BrokeOff;
+use super::upstream::Lease;
 use crate::domain::window::Outcome;
 
 /// What the end of an upstream body decides.
@@ -37,6 +38,8 @@ pub enum ProxyBody {
         pending: Option<(Pending, AtEnd)>,
         /// Whether the client's own upload broke off.
         broke: BrokeOff,
+        /// The connection the body comes over, when the body must drive it.
+        lease: Option<Lease>,
     },
     /// An answer the guard wrote itself (502, 504, ...).
     Local(Full<Bytes>),
@@ -49,6 +52,7 @@ impl ProxyBody {
             inner,
             pending: None,
             broke: BrokeOff::default(),
+            lease: None,
         }
     }
 
@@ -59,7 +63,16 @@ impl ProxyBody {
             inner,
             pending: Some((pending, at_end)),
             broke,
+            lease: None,
         }
+    }
+
+    /// The same body, driving the connection it comes over until its end.
+    pub fn over(mut self, connection: Option<Lease>) -> Self {
+        if let Self::Upstream { lease, .. } = &mut self {
+            *lease = connection;
+        }
+        self
     }
 
     /// A short text answer from the guard.
@@ -105,8 +118,12 @@ impl Body for ProxyBody {
                 inner,
                 pending,
                 broke,
+                lease,
             } => {
-                let polled = Pin::new(&mut *inner).poll_frame(cx);
+                let polled = match lease {
+                    Some(l) => l.poll_body(inner, cx),
+                    None => Pin::new(&mut *inner).poll_frame(cx),
+                };
                 match &polled {
                     Poll::Pending => {}
                     Poll::Ready(Some(Ok(frame))) => match frame.trailers_ref() {
@@ -128,22 +145,18 @@ impl Body for ProxyBody {
                             }
                         }
                     },
-                    // The upstream broke off mid-stream: the canary's fault, unless it
-                    // broke off because the client's own upload did.
-                    Poll::Ready(Some(Err(_))) => {
-                        if let Some((p, _)) = pending.take() {
-                            if broke.get() {
-                                p.client_fault();
-                            } else {
-                                p.finish(Outcome::Error);
-                            }
-                        }
-                    }
+                    Poll::Ready(Some(Err(_))) => broken(pending, broke),
                     Poll::Ready(None) => {
                         if let Some((p, end)) = pending.take() {
                             at_end(p, end);
                         }
                     }
+                }
+                match &polled {
+                    Poll::Ready(Some(Err(_))) => drop(lease.take()),
+                    Poll::Ready(None) => release(lease),
+                    _ if inner.is_end_stream() => release(lease),
+                    _ => {}
                 }
                 polled
             }
@@ -165,9 +178,41 @@ impl Body for ProxyBody {
     }
 }
 
+/// The upstream broke off mid-stream: the canary's fault, unless it broke off
+/// because the client's own upload did.
+fn broken(pending: &mut Option<(Pending, AtEnd)>, broke: &BrokeOff) {
+    if let Some((p, _)) = pending.take() {
+        if broke.get() {
+            p.client_fault();
+        } else {
+            p.finish(Outcome::Error);
+        }
+    }
+}
+
+/// The body ended: its connection can serve another request.
+fn release(lease: &mut Option<Lease>) {
+    if let Some(l) = lease.take() {
+        l.release();
+    }
+}
+
 impl Drop for ProxyBody {
     fn drop(&mut self) {
-        if let ProxyBody::Upstream { inner, pending, .. } = self {
+        if let ProxyBody::Upstream {
+            inner,
+            pending,
+            broke,
+            lease,
+        } = self
+        {
+            if lease.as_ref().is_some_and(Lease::failed) {
+                broken(pending, broke);
+            }
+            if inner.is_end_stream() {
+                release(lease);
+            }
+            // Otherwise the lease drops with the body, closing its connection.
             if let Some((p, end)) = pending.take() {
                 if inner.is_end_stream() {
                     // Whole, though never polled to its end.

@@ -9,6 +9,7 @@ pub mod promtext;
 pub mod proxy;
 pub mod scrape;
 pub mod upload;
+pub mod upstream;
 
 use std::sync::Arc;
 

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
-use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -21,6 +21,7 @@ use super::classify::{self, AtHeaders};
 use super::headers::{is_upgrade, strip_hop_by_hop};
 use super::pending::Pending;
 use super::upload::Upload;
+use super::upstream::{Failure, Lease, Upstreams};
 use super::Recorder;
 use crate::domain::window::Outcome;
 
@@ -43,6 +44,9 @@ pub struct ProxyConfig {
 pub struct Proxy {
     scheme: Scheme,
     authority: Authority,
+    /// Plain HTTP/1.1 requests, on connections they drive themselves.
+    links: Upstreams,
+    /// Upgrades and HTTP/1.0, through hyper-util's pool.
     http1: Client<HttpConnector, Upload>,
     http2: Client<HttpConnector, Upload>,
     upstream_timeout: Option<Duration>,
@@ -50,7 +54,7 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Builds the proxy and its pooled clients (HTTP/1.1 and HTTP/2 prior knowledge).
+    /// Builds the proxy and its clients (HTTP/1.1 and HTTP/2 prior knowledge).
     pub fn new(config: &ProxyConfig, recorder: Recorder) -> crate::Result<Self> {
         let scheme = config.upstream.scheme().cloned().unwrap_or(Scheme::HTTP);
         if scheme != Scheme::HTTP {
@@ -76,9 +80,15 @@ impl Proxy {
             .retry_canceled_requests(true);
         let http1 = builder.build(connector.clone());
         let http2 = builder.http2_only(true).build(connector);
+        let links = Upstreams::new(
+            authority.clone(),
+            config.connect_timeout,
+            config.pool_idle_timeout,
+        );
         Ok(Self {
             scheme,
             authority,
+            links,
             http1,
             http2,
             upstream_timeout: config.upstream_timeout,
@@ -104,10 +114,12 @@ impl Proxy {
                 .then(|| classify::grpc_timeout(req.headers()))
                 .flatten(),
         );
-        let client = if is_h2 { &self.http2 } else { &self.http1 };
+        // Upgrades keep hyper-util's pool, which hands over the upgraded connection.
+        let linked =
+            req.version() == Version::HTTP_11 && !upgrade && req.method() != Method::CONNECT;
         let (parts, body) = req.into_parts();
         let (upload, broke) = Upload::new(body);
-        let sent = client.request(Request::from_parts(parts, upload));
+        let sent = self.send(Request::from_parts(parts, upload), linked, is_h2);
         let result = match self.upstream_timeout {
             Some(t) => match tokio::time::timeout(t, sent).await {
                 Ok(r) => r,
@@ -119,9 +131,9 @@ impl Proxy {
             },
             None => sent.await,
         };
-        let mut resp = match result {
-            Ok(resp) => resp,
-            Err(e) => return self.upstream_error(&e, pending),
+        let (mut resp, lease) = match result {
+            Ok(sent) => sent,
+            Err(e) => return self.upstream_error(e, pending),
         };
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -144,7 +156,7 @@ impl Proxy {
             pending.finish(Outcome::Success);
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers, true);
-            return Response::from_parts(parts, ProxyBody::upstream(body));
+            return Response::from_parts(parts, ProxyBody::upstream(body).over(lease));
         }
 
         let (mut parts, body) = resp.into_parts();
@@ -175,7 +187,26 @@ impl Proxy {
             }
         };
         strip_hop_by_hop(&mut parts.headers, false);
-        Response::from_parts(parts, body)
+        Response::from_parts(parts, body.over(lease))
+    }
+
+    /// Sends the request to the app: plain HTTP/1.1 over a connection of
+    /// `links`, the rest through hyper-util's pools.
+    async fn send(
+        &self,
+        req: Request<Upload>,
+        linked: bool,
+        is_h2: bool,
+    ) -> Result<(Response<Incoming>, Option<Lease>), Failure> {
+        if linked {
+            return self.links.send(req).await.map(|(r, l)| (r, Some(l)));
+        }
+        let client = if is_h2 { &self.http2 } else { &self.http1 };
+        match client.request(req).await {
+            Ok(resp) => Ok((resp, None)),
+            Err(e) if e.is_connect() => Err(Failure::Connect(e.into())),
+            Err(e) => Err(Failure::Request(e.into())),
+        }
     }
 
     /// Points the request at the app and strips hop-by-hop headers.
@@ -214,18 +245,17 @@ impl Proxy {
         Ok(())
     }
 
-    fn upstream_error(
-        &self,
-        e: &hyper_util::client::legacy::Error,
-        pending: Pending,
-    ) -> Response<ProxyBody> {
-        if e.is_connect() {
-            tracing::warn!(error = %e, "upstream connect failed");
-            pending.finish(Outcome::Error);
-            self.recorder.metrics().proxy_refusal("upstream_connect");
-            return local(StatusCode::BAD_GATEWAY, "upstream connection failed\n");
-        }
-        if client_at_fault(e) {
+    fn upstream_error(&self, failure: Failure, pending: Pending) -> Response<ProxyBody> {
+        let e = match failure {
+            Failure::Connect(e) => {
+                tracing::warn!(error = %e, "upstream connect failed");
+                pending.finish(Outcome::Error);
+                self.recorder.metrics().proxy_refusal("upstream_connect");
+                return local(StatusCode::BAD_GATEWAY, "upstream connection failed\n");
+            }
+            Failure::Request(e) => e,
+        };
+        if client_at_fault(&*e) {
             // The client's own request body broke off: not the canary's fault.
             pending.client_fault();
             self.recorder.metrics().proxy_refusal("client_error");
@@ -258,8 +288,8 @@ impl Proxy {
 }
 
 /// Whether a failed upstream call was caused by the inbound request's body.
-fn client_at_fault(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut source = std::error::Error::source(e);
+fn client_at_fault(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
     while let Some(s) = source {
         if let Some(h) = s.downcast_ref::<hyper::Error>() {
             if h.is_user() || h.is_body_write_aborted() {

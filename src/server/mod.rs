@@ -21,10 +21,11 @@ pub use refusal::{classify, Refusal};
 pub use transport::{Plain, Tls, Transport};
 
 use std::error::Error as StdError;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -240,16 +241,27 @@ async fn connection<T, S, B, R>(
     // hyper's HTTP/1 header timer starts only once hyper-util has told HTTP/1
     // from the HTTP/2 preface, and HTTP/2 has none: without this deadline a
     // silent client holds its slot forever. Connections that served a request
-    // are left to hyper's own timers.
-    let ended = match tokio::time::timeout(shared.first_request_timeout, &mut conn).await {
-        Ok(ended) => ended,
-        Err(_) if requested.load(Ordering::Relaxed) => conn.await,
+    // are left to hyper's own timers: the deadline is dropped as soon as the
+    // first request is seen, rather than polled beside every later one.
+    let mut deadline = Some(Box::pin(tokio::time::sleep(shared.first_request_timeout)));
+    let ended = poll_fn(|cx| {
+        if let Poll::Ready(ended) = conn.as_mut().poll(cx) {
+            return Poll::Ready(Some(ended));
+        }
+        if requested.load(Ordering::Relaxed) {
+            deadline = None;
+        }
+        match deadline.as_mut().map(|sleep| sleep.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(None),
+            _ => Poll::Pending,
+        }
+    })
+    .await;
+    let Some(ended) = ended else {
         // Dropped rather than shut down gracefully: an HTTP/2 goodbye would
         // wait for a ping the silent client never answers.
-        Err(_) => {
-            (shared.on_refusal)(Refusal::HeaderTimeout);
-            return;
-        }
+        (shared.on_refusal)(Refusal::HeaderTimeout);
+        return;
     };
     if let Err(e) = ended {
         tracing::debug!(%peer, error = %e, "connection ended with an error");

@@ -1,0 +1,268 @@
+//! HTTP/1.1 requests to the app over connections kept open between requests.
+//!
+//! Design rule: a connection serves one request at a time and is driven by
+//! that request ([`link`]), from the request's head to the end of the response
+//! body through its [`Lease`]; no task of its own, no channel to another
+//! thread. Idle connections wait on a last-in-first-out stack where nothing
+//! polls them, so the most recently used goes out first. A connection the app
+//! closed meanwhile shows it as soon as the next request drives it, before
+//! anything is written, and the request is then sent on another connection; as
+//! with hyper-util's `retry_canceled_requests`, only a request that never left
+//! and only off a connection that had served before. A request that may have
+//! reached the app is never sent twice.
+
+mod link;
+#[cfg(test)]
+mod tests;
+
+use std::error::Error as StdError;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::{Authority, PathAndQuery};
+use http::{header, HeaderValue, Request, Response, Uri};
+use http_body::{Body as _, Frame};
+use hyper::body::Incoming;
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use super::upload::Upload;
+use link::Link;
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Why a request got no response from the app.
+#[derive(Debug)]
+pub enum Failure {
+    /// No connection to the app could be opened.
+    Connect(BoxError),
+    /// The connection failed while the request was on it.
+    Request(BoxError),
+}
+
+/// The app's HTTP/1.1 connections: cheap to clone, all clones share them.
+#[derive(Clone)]
+pub struct Upstreams {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    authority: Authority,
+    /// `Host` for requests that came without one.
+    host: HeaderValue,
+    connect_timeout: Duration,
+    /// Idle connections older than this are closed, never used.
+    idle_timeout: Duration,
+    /// Idle connections and when each became idle, the newest last.
+    idle: Mutex<Vec<(Instant, Box<Link>)>>,
+    /// Whether the task that closes expired idle connections runs.
+    reaping: AtomicBool,
+}
+
+/// A connection lent to one response until its body ends.
+pub struct Lease {
+    link: Box<Link>,
+    home: Arc<Shared>,
+    /// Something went out (the head, data) and hyper has not been told to
+    /// wait since.
+    unflushed: bool,
+    /// An error held back until hyper has written out what came before it.
+    held: Option<hyper::Error>,
+}
+
+impl Upstreams {
+    /// Connections to the app at `authority`.
+    pub fn new(authority: Authority, connect_timeout: Duration, idle_timeout: Duration) -> Self {
+        // As hyper-util writes it: the port only when it is not http's own.
+        let host = match authority.port_u16() {
+            Some(80) => authority.host(),
+            _ => authority.as_str(),
+        };
+        let host = HeaderValue::from_str(host).expect("an authority is a valid Host");
+        Self {
+            shared: Arc::new(Shared {
+                authority,
+                host,
+                connect_timeout,
+                idle_timeout,
+                idle: Mutex::new(Vec::new()),
+                reaping: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Sends `req` (its URI's path and query; a `Host` is added when it has
+    /// none) and returns the response headers with the connection the body
+    /// will come over.
+    pub async fn send(
+        &self,
+        mut req: Request<Upload>,
+    ) -> Result<(Response<Incoming>, Lease), Failure> {
+        let path = req.uri().path_and_query().cloned();
+        *req.uri_mut() = origin_form(path);
+        req.headers_mut()
+            .entry(header::HOST)
+            .or_insert_with(|| self.shared.host.clone());
+        loop {
+            let (mut link, reused) = match self.checkout() {
+                Some(link) => (link, true),
+                None => {
+                    let s = &self.shared;
+                    (Link::open(&s.authority, s.connect_timeout).await?, false)
+                }
+            };
+            match link.exchange(req).await {
+                Ok(resp) => {
+                    let home = self.shared.clone();
+                    let lease = Lease {
+                        link,
+                        home,
+                        // The response head is not out yet either.
+                        unflushed: true,
+                        held: None,
+                    };
+                    return Ok((resp, lease));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Never sent, on a connection that had served: it was closing.
+                    Some(back) if reused => req = back,
+                    _ => return Err(Failure::Request(e.into_error().into())),
+                },
+            }
+        }
+    }
+
+    /// The newest idle connection that has not expired. It is not polled
+    /// here: one the app closed meanwhile sees the close when the request
+    /// drives it, before anything is written, and gives the request back.
+    fn checkout(&self) -> Option<Box<Link>> {
+        let mut idle = self.shared.idle.lock();
+        let now = Instant::now();
+        while let Some((since, link)) = idle.pop() {
+            if now.saturating_duration_since(since) < self.shared.idle_timeout {
+                return Some(link);
+            }
+        }
+        None
+    }
+}
+
+impl Lease {
+    /// Polls `body`, the response coming over this connection, after letting
+    /// the connection carry more of it. The connection is driven here, so the
+    /// app cutting a response short can show right after its last data, in
+    /// the same poll; hyper would then drop that data unwritten. Such an error
+    /// waits for one more poll, as it would behind another task.
+    pub fn poll_body(
+        &mut self,
+        body: &mut Incoming,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if let Some(e) = self.held.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
+        self.link.drive(cx);
+        match Pin::new(body).poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) if self.unflushed => {
+                self.unflushed = false;
+                self.held = Some(e);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            polled => {
+                self.unflushed = matches!(polled, Poll::Ready(Some(Ok(_))));
+                polled
+            }
+        }
+    }
+
+    /// Whether the body failed and hyper has not been told yet.
+    pub fn failed(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// The response body ended: the connection goes back to the stack once it
+    /// is idle. Dropping a lease instead closes the connection.
+    pub fn release(mut self) {
+        let mut cx = Context::from_waker(Waker::noop());
+        if self.link.ready(&mut cx) {
+            self.home.put(self.link);
+            return;
+        }
+        if self.link.done() {
+            return;
+        }
+        // Still sending the request body (the app answered before reading all
+        // of it): finish that first, as hyper-util's pool does.
+        tokio::spawn(async move {
+            let idle = poll_fn(|cx| {
+                if self.link.ready(cx) {
+                    Poll::Ready(true)
+                } else if self.link.done() {
+                    Poll::Ready(false)
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+            if idle {
+                self.home.put(self.link);
+            }
+        });
+    }
+}
+
+impl Shared {
+    fn put(self: &Arc<Self>, link: Box<Link>) {
+        let now = Instant::now();
+        let expired = {
+            let mut idle = self.idle.lock();
+            idle.push((now, link));
+            self.take_expired(&mut idle, now)
+        };
+        // Closed outside the lock.
+        drop(expired);
+        if !self.reaping.swap(true, Ordering::Relaxed) {
+            tokio::spawn(reap(Arc::downgrade(self), self.idle_timeout));
+        }
+    }
+
+    /// Removes the connections idle for longer than the timeout (the oldest
+    /// are at the bottom of the stack).
+    fn take_expired(
+        &self,
+        idle: &mut Vec<(Instant, Box<Link>)>,
+        now: Instant,
+    ) -> Vec<(Instant, Box<Link>)> {
+        let n = idle
+            .iter()
+            .take_while(|(since, _)| now.saturating_duration_since(*since) >= self.idle_timeout)
+            .count();
+        idle.drain(..n).collect()
+    }
+}
+
+/// Closes expired idle connections while traffic is too light to do it.
+async fn reap(shared: Weak<Shared>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let expired = shared.take_expired(&mut shared.idle.lock(), Instant::now());
+        drop(expired);
+    }
+}
+
+/// The request target as HTTP/1.1 sends it to an origin server.
+fn origin_form(path: Option<PathAndQuery>) -> Uri {
+    match path {
+        Some(p) if p.as_str() != "/" => Uri::from(p),
+        _ => Uri::from_static("/"),
+    }
+}
