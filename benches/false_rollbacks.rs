@@ -21,7 +21,9 @@
 //! the cluster wiring must call too); the leader judges the canary against them.
 //! While its evidence builds and a canary member's window is an interval old, the
 //! leader asks (at most every retry period, 2 s); canary members read the request
-//! with the election lease, every 2 s each at its own phase, and publish.
+//! with the election lease, every 2 s each at its own phase, and publish. And it
+//! writes only a second after its evidence started to build, as the cluster loop
+//! waits for the baseline's latest seconds.
 //! Shared incidents (a dependency of both) hit canary and stable pods alike.
 //!
 //! Prints Markdown table rows for `scripts/bench`; `--quick` runs fewer and
@@ -46,6 +48,8 @@ const LOOK: Duration = Duration::from_millis(100);
 const PUBLISH_EVERY: Duration = Duration::from_secs(10);
 /// `--retry-period`: how often candidates read the election lease, and the leader may ask.
 const RETRY: Duration = Duration::from_secs(2);
+/// How long the leader waits for the baseline once evidence builds: `--interval`, at least 1 s.
+const BASELINE_WAIT: Duration = Duration::from_secs(1);
 const RETRY_LOOKS: u64 = (RETRY.as_millis() / LOOK.as_millis()) as u64;
 /// `--window`.
 const WINDOW: Duration = Duration::from_secs(30);
@@ -274,6 +278,7 @@ fn run(sc: &Scenario, seed: u64) -> (Vec<Rollback>, u64) {
     let mut looks = 0u64;
     let mut fast = false;
     let (mut asked, mut asked_at) = (0u64, None::<Duration>);
+    let mut waiting_since: Option<Duration> = None;
     let mut answered = vec![0u64; windows.len()];
     let mut pod_ids: Vec<usize> = (0..windows.len()).collect();
     let mut next_pod = windows.len();
@@ -396,6 +401,18 @@ fn run(sc: &Scenario, seed: u64) -> (Vec<Rollback>, u64) {
                 })
             })
             .collect();
+        // With baseline members the leader writes only a second after the evidence
+        // started to build (`wait_for_baseline`), so that shared faults reach it.
+        let suspect = fast
+            || samples
+                .iter()
+                .any(|s| s.role == Role::Canary && thresholds.evidence(&s.summary) >= SUSPECT);
+        let waits = if sc.baseline.is_some() && suspect {
+            now < *waiting_since.get_or_insert(now) + BASELINE_WAIT
+        } else {
+            waiting_since = None;
+            false
+        };
         let j = judge.judge(&samples);
         fast = j.evidence >= SUSPECT;
         let stale = (0..GUARDS)
@@ -409,7 +426,7 @@ fn run(sc: &Scenario, seed: u64) -> (Vec<Rollback>, u64) {
             asked += 1;
             asked_at = Some(now);
         }
-        if j.verdict == Verdict::Failing {
+        if j.verdict == Verdict::Failing && !waits {
             rollbacks.push(match (&j.relative, &j.breach) {
                 (Some(r), _) => Rollback {
                     at: now,
@@ -437,6 +454,7 @@ fn run(sc: &Scenario, seed: u64) -> (Vec<Rollback>, u64) {
             fast = false;
             in_flight.retain(|Reverse((_, guard, _, _))| *guard >= GUARDS);
             judge = Judge::new(thresholds.clone(), true);
+            waiting_since = None;
         }
     }
     (rollbacks, asked)

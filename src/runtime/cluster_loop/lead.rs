@@ -265,10 +265,8 @@ async fn lead_once(c: &ClusterLoop, apis: &LeaderApis, r: &mut LeaderRound) {
     }
 
     // A leader that lost its lease while this round ran must not write.
-    let may_write = may_call
-        && vs_ok
-        && leadership.is_leader()
-        && !wait_for_baseline(c, r, &samples, &ages, now);
+    let may_write =
+        may_call && vs_ok && leadership.is_leader() && !wait_for_baseline(c, r, &samples, now);
     let Round {
         judgement,
         verdict,
@@ -466,24 +464,19 @@ async fn lead_once(c: &ClusterLoop, apis: &LeaderApis, r: &mut LeaderRound) {
     s.members = members;
 }
 
-/// Whether a write waits for the baseline's latest seconds: while the canary gathers
-/// evidence and no baseline member has written since, for at most one interval (and at
-/// least [`BASELINE_WAIT_FLOOR`]). A fault
-/// the canary shares with its stable pods reaches the baseline members' leases a look
-/// and a write after it reaches ours; without the wait, our own window could roll back
-/// before the baseline could excuse it.
+/// Whether a write waits for the baseline's latest seconds: for one interval (at least
+/// [`BASELINE_WAIT_FLOOR`]) from the round the canary's evidence started to build. A
+/// fault the canary shares with its stable pods reaches the baseline members' leases a
+/// look and a write after it reaches ours, and their first write may hold only its
+/// first requests; without the wait, our own window could roll back before the
+/// baseline could excuse it. Waiting out the whole span rather than for a first write
+/// lets their writes of each new batch of evidence come in.
 fn wait_for_baseline(
     c: &ClusterLoop,
     r: &mut LeaderRound,
     samples: &[MemberSample],
-    ages: &[(String, Duration)],
     now: Instant,
 ) -> bool {
-    let freshest = samples
-        .iter()
-        .filter(|s| s.role == Role::Baseline)
-        .filter_map(|s| ages.iter().find(|(p, _)| p == &s.pod).map(|(_, a)| *a))
-        .min();
     // Groups without baseline members never wait, and pay nothing for it.
     let suspect = || {
         r.evidence >= SUSPECT
@@ -491,13 +484,12 @@ fn wait_for_baseline(
                 .iter()
                 .any(|s| s.role == Role::Canary && c.thresholds.evidence(&s.summary) >= SUSPECT)
     };
-    let Some(freshest) = freshest.filter(|_| suspect()) else {
+    if !samples.iter().any(|s| s.role == Role::Baseline) || !suspect() {
         r.waiting_since = None;
         return false;
-    };
+    }
     let since = *r.waiting_since.get_or_insert(now);
-    let written_since = freshest < now.saturating_duration_since(since);
-    !written_since && now < since + c.interval.max(BASELINE_WAIT_FLOOR)
+    now < since + c.interval.max(BASELINE_WAIT_FLOOR)
 }
 
 /// The shortest wait for the baseline's latest seconds: a baseline member's write takes
