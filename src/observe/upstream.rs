@@ -198,8 +198,12 @@ impl Lease {
             return;
         }
         // Still sending the request body (the app answered before reading all
-        // of it): finish that first, as hyper-util's pool does.
-        tokio::spawn(async move {
+        // of it): finish that first, as hyper-util's pool does; or close it
+        // when the runtime is gone (a body dropped as it shuts down).
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
             let idle = poll_fn(|cx| {
                 if self.link.ready(cx) {
                     Poll::Ready(true)
@@ -227,8 +231,15 @@ impl Shared {
         };
         // Closed outside the lock.
         drop(expired);
-        if !self.reaping.swap(true, Ordering::Relaxed) {
-            tokio::spawn(reap(Arc::downgrade(self), self.idle_timeout));
+        // The first connection back starts the reaper; the load spares every
+        // later one a look-up of the runtime, which a body dropped while the
+        // runtime shuts down no longer has.
+        if !self.reaping.load(Ordering::Relaxed) {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                if !self.reaping.swap(true, Ordering::Relaxed) {
+                    runtime.spawn(reap(Arc::downgrade(self), self.idle_timeout));
+                }
+            }
         }
     }
 

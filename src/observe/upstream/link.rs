@@ -2,9 +2,9 @@
 //!
 //! Design rule: a link has no task of its own. Whoever holds it polls it: the
 //! request while it waits for the response headers, the response body while it
-//! streams, and the stack once when it takes an idle link back out, which is
-//! how a link notices that the app closed it in the meantime. So a request
-//! costs no task wake-up and no channel hop to another thread.
+//! streams, and the lease once more with a no-op waker when it goes back idle,
+//! so that nothing wakes a task that no longer uses it. So a request costs no
+//! task wake-up and no channel hop to another thread.
 
 use std::future::{poll_fn, Future};
 use std::io;
