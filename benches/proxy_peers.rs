@@ -201,15 +201,22 @@ fn main() {
         |xs: &[Vec<f64>], i: usize| median((0..rounds).map(|r| xs[i][r] - xs[0][r]).collect());
     for (label, xs, judged) in [("p50", &p50, true), ("p99", &p99, false)] {
         let a: Vec<f64> = (1..n).map(|i| added(xs, i)).collect();
-        // Ratios of added latency only mean something while the better peer adds some.
-        let r = ratio(a[0], [a[1], a[2]], false);
+        // Ratios of added latency only mean something while both add some.
+        let versus = if a[0] > 0.0 && a[1].min(a[2]) > 0.0 {
+            format!(
+                "guard ÷ better peer {:.2}×",
+                ratio(a[0], [a[1], a[2]], false)
+            )
+        } else {
+            "no ratio: the direct runs' own spread was larger".to_string()
+        };
         row(
             &format!(
                 "added {label} latency, 1 connection, 3 B responses (direct {label} {:.0} µs)",
                 median(xs[0].clone())
             ),
             format!(
-                "guard {:+.0} µs, HAProxy {:+.0} µs, nginx {:+.0} µs; guard ÷ better peer {r:.2}×",
+                "guard {:+.0} µs, HAProxy {:+.0} µs, nginx {:+.0} µs; {versus}",
                 a[0], a[1], a[2]
             ),
             if judged {
