@@ -51,6 +51,22 @@ fn rollback_record(api: &canary_guard_test_api::embedded_api::EmbeddedApi) -> se
     serde_json::from_str(record).unwrap()
 }
 
+/// Runs `rounds` of traffic until the leader rolls back; the record names the baseline
+/// and the canary's revision, and the canary's guard leads (baseline guards never do).
+async fn rolled_back_naming_the_baseline(
+    api: &canary_guard_test_api::embedded_api::EmbeddedApi,
+    rounds: impl std::future::Future<Output = ()>,
+) {
+    tokio::join!(rounds, async {
+        wait_api(api, 60, "a rollback", |api| weights(api) == (100, 0)).await
+    });
+    let record = rollback_record(api);
+    let reason = record["reason"].as_str().unwrap();
+    assert!(reason.contains("baseline"), "{reason}");
+    assert_eq!(record["canaryRevision"], "r1", "{record}");
+    assert_eq!(holder(api).as_deref(), Some("reviews-v2-aaa"));
+}
+
 /// `n` requests through `guard`, `errors` of them answered 500, spread evenly.
 async fn traffic(guard: &Guard, n: usize, errors: usize) {
     for i in 0..n {
@@ -83,15 +99,7 @@ async fn a_canary_worse_than_its_baseline_is_rolled_back_naming_it() {
             }
         }
     };
-    tokio::join!(rounds, async {
-        wait_api(&api, 60, "a rollback", |api| weights(api) == (100, 0)).await
-    });
-    let record = rollback_record(&api);
-    let reason = record["reason"].as_str().unwrap();
-    assert!(reason.contains("baseline"), "{reason}");
-    assert_eq!(record["canaryRevision"], "r1", "{record}");
-    // Baseline guards publish but never lead.
-    assert_eq!(holder(&api).as_deref(), Some("reviews-v2-aaa"));
+    rolled_back_naming_the_baseline(&api, rounds).await;
     let s = state(&canary).await;
     let roles: Vec<&str> = s["members"]
         .as_array()
@@ -275,14 +283,7 @@ async fn in_envoy_mode_a_canary_worse_than_its_baseline_is_rolled_back() {
             }
         }
     };
-    tokio::join!(rounds, async {
-        wait_api(&api, 60, "a rollback", |api| weights(api) == (100, 0)).await
-    });
-    let record = rollback_record(&api);
-    let reason = record["reason"].as_str().unwrap();
-    assert!(reason.contains("baseline"), "{reason}");
-    assert_eq!(record["canaryRevision"], "r1", "{record}");
+    rolled_back_naming_the_baseline(&api, rounds).await;
     let s = state(&canary).await;
     assert!(s["baseline"]["requests"].as_u64().unwrap() > 0, "{s}");
-    assert_eq!(holder(&api).as_deref(), Some("reviews-v2-aaa"));
 }

@@ -103,7 +103,7 @@ impl Upstreams {
         &self,
         mut req: Request<Upload>,
     ) -> Result<(Response<Incoming>, Lease), Failure> {
-        let path = req.uri().path_and_query().cloned();
+        let path = std::mem::take(req.uri_mut()).into_parts().path_and_query;
         *req.uri_mut() = origin_form(path);
         req.headers_mut()
             .entry(header::HOST)
