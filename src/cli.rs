@@ -25,6 +25,17 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Threads the runtime gets: `run --workers`; `None` (tokio's default, one
+    /// per CPU) for the other commands.
+    pub fn workers(&self) -> Option<usize> {
+        match &self.command {
+            Command::Run(args) => Some(usize::from(args.workers)),
+            _ => None,
+        }
+    }
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {

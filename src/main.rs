@@ -22,10 +22,7 @@ fn init_logs(format: LogFormat, default_level: &str) {
 
 fn main() -> ExitCode {
     let cli = parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = canary_guard::runtime::tokio_runtime(cli.workers()).expect("tokio runtime");
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => {

@@ -126,6 +126,14 @@ pub struct RunArgs {
           default_value = "20s", value_parser = parse_drain_timeout)]
     pub drain_timeout: Duration,
 
+    /// Threads that serve traffic (1..=64). One runs everything on a single
+    /// thread, as HAProxy and nginx do by default, at the least CPU per
+    /// request; raise it only when the guard has more than one CPU and the
+    /// app needs more than one core's worth of proxying.
+    #[arg(long, env = "CANARY_GUARD_WORKERS", value_name = "N",
+          default_value = "1", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub workers: u16,
+
     /// Log format.
     #[arg(
         long,

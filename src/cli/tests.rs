@@ -38,6 +38,7 @@ fn defaults() {
     assert_eq!(a.failure_threshold, 1);
     assert_eq!(a.confidence, crate::domain::policy::DEFAULT_CONFIDENCE);
     assert!(!a.standalone);
+    assert_eq!(a.workers, 1);
     a.validate().unwrap();
 }
 
@@ -165,6 +166,7 @@ fn bad_values_name_flag_value_and_range() {
             "http://",
         ),
         (&["--listen", "nope"], "--listen", "nope", "invalid"),
+        (&["--workers", "0"], "--workers", "0", "1..=64"),
     ] {
         let e = parse(args).unwrap_err().to_string();
         assert!(
