@@ -13,7 +13,7 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 
 use super::body::{AtEnd, ProxyBody};
@@ -24,6 +24,7 @@ use super::upload::Upload;
 use super::upstream::{Failure, Lease, Upstreams};
 use super::Recorder;
 use crate::domain::window::Outcome;
+use crate::server::Takeover;
 
 /// How to reach the app.
 #[derive(Clone, Debug, PartialEq)]
@@ -100,7 +101,10 @@ impl Proxy {
     pub async fn handle(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
         let start = Instant::now();
         let upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
-        let inbound_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        // The accept loop joins the client's side to the app's after a 101.
+        let takeover = upgrade
+            .then(|| req.extensions_mut().remove::<Takeover>())
+            .flatten();
         let is_h2 = req.version() == Version::HTTP_2;
 
         if let Err(resp) = self.rewrite(&mut req, upgrade) {
@@ -137,20 +141,8 @@ impl Proxy {
         };
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(inbound) = inbound_upgrade {
-                let outbound = hyper::upgrade::on(&mut resp);
-                tokio::spawn(async move {
-                    match tokio::try_join!(inbound, outbound) {
-                        Ok((a, b)) => {
-                            let _ = tokio::io::copy_bidirectional(
-                                &mut TokioIo::new(a),
-                                &mut TokioIo::new(b),
-                            )
-                            .await;
-                        }
-                        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-                    }
-                });
+            if let Some(takeover) = takeover {
+                takeover.join(hyper::upgrade::on(&mut resp));
             }
             pending.headers();
             pending.finish(Outcome::Success);

@@ -21,5 +21,8 @@ fn more_workers_are_a_multi_threaded_runtime_of_that_size() {
     assert_eq!(rt.handle().runtime_flavor(), RuntimeFlavor::MultiThread);
     assert_eq!(rt.metrics().num_workers(), 3);
     let default = tokio_runtime(None).unwrap();
-    assert_eq!(default.handle().runtime_flavor(), RuntimeFlavor::MultiThread);
+    assert_eq!(
+        default.handle().runtime_flavor(),
+        RuntimeFlavor::MultiThread
+    );
 }

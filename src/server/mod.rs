@@ -1,10 +1,10 @@
 //! The one accept loop behind every port canary-guard serves: the proxy and the
 //! admin server over plain TCP, the admission webhook over TLS. HTTP/1.1 and
 //! HTTP/2 (prior knowledge, or by ALPN under TLS) on one port, upgrades, a
-//! connection cap, handshake and header-read timeouts for slow clients, a pause
-//! when accept fails, and a graceful drain on shutdown. Clients turned away
-//! before the service sees a request are reported to the caller as
-//! [`Refusal`]s.
+//! connection cap, handshake and header-read timeouts for slow clients, idle
+//! HTTP/1 connections parked without buffers, a pause when accept fails, and a
+//! graceful drain on shutdown. Clients turned away before the service sees a
+//! request are reported to the caller as [`Refusal`]s.
 //!
 //! Design rule: the loop only takes a slot and accepts. Whatever waits on a
 //! client (the TLS handshake, the first request) runs in the connection's own
@@ -12,12 +12,16 @@
 //! parameter, so the plain-TCP path is monomorphised and boxes nothing.
 
 mod accept;
+mod h1;
 mod refusal;
+mod rewind;
+mod takeover;
 #[cfg(test)]
 mod tests;
 mod transport;
 
 pub use refusal::{classify, Refusal};
+pub use takeover::Takeover;
 pub use transport::{Plain, Tls, Transport};
 
 use std::error::Error as StdError;
@@ -28,17 +32,19 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
+use hyper::server::conn::{http1, http2};
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use refusal::{FirstRequest, Tracked};
+use rewind::Rewind;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -58,6 +64,13 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Time in-flight requests get to finish after shutdown begins.
     pub drain_timeout: Duration,
+    /// Time an HTTP/1 connection rests between requests, keeping hyper's
+    /// buffers, before it is parked without them (plain TCP only; zero:
+    /// parked after every answer).
+    pub park_after: Duration,
+    /// HTTP/1 connections resting at once, at most; the others are parked
+    /// after every answer.
+    pub max_resting: usize,
 }
 
 impl Default for Limits {
@@ -70,6 +83,13 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 64 * 1024,
             drain_timeout: Duration::from_secs(20),
+            // Setting a connection up again costs about 5% more CPU per
+            // request when done after every answer; a quarter second keeps
+            // that off busy connections and still frees idle ones quickly.
+            park_after: Duration::from_millis(250),
+            // hyper's two buffers are 16 KiB: at most 1 MiB held by resting
+            // connections, against about 4 KiB for each parked one.
+            max_resting: 64,
         }
     }
 }
@@ -77,10 +97,13 @@ impl Default for Limits {
 /// What every connection's task reads.
 struct Shared<T, R> {
     transport: T,
-    builder: auto::Builder<TokioExecutor>,
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
     on_refusal: R,
     handshake_timeout: Duration,
     first_request_timeout: Duration,
+    timing: h1::Timing,
+    rests: Arc<h1::Rests>,
 }
 
 /// Serves `service` on `listener` over `transport` until `shutdown` resolves,
@@ -101,33 +124,38 @@ where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
+    B: Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    let mut http1 = http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         // hyper's minimum buffer is 8 KiB.
         .max_buf_size(limits.max_header_bytes.max(8192));
-    builder
-        .http2()
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let shared = Arc::new(Shared {
         transport,
-        builder,
+        http1,
+        http2,
         on_refusal,
         handshake_timeout: limits.handshake_timeout,
         first_request_timeout: limits.header_read_timeout,
+        timing: h1::Timing {
+            // As long as hyper's header-read timer let them idle.
+            idle_timeout: limits.header_read_timeout,
+            park_after: limits.park_after,
+        },
+        rests: h1::Rests::new(limits.max_resting),
     });
-    let graceful = GracefulShutdown::new();
-    // `graceful` can watch hyper connections only: this tells the connections
-    // still in their handshake that the drain began.
+    // Tells every connection that the drain began.
     let draining = watch::Sender::new(());
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let slots = limits.max_connections.max(1);
+    let permits = Arc::new(Semaphore::new(slots));
     let mut backoff = accept::Backoff::default();
     tokio::pin!(shutdown);
 
@@ -169,18 +197,18 @@ where
             tcp,
             peer,
             service.clone(),
-            graceful.watcher(),
             draining.subscribe(),
             slot,
         ));
     }
     drop(listener);
-    // A client still in its handshake has asked nothing: nothing to drain.
     draining.send_replace(());
+    // Every connection holds its slot until it ends.
+    let all = u32::try_from(slots).unwrap_or(u32::MAX);
     tokio::select! {
-        () = graceful.shutdown() => 0,
+        _ = permits.acquire_many(all) => 0,
         () = tokio::time::sleep(limits.drain_timeout) => {
-            let still_open = limits.max_connections.max(1) - permits.available_permits();
+            let still_open = slots - permits.available_permits();
             tracing::warn!(still_open, "drain timeout reached; closing remaining connections");
             still_open
         }
@@ -193,7 +221,6 @@ async fn connection<T, S, B, R>(
     tcp: TcpStream,
     peer: SocketAddr,
     service: S,
-    watcher: Watcher,
     mut draining: watch::Receiver<()>,
     _slot: OwnedSemaphorePermit,
 ) where
@@ -201,14 +228,20 @@ async fn connection<T, S, B, R>(
     S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
+    B: Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
     R: Fn(Refusal) + Send + Sync + 'static,
 {
+    // Also resolves once `serve` is gone.
+    let drain = async move {
+        let _ = draining.changed().await;
+    };
+    tokio::pin!(drain);
+    // Plain TCP's handshake is ready at once: polled first, it never waits.
+    // A client still in its handshake has asked nothing: nothing to drain.
     let handshake = tokio::time::timeout(shared.handshake_timeout, shared.transport.handshake(tcp));
     let io = tokio::select! {
-        // Plain TCP's handshake is ready at once: polled first, it never waits.
         biased;
         done = handshake => match done {
             Ok(Ok(io)) => io,
@@ -221,52 +254,141 @@ async fn connection<T, S, B, R>(
                 return;
             }
         },
-        _ = draining.changed() => return,
+        _ = &mut drain => return,
     };
     let unanswered = Arc::new(AtomicBool::new(false));
-    let io = Tracked {
+    let mut io = Tracked {
         io,
         unanswered: unanswered.clone(),
     };
+    // A client that has not sent its first request (or told HTTP/1 from
+    // HTTP/2) by the deadline is cut off and counted.
+    let deadline = tokio::time::sleep(shared.first_request_timeout);
+    tokio::pin!(deadline);
+    let preface = tokio::select! {
+        biased;
+        read = read_preface(&mut io) => match read {
+            Ok(preface) => preface,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "connection ended before a request");
+                return;
+            }
+        },
+        () = &mut deadline => {
+            (shared.on_refusal)(Refusal::HeaderTimeout);
+            return;
+        }
+        _ = &mut drain => return,
+    };
+    let ended = match preface {
+        Preface::Http2(read) => {
+            http2(&shared, Rewind::new(read, io), service, deadline, drain).await
+        }
+        // hyper's own header-read timer takes over from the deadline.
+        Preface::Http1(read) => h1::serve::<T, _, _>(
+            &shared.http1,
+            io,
+            read,
+            service,
+            shared.timing,
+            &shared.rests,
+            drain,
+        )
+        .await
+        .map(Some)
+        .map_err(BoxError::from),
+    };
+    match ended {
+        Ok(Some(())) => {}
+        Ok(None) => (shared.on_refusal)(Refusal::HeaderTimeout),
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+            if let Some(refusal) = classify(&*e, unanswered.load(Ordering::Relaxed)) {
+                (shared.on_refusal)(refusal);
+            }
+        }
+    }
+}
+
+/// What the first bytes of a connection said.
+enum Preface {
+    /// The HTTP/2 connection preface, read whole.
+    Http2(Bytes),
+    /// Anything else: HTTP/1, these bytes first.
+    Http1(Bytes),
+}
+
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads until the bytes are the HTTP/2 preface or cannot become it. A
+/// client that closes first is an error.
+async fn read_preface(io: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Preface> {
+    let mut buf = [0u8; 24];
+    let mut len = 0;
+    loop {
+        let n = io.read(&mut buf[len..]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        len += n;
+        let read = Bytes::copy_from_slice(&buf[..len]);
+        if buf[..len] != H2_PREFACE[..len] {
+            return Ok(Preface::Http1(read));
+        }
+        if len == H2_PREFACE.len() {
+            return Ok(Preface::Http2(read));
+        }
+    }
+}
+
+/// Serves HTTP/2 until the client leaves or the drain ends it. `Ok(None)`:
+/// cut off at `deadline` before its first request.
+async fn http2<T, S, B, R>(
+    shared: &Shared<T, R>,
+    io: Rewind<Tracked<T::Io>>,
+    service: S,
+    mut deadline: std::pin::Pin<&mut tokio::time::Sleep>,
+    mut drain: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Result<Option<()>, BoxError>
+where
+    T: Transport,
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     let requested = Arc::new(AtomicBool::new(false));
     let service = FirstRequest {
         inner: service,
         requested: requested.clone(),
     };
-    let conn = shared
-        .builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service);
-    let conn = watcher.watch(conn.into_owned());
+    let conn = shared.http2.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
-    // hyper's HTTP/1 header timer starts only once hyper-util has told HTTP/1
-    // from the HTTP/2 preface, and HTTP/2 has none: without this deadline a
-    // silent client holds its slot forever. Connections that served a request
-    // are left to hyper's own timers: the deadline is dropped as soon as the
-    // first request is seen, rather than polled beside every later one.
-    let mut deadline = Some(Box::pin(tokio::time::sleep(shared.first_request_timeout)));
-    let ended = poll_fn(|cx| {
+    // HTTP/2 has no header-read timer: without the deadline a client that
+    // sent only the preface holds its slot forever. It is dropped as soon as
+    // the first request is seen, rather than polled beside every later one.
+    let mut waiting = true;
+    let mut draining = false;
+    poll_fn(|cx| {
         if let Poll::Ready(ended) = conn.as_mut().poll(cx) {
-            return Poll::Ready(Some(ended));
+            return Poll::Ready(ended.map(Some).map_err(BoxError::from));
         }
-        if requested.load(Ordering::Relaxed) {
-            deadline = None;
+        if !draining && drain.as_mut().poll(cx).is_ready() {
+            draining = true;
+            conn.as_mut().graceful_shutdown();
+            cx.waker().wake_by_ref();
         }
-        match deadline.as_mut().map(|sleep| sleep.as_mut().poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(None),
-            _ => Poll::Pending,
+        if waiting && requested.load(Ordering::Relaxed) {
+            waiting = false;
         }
+        if waiting && deadline.as_mut().poll(cx).is_ready() {
+            // Dropped rather than shut down gracefully: an HTTP/2 goodbye
+            // would wait for a ping the silent client never answers.
+            return Poll::Ready(Ok(None));
+        }
+        Poll::Pending
     })
-    .await;
-    let Some(ended) = ended else {
-        // Dropped rather than shut down gracefully: an HTTP/2 goodbye would
-        // wait for a ping the silent client never answers.
-        (shared.on_refusal)(Refusal::HeaderTimeout);
-        return;
-    };
-    if let Err(e) = ended {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
-        if let Some(refusal) = classify(&*e, unanswered.load(Ordering::Relaxed)) {
-            (shared.on_refusal)(refusal);
-        }
-    }
+    .await
 }

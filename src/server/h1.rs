@@ -1,0 +1,320 @@
+//! HTTP/1 connections that let hyper's buffers go while they wait. hyper
+//! keeps an 8 KiB read and an 8 KiB write buffer for as long as its
+//! connection lives and has no setting to release them. So a connection that
+//! rests between requests for `park_after`, or any connection once
+//! `max_resting` others rest, has its socket taken back from hyper and parked
+//! until the client's next bytes arrive; a fresh hyper connection serves
+//! them. Busy connections keep theirs: setting one up again for every request
+//! costs about 5% more CPU per request.
+//!
+//! Design rule: a connection is parked only at a clean boundary: an HTTP/1.1
+//! request with no body that did not ask to close, whose response body is
+//! gone, and no switch of protocols. Anything else keeps its hyper connection
+//! to the end, as it would without parking.
+
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{header, HeaderMap, Request, Response, Version};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::Service;
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
+
+#[cfg(test)]
+mod tests;
+
+use super::refusal::Tracked;
+use super::rewind::Rewind;
+use super::takeover::{self, Takeover};
+use super::transport::Transport;
+use super::BoxError;
+
+/// What a connection's requests tell its loop.
+#[derive(Default)]
+struct Turn {
+    /// Requests seen, so the loop can tell whether one came meanwhile.
+    requests: AtomicU64,
+    /// The latest request may end its hyper connection once answered.
+    parkable: AtomicBool,
+    /// The latest request's response body is gone.
+    answered: AtomicBool,
+}
+
+impl Turn {
+    /// Whether the hyper connection is between requests at a clean boundary.
+    fn at_rest(&self) -> bool {
+        self.parkable.load(Ordering::Relaxed) && self.answered.load(Ordering::Relaxed)
+    }
+}
+
+/// When connections wait and park.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Timing {
+    /// Longest wait for the next request; the connection is closed after it.
+    pub(super) idle_timeout: Duration,
+    /// How long a connection rests (keeps its hyper connection between
+    /// requests) before it is parked: busy connections pay nothing for
+    /// parking. Zero parks after every answer.
+    pub(super) park_after: Duration,
+}
+
+/// How many connections may rest at once; the others park after every
+/// answer, so memory stays bounded however many clients keep connections.
+pub(super) struct Rests {
+    resting: AtomicUsize,
+    max: usize,
+}
+
+impl Rests {
+    pub(super) fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            resting: AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    fn take(self: &Arc<Self>) -> Option<Rest> {
+        if self.resting.fetch_add(1, Ordering::Relaxed) < self.max {
+            Some(Rest(self.clone()))
+        } else {
+            self.resting.fetch_sub(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+/// One connection's place among the resting, given back when dropped.
+struct Rest(Arc<Rests>);
+
+impl Drop for Rest {
+    fn drop(&mut self) {
+        self.0.resting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves HTTP/1 on `io` (after `prefix`, bytes already read from it) until
+/// the client leaves, hyper fails the connection, it idles for
+/// `timing.idle_timeout` between requests, or `drain` resolves.
+pub(super) async fn serve<T, S, B>(
+    builder: &http1::Builder,
+    mut io: Tracked<T::Io>,
+    mut prefix: Bytes,
+    service: S,
+    timing: Timing,
+    rests: &Arc<Rests>,
+    drain: Pin<&mut impl Future<Output = ()>>,
+) -> Result<(), hyper::Error>
+where
+    T: Transport,
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let turn = Arc::new(Turn::default());
+    let takeover = Takeover::default();
+    let mut service = Parking {
+        inner: Box::new(service),
+        turn: turn.clone(),
+        takeover: takeover.clone(),
+    };
+    let mut drain = drain;
+    // One timer per connection, for resting and then for waiting parked.
+    let mut timer = Box::pin(tokio::time::sleep(Duration::ZERO));
+    loop {
+        // Nothing asked on this connection yet.
+        turn.answered.store(false, Ordering::Relaxed);
+        let mut conn = builder.serve_connection(TokioIo::new(Rewind::new(prefix, io)), service);
+        let (mut asked, mut draining) = (false, false);
+        // While resting: the request count when the rest began.
+        let mut rest: Option<(u64, Rest)> = None;
+        poll_fn(|cx| loop {
+            if let Poll::Ready(ended) = conn.poll_without_shutdown(cx) {
+                return Poll::Ready(ended);
+            }
+            if !draining && drain.as_mut().poll(cx).is_ready() {
+                draining = true;
+                Pin::new(&mut conn).graceful_shutdown();
+                continue;
+            }
+            if !T::PARKS || asked || !turn.at_rest() {
+                return Poll::Pending;
+            }
+            // The timer is armed once and checked when it fires, not reset
+            // per request: a busy connection costs one timer per rest period.
+            let seen = turn.requests.load(Ordering::Relaxed);
+            match &rest {
+                None => {
+                    let place = (!timing.park_after.is_zero())
+                        .then(|| rests.take())
+                        .flatten();
+                    if let Some(place) = place {
+                        rest = Some((seen, place));
+                        timer.as_mut().reset(Instant::now() + timing.park_after);
+                        continue;
+                    }
+                }
+                Some((since, _)) => {
+                    if timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    if *since != seen {
+                        // Requests came meanwhile: rest again from now.
+                        rest = None;
+                        continue;
+                    }
+                }
+            }
+            // Its head is written (hyper drops a body only after its head),
+            // so no `Connection: close` is added: hyper finishes the response
+            // and hands the socket back.
+            asked = true;
+            Pin::new(&mut conn).graceful_shutdown();
+        })
+        .await?;
+        drop(rest);
+        let http1::Parts {
+            io: hyper_io,
+            read_buf,
+            service: back,
+            ..
+        } = conn.into_parts();
+        service = back;
+        let (left, tracked) = hyper_io.into_inner().into_parts();
+        let unread = unread(&read_buf, &left);
+        // hyper's read buffer goes now, not when the connection next wakes.
+        drop(read_buf);
+        if let Some(upstream) = takeover.take() {
+            takeover::join(Rewind::new(unread, tracked), upstream).await;
+            return Ok(());
+        }
+        io = tracked;
+        if !asked || draining {
+            // hyper ended it (the client left or asked to close), or the drain did.
+            let _ = io.shutdown().await;
+            return Ok(());
+        }
+        prefix = unread;
+        tracing::trace!(unread = prefix.len(), "connection parked");
+        if prefix.is_empty() {
+            timer.as_mut().reset(Instant::now() + timing.idle_timeout);
+            let woke = poll_fn(|cx| {
+                if drain.as_mut().poll(cx).is_ready() || timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(false);
+                }
+                T::poll_read_ready(&mut io.io, cx).map(|_| true)
+            })
+            .await;
+            if !woke {
+                // Idle past the timeout, as hyper's header-read timer would
+                // have closed it, or draining: nothing is in flight.
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// `a` then `b`, copied: a slice of hyper's read buffer, even an empty one,
+/// would keep all of the buffer alive.
+fn unread(a: &[u8], b: &[u8]) -> Bytes {
+    if a.is_empty() && b.is_empty() {
+        return Bytes::new();
+    }
+    let mut both = BytesMut::with_capacity(a.len() + b.len());
+    both.extend_from_slice(a);
+    both.extend_from_slice(b);
+    both.freeze()
+}
+
+/// Whether a request leaves its connection reusable at a clean boundary
+/// once answered.
+fn parkable(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11 && req.body().is_end_stream() && !asks_to_close(req.headers())
+}
+
+fn asks_to_close(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("close"))
+}
+
+/// The service, telling the loop when its connection can be parked.
+struct Parking<S> {
+    /// Boxed: hyper hands a connection back only when its service is `Unpin`.
+    inner: Box<S>,
+    turn: Arc<Turn>,
+    takeover: Takeover,
+}
+
+type Answer<B, E> = Pin<Box<dyn Future<Output = Result<Response<Watched<B>>, E>> + Send>>;
+
+impl<S, B> Service<Request<Incoming>> for Parking<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>>,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response<Watched<B>>;
+    type Error = S::Error;
+    // Boxed: hyper hands a connection back only when its future is `Unpin`.
+    type Future = Answer<B, S::Error>;
+
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        self.turn.requests.fetch_add(1, Ordering::Relaxed);
+        self.turn.parkable.store(parkable(&req), Ordering::Relaxed);
+        self.turn.answered.store(false, Ordering::Relaxed);
+        req.extensions_mut().insert(self.takeover.clone());
+        let turn = self.turn.clone();
+        let answer = self.inner.call(req);
+        Box::pin(async move {
+            let resp = answer.await?;
+            Ok(resp.map(|inner| Watched { inner, turn }))
+        })
+    }
+}
+
+/// A response body that tells the connection's loop when it is gone.
+pub(super) struct Watched<B> {
+    inner: B,
+    turn: Arc<Turn>,
+}
+
+impl<B> Drop for Watched<B> {
+    fn drop(&mut self) {
+        self.turn.answered.store(true, Ordering::Relaxed);
+    }
+}
+
+impl<B: Body + Unpin> Body for Watched<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
