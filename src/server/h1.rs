@@ -277,7 +277,10 @@ where
         self.turn.requests.fetch_add(1, Ordering::Relaxed);
         self.turn.parkable.store(parkable(&req), Ordering::Relaxed);
         self.turn.answered.store(false, Ordering::Relaxed);
-        req.extensions_mut().insert(self.takeover.clone());
+        // Only where a switch may follow: a first insert allocates the map.
+        if req.headers().contains_key(header::UPGRADE) {
+            req.extensions_mut().insert(self.takeover.clone());
+        }
         let turn = self.turn.clone();
         let answer = self.inner.call(req);
         Box::pin(async move {

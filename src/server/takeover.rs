@@ -12,8 +12,8 @@ use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-/// Found in every HTTP/1 request's extensions: a service answering 101 gives
-/// it the app's side of the switch with [`Takeover::join`].
+/// Found in the extensions of every HTTP/1 request with an `Upgrade` header: a
+/// service answering 101 gives it the app's side with [`Takeover::join`].
 #[derive(Clone, Default)]
 pub struct Takeover(Arc<Mutex<Option<OnUpgrade>>>);
 
