@@ -26,7 +26,6 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::Service;
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 #[cfg(test)]
@@ -184,6 +183,14 @@ where
         })
         .await?;
         drop(rest);
+        let upgrade = takeover.take();
+        if upgrade.is_none() && (!asked || draining) {
+            // hyper ended it (the client left or asked to close, or the
+            // request body was left unread), or the drain did. Polled as a
+            // future, hyper sends what it still holds before it shuts the
+            // stream down; `into_parts` would drop those bytes.
+            return conn.await;
+        }
         let http1::Parts {
             io: hyper_io,
             read_buf,
@@ -195,16 +202,13 @@ where
         let unread = unread(&read_buf, &left);
         // hyper's read buffer goes now, not when the connection next wakes.
         drop(read_buf);
-        if let Some(upstream) = takeover.take() {
-            takeover::join(Rewind::new(unread, tracked), upstream).await;
+        if let Some(upstream) = upgrade {
+            if !draining {
+                takeover::join(Rewind::new(unread, tracked), upstream, drain).await;
+            }
             return Ok(());
         }
         io = tracked;
-        if !asked || draining {
-            // hyper ended it (the client left or asked to close), or the drain did.
-            let _ = io.shutdown().await;
-            return Ok(());
-        }
         prefix = unread;
         tracing::trace!(unread = prefix.len(), "connection parked");
         if prefix.is_empty() {

@@ -3,8 +3,11 @@
 //!
 //! Design rule: the service only says where the other side comes from; the
 //! connection's own task does the copying, holding its slot, so an upgraded
-//! connection counts against `max_connections` like any other.
+//! connection counts against `max_connections` like any other, until the
+//! drain begins.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use hyper::upgrade::OnUpgrade;
@@ -29,12 +32,25 @@ impl Takeover {
     }
 }
 
-/// Copies between `client` and `upstream` until either side closes.
-pub(super) async fn join(mut client: impl AsyncRead + AsyncWrite + Unpin, upstream: OnUpgrade) {
-    match upstream.await {
-        Ok(upgraded) => {
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut TokioIo::new(upgraded)).await;
+/// Copies between `client` and `upstream` until either side closes or the
+/// drain begins: an upgraded connection has no request in flight to finish,
+/// and holding its slot would hold the drain to its timeout.
+pub(super) async fn join(
+    mut client: impl AsyncRead + AsyncWrite + Unpin,
+    upstream: OnUpgrade,
+    drain: Pin<&mut impl Future<Output = ()>>,
+) {
+    let copy = async {
+        match upstream.await {
+            Ok(upgraded) => {
+                let _ =
+                    tokio::io::copy_bidirectional(&mut client, &mut TokioIo::new(upgraded)).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "the app's side of an upgrade failed"),
         }
-        Err(e) => tracing::debug!(error = %e, "the app's side of an upgrade failed"),
+    };
+    tokio::select! {
+        () = copy => {}
+        () = drain => {}
     }
 }
