@@ -89,3 +89,45 @@ async fn sixty_four_mib_each_way_with_bounded_guard_memory() {
         "guard peak RSS {peak} KiB (idle {idle} KiB) after 128 MiB"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_upgraded_connection_does_not_hold_the_drain() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let drain = std::time::Duration::from_secs(60);
+    let app = start_app().await;
+    let guard = start_guard(app, |c| {
+        c.proxy_settings().unwrap().limits.drain_timeout = drain
+    })
+    .await;
+    let mut tunnel = tokio::net::TcpStream::connect(guard.proxy_addr.unwrap())
+        .await
+        .unwrap();
+    tunnel
+        .write_all(
+            b"GET /upgrade HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tunnel.read_u8().await.unwrap());
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    tunnel.write_all(b"ping").await.unwrap();
+    let mut echoed = [0u8; 4];
+    tunnel.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"ping");
+
+    let started = tokio::time::Instant::now();
+    guard.shutdown();
+    guard.wait().await;
+    assert!(
+        started.elapsed() < drain / 2,
+        "the drain waited {:?} for the tunnel",
+        started.elapsed()
+    );
+    // The tunnel was closed with the drain.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(drain / 2, tunnel.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the tunnel outlived the guard");
+}
