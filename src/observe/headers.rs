@@ -2,6 +2,8 @@
 
 use http::header::{self, HeaderMap, HeaderName};
 
+use crate::server::connection_lists;
+
 /// Headers that describe one connection, never forwarded, in the order they
 /// are removed.
 const HOP_BY_HOP: [&str; 7] = [
@@ -16,13 +18,7 @@ const HOP_BY_HOP: [&str; 7] = [
 
 /// Whether the message asks to switch protocols (`Connection: upgrade` + `Upgrade`).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    headers.contains_key(header::UPGRADE) && connection_lists(headers, "upgrade")
 }
 
 /// Removes hop-by-hop headers and the ones `Connection` names. With

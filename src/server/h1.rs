@@ -58,8 +58,9 @@ impl Turn {
 /// When connections wait and park.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Timing {
-    /// Longest wait for the next request; the connection is closed after it.
-    pub(super) idle_timeout: Duration,
+    /// Longest wait for a request: a new connection's first, a parked one's
+    /// next (as long as hyper's header-read timer let connections idle).
+    pub(super) header_read_timeout: Duration,
     /// How long a connection rests (keeps its hyper connection between
     /// requests) before it is parked: busy connections pay nothing for
     /// parking. Zero parks after every answer.
@@ -102,7 +103,7 @@ impl Drop for Rest {
 
 /// Serves HTTP/1 on `io` (after `prefix`, bytes already read from it) until
 /// the client leaves, hyper fails the connection, it idles for
-/// `timing.idle_timeout` between requests, or `drain` resolves.
+/// `timing.header_read_timeout` between requests, or `drain` resolves.
 pub(super) async fn serve<T, S, B>(
     builder: &http1::Builder,
     mut io: Tracked<T::Io>,
@@ -212,7 +213,9 @@ where
         prefix = unread;
         tracing::trace!(unread = prefix.len(), "connection parked");
         if prefix.is_empty() {
-            timer.as_mut().reset(Instant::now() + timing.idle_timeout);
+            timer
+                .as_mut()
+                .reset(Instant::now() + timing.header_read_timeout);
             let woke = poll_fn(|cx| {
                 if drain.as_mut().poll(cx).is_ready() || timer.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(false);
@@ -244,16 +247,19 @@ fn unread(a: &[u8], b: &[u8]) -> Bytes {
 /// Whether a request leaves its connection reusable at a clean boundary
 /// once answered.
 fn parkable(req: &Request<Incoming>) -> bool {
-    req.version() == Version::HTTP_11 && req.body().is_end_stream() && !asks_to_close(req.headers())
+    req.version() == Version::HTTP_11
+        && req.body().is_end_stream()
+        && !connection_lists(req.headers(), "close")
 }
 
-fn asks_to_close(headers: &HeaderMap) -> bool {
+/// Whether the `Connection` header lists `token` (in any case).
+pub fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
     headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("close"))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// The service, telling the loop when its connection can be parked.

@@ -20,6 +20,7 @@ mod takeover;
 mod tests;
 mod transport;
 
+pub use h1::connection_lists;
 pub use refusal::{classify, Refusal};
 pub use takeover::Takeover;
 pub use transport::{Plain, Tls, Transport};
@@ -101,7 +102,6 @@ struct Shared<T, R> {
     http2: http2::Builder<TokioExecutor>,
     on_refusal: R,
     handshake_timeout: Duration,
-    first_request_timeout: Duration,
     timing: h1::Timing,
     rests: Arc<h1::Rests>,
 }
@@ -144,10 +144,8 @@ where
         http2,
         on_refusal,
         handshake_timeout: limits.handshake_timeout,
-        first_request_timeout: limits.header_read_timeout,
         timing: h1::Timing {
-            // As long as hyper's header-read timer let them idle.
-            idle_timeout: limits.header_read_timeout,
+            header_read_timeout: limits.header_read_timeout,
             park_after: limits.park_after,
         },
         rests: h1::Rests::new(limits.max_resting),
@@ -263,7 +261,7 @@ async fn connection<T, S, B, R>(
     };
     // A client that has not sent its first request (or told HTTP/1 from
     // HTTP/2) by the deadline is cut off and counted.
-    let deadline = tokio::time::sleep(shared.first_request_timeout);
+    let deadline = tokio::time::sleep(shared.timing.header_read_timeout);
     tokio::pin!(deadline);
     let preface = tokio::select! {
         biased;
@@ -331,12 +329,11 @@ async fn read_preface(io: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Pref
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         len += n;
-        let read = Bytes::copy_from_slice(&buf[..len]);
         if buf[..len] != H2_PREFACE[..len] {
-            return Ok(Preface::Http1(read));
+            return Ok(Preface::Http1(Bytes::copy_from_slice(&buf[..len])));
         }
         if len == H2_PREFACE.len() {
-            return Ok(Preface::Http2(read));
+            return Ok(Preface::Http2(Bytes::from_static(H2_PREFACE)));
         }
     }
 }

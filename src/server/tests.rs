@@ -160,11 +160,11 @@ fn reasons_are_the_documented_labels() {
 }
 
 /// `serve` on a loopback port, reporting its refusals, until `stop` is sent.
-struct TestServer {
-    addr: std::net::SocketAddr,
-    refused: tokio::sync::mpsc::UnboundedReceiver<Refusal>,
-    stop: tokio::sync::oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<usize>,
+pub(super) struct TestServer {
+    pub(super) addr: std::net::SocketAddr,
+    pub(super) refused: tokio::sync::mpsc::UnboundedReceiver<Refusal>,
+    pub(super) stop: tokio::sync::oneshot::Sender<()>,
+    pub(super) server: tokio::task::JoinHandle<usize>,
 }
 
 impl TestServer {
@@ -173,6 +173,19 @@ impl TestServer {
     }
 
     async fn start_over(transport: impl Transport, limits: Limits) -> Self {
+        Self::serving(transport, ok_service(), limits).await
+    }
+
+    /// `service` over `transport`.
+    pub(super) async fn serving<S, B>(transport: impl Transport, service: S, limits: Limits) -> Self
+    where
+        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body + Send + Unpin + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (refusals, refused) = tokio::sync::mpsc::unbounded_channel();
@@ -180,7 +193,7 @@ impl TestServer {
         let server = tokio::spawn(serve(
             listener,
             transport,
-            ok_service(),
+            service,
             limits,
             move |r| refusals.send(r).unwrap(),
             async {

@@ -3,7 +3,6 @@
 //! HTTP/1.0, the idle timeout and the drain.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,11 +12,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
 
-use crate::server::{serve, Limits, Plain, Refusal};
+use crate::server::tests::TestServer;
+use crate::server::{Limits, Plain, Refusal};
 
 const IDLE: Duration = Duration::from_secs(10);
 
@@ -39,19 +37,12 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallibl
     Ok(Response::new(Full::new(Bytes::from(text))))
 }
 
-struct Server {
-    addr: SocketAddr,
-    refused: mpsc::UnboundedReceiver<Refusal>,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<usize>,
-}
-
 /// A server that parks after every answer, so that every test crosses parks.
-async fn start() -> Server {
+async fn start() -> TestServer {
     start_with(IDLE, Duration::ZERO).await
 }
 
-async fn start_with(header_read_timeout: Duration, park_after: Duration) -> Server {
+async fn start_with(header_read_timeout: Duration, park_after: Duration) -> TestServer {
     start_limited(Limits {
         header_read_timeout,
         park_after,
@@ -60,27 +51,8 @@ async fn start_with(header_read_timeout: Duration, park_after: Duration) -> Serv
     .await
 }
 
-async fn start_limited(limits: Limits) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (refusals, refused) = mpsc::unbounded_channel();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve(
-        listener,
-        Plain,
-        hyper::service::service_fn(echo),
-        limits,
-        move |r| refusals.send(r).unwrap(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    Server {
-        addr,
-        refused,
-        stop,
-        task,
-    }
+async fn start_limited(limits: Limits) -> TestServer {
+    TestServer::serving(Plain, hyper::service::service_fn(echo), limits).await
 }
 
 /// Reads one response; returns its head and body.
@@ -148,7 +120,7 @@ async fn keep_alive_pipelined_and_split_requests_are_served_in_order() {
     assert_eq!(response(&mut c).await.1, "/8");
     drop(c);
     server.stop.send(()).unwrap();
-    assert_eq!(server.task.await.unwrap(), 0);
+    assert_eq!(server.server.await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -168,7 +140,7 @@ async fn clients_that_ask_to_close_are_closed_after_their_answer() {
     assert_eq!(response(&mut old).await.1, "/old");
     assert!(closed(&mut old).await, "an HTTP/1.0 connection kept open");
     server.stop.send(()).unwrap();
-    assert_eq!(server.task.await.unwrap(), 0);
+    assert_eq!(server.server.await.unwrap(), 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -188,7 +160,7 @@ async fn an_idle_connection_is_closed_at_the_timeout_and_not_counted() {
     assert_eq!(c.read_to_end(&mut rest).await.unwrap(), 0);
     assert!(idle.elapsed() >= IDLE, "{:?}", idle.elapsed());
     server.stop.send(()).unwrap();
-    assert_eq!(server.task.await.unwrap(), 0);
+    assert_eq!(server.server.await.unwrap(), 0);
     // Idling is the client's choice, not a refusal.
     assert_eq!(server.refused.recv().await, None);
 }
@@ -204,7 +176,7 @@ async fn a_head_that_stalls_after_a_park_is_a_header_timeout() {
     let _ = c.read_to_end(&mut rest).await;
     assert_eq!(server.refused.recv().await, Some(Refusal::HeaderTimeout));
     server.stop.send(()).unwrap();
-    assert_eq!(server.task.await.unwrap(), 0);
+    assert_eq!(server.server.await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -227,7 +199,7 @@ async fn the_drain_closes_parked_connections_and_finishes_answers_in_flight() {
     busy.write_all(b"!!").await.unwrap();
     assert_eq!(response(&mut busy).await.1, "/b:hi!!");
     assert!(closed(&mut busy).await);
-    assert_eq!(server.task.await.unwrap(), 0);
+    assert_eq!(server.server.await.unwrap(), 0);
 }
 
 // Real time: under paused time tokio can move the clock past a timer while
@@ -251,7 +223,7 @@ async fn a_parked_connection_gives_each_head_the_whole_header_timeout() {
     assert_eq!(response(&mut c).await.1, "/b");
     drop(c);
     server.stop.send(()).unwrap();
-    assert_eq!(server.task.await.unwrap(), 0);
+    assert_eq!(server.server.await.unwrap(), 0);
 }
 
 /// Counts "connection parked" events on this thread while it lives.
@@ -322,7 +294,7 @@ async fn busy_connections_keep_hyper_and_resting_ones_are_parked() {
     assert_eq!(response(&mut c).await.1, "/again");
     drop(c);
     server.stop.send(()).unwrap();
-    assert_eq!(server.task.await.unwrap(), 0);
+    assert_eq!(server.server.await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -368,7 +340,7 @@ async fn past_the_resting_budget_connections_park_after_every_answer() {
     );
     drop(second);
     server.stop.send(()).unwrap();
-    assert_eq!(server.task.await.unwrap(), 0);
+    assert_eq!(server.server.await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -387,5 +359,5 @@ async fn an_answer_that_leaves_the_upload_unread_arrives_whole() {
     let head = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     assert_eq!(all.len() - head, BIG, "the answer was cut short");
     server.stop.send(()).unwrap();
-    assert_eq!(server.task.await.unwrap(), 0);
+    assert_eq!(server.server.await.unwrap(), 0);
 }
