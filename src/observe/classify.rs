@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use http::header::HeaderName;
 use http::{HeaderMap, StatusCode};
 
 use crate::domain::window::Outcome;
@@ -23,10 +24,14 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
         .is_some_and(|ct| ct.starts_with("application/grpc"))
 }
 
+/// Looked up by name: a string would be parsed into one on every look-up.
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+
 /// The `grpc-status` in a header or trailer map, if present and numeric.
 pub fn grpc_status(headers: &HeaderMap) -> Option<u32> {
     headers
-        .get("grpc-status")
+        .get(&GRPC_STATUS)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.trim().parse().ok())
 }
@@ -34,7 +39,7 @@ pub fn grpc_status(headers: &HeaderMap) -> Option<u32> {
 /// The deadline a gRPC client sent in `grpc-timeout` (1 to 8 digits and a
 /// unit: H, M, S, m, u, n), if any and well formed.
 pub fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get("grpc-timeout")?.to_str().ok()?;
+    let v = headers.get(&GRPC_TIMEOUT)?.to_str().ok()?;
     let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;

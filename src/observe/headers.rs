@@ -4,17 +4,34 @@ use http::header::{self, HeaderMap, HeaderName};
 
 use crate::server::connection_lists;
 
+const HOPS: usize = 7;
+
 /// Headers that describe one connection, never forwarded, in the order they
-/// are removed.
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "trailer",
-    "transfer-encoding",
+/// are removed. Names, not strings: removing by a string parses it first.
+static HOP_BY_HOP: [HeaderName; HOPS] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
 ];
+
+/// Where a name is in [`HOP_BY_HOP`]: a `match` on the string, which
+/// compiles to a switch on its length (faster than comparing names).
+fn hop_by_hop(name: &str) -> Option<usize> {
+    Some(match name {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-connection" => 2,
+        "proxy-authenticate" => 3,
+        "proxy-authorization" => 4,
+        "trailer" => 5,
+        "transfer-encoding" => 6,
+        _ => return None,
+    })
+}
 
 /// Whether the message asks to switch protocols (`Connection: upgrade` + `Upgrade`).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -29,11 +46,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // the message has (names are lowercase) rather than by hashed look-ups,
     // and only names present are removed: the same removals, in the same
     // order, as removing every candidate.
-    let mut hop = [false; HOP_BY_HOP.len()];
+    let mut hop = [false; HOPS];
     let (mut has_upgrade, mut has_te) = (false, false);
     for name in headers.keys() {
         let name = name.as_str();
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name) {
+        if let Some(i) = hop_by_hop(name) {
             hop[i] = true;
         }
         has_upgrade |= name == "upgrade";
@@ -61,7 +78,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         headers.remove(name);
     }
     for (name, _) in HOP_BY_HOP.iter().zip(hop).filter(|(_, present)| *present) {
-        headers.remove(*name);
+        headers.remove(name);
     }
     if keep_upgrade {
         headers.insert(
@@ -118,6 +135,14 @@ mod tests {
         let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-end", "host", "te"]);
         assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn the_match_finds_every_hop_by_hop_name_at_its_place() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop(name.as_str()), Some(i), "{name}");
+        }
+        assert_eq!(hop_by_hop("te"), None);
     }
 
     #[test]

@@ -123,18 +123,9 @@ impl Proxy {
             req.version() == Version::HTTP_11 && !upgrade && req.method() != Method::CONNECT;
         let (parts, body) = req.into_parts();
         let (upload, broke) = Upload::new(body);
-        let sent = self.send(Request::from_parts(parts, upload), linked, is_h2);
-        let result = match self.upstream_timeout {
-            Some(t) => match tokio::time::timeout(t, sent).await {
-                Ok(r) => r,
-                Err(_) => {
-                    pending.finish(Outcome::Error);
-                    self.recorder.metrics().proxy_refusal("upstream_timeout");
-                    return local(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n");
-                }
-            },
-            None => sent.await,
-        };
+        let result = self
+            .send(Request::from_parts(parts, upload), linked, is_h2)
+            .await;
         let (mut resp, lease) = match result {
             Ok(sent) => sent,
             Err(e) => return self.upstream_error(e, pending),
@@ -156,9 +147,11 @@ impl Proxy {
         let body = match at_headers {
             // Trailers-only: the client's deadline ran out before any answer,
             // as if its RST_STREAM had come first.
+            // The deadline first: only gRPC requests have one.
             AtHeaders::Done(_)
-                if classify::grpc_status(&parts.headers) == Some(classify::DEADLINE_EXCEEDED)
-                    && pending.past_clients_deadline() =>
+                if pending.past_clients_deadline()
+                    && classify::grpc_status(&parts.headers)
+                        == Some(classify::DEADLINE_EXCEEDED) =>
             {
                 pending.abandon();
                 ProxyBody::upstream(body)
@@ -182,8 +175,8 @@ impl Proxy {
         Response::from_parts(parts, body.over(lease))
     }
 
-    /// Sends the request to the app: plain HTTP/1.1 over a connection of
-    /// `links`, the rest through hyper-util's pools.
+    /// Sends the request to the app, within the upstream timeout: plain
+    /// HTTP/1.1 over a connection of `links`, the rest through hyper-util's pools.
     async fn send(
         &self,
         req: Request<Upload>,
@@ -191,10 +184,22 @@ impl Proxy {
         is_h2: bool,
     ) -> Result<(Response<Incoming>, Option<Lease>), Failure> {
         if linked {
-            return self.links.send(req).await.map(|(r, l)| (r, Some(l)));
+            return self
+                .links
+                .send(req, self.upstream_timeout)
+                .await
+                .map(|(r, l)| (r, Some(l)));
         }
         let client = if is_h2 { &self.http2 } else { &self.http1 };
-        match client.request(req).await {
+        let sent = client.request(req);
+        let result = match self.upstream_timeout {
+            Some(t) => match tokio::time::timeout(t, sent).await {
+                Ok(r) => r,
+                Err(_) => return Err(Failure::Timeout),
+            },
+            None => sent.await,
+        };
+        match result {
             Ok(resp) => Ok((resp, None)),
             Err(e) if e.is_connect() => Err(Failure::Connect(e.into())),
             Err(e) => Err(Failure::Request(e.into())),
@@ -244,6 +249,11 @@ impl Proxy {
                 pending.finish(Outcome::Error);
                 self.recorder.metrics().proxy_refusal("upstream_connect");
                 return local(StatusCode::BAD_GATEWAY, "upstream connection failed\n");
+            }
+            Failure::Timeout => {
+                pending.finish(Outcome::Error);
+                self.recorder.metrics().proxy_refusal("upstream_timeout");
+                return local(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n");
             }
             Failure::Request(e) => e,
         };

@@ -32,7 +32,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use super::upload::Upload;
-use link::Link;
+use link::{Link, Unanswered};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -43,6 +43,8 @@ pub enum Failure {
     Connect(BoxError),
     /// The connection failed while the request was on it.
     Request(BoxError),
+    /// No response headers came within the upstream timeout.
+    Timeout,
 }
 
 /// The app's HTTP/1.1 connections: cheap to clone, all clones share them.
@@ -97,12 +99,14 @@ impl Upstreams {
     }
 
     /// Sends `req` (its URI's path and query; a `Host` is added when it has
-    /// none) and returns the response headers with the connection the body
-    /// will come over.
+    /// none) and returns the response headers, within `timeout` when there is
+    /// one, with the connection the body will come over.
     pub async fn send(
         &self,
         mut req: Request<Upload>,
+        timeout: Option<Duration>,
     ) -> Result<(Response<Incoming>, Lease), Failure> {
+        let deadline = timeout.map(|t| Instant::now() + t);
         let path = std::mem::take(req.uri_mut()).into_parts().path_and_query;
         *req.uri_mut() = origin_form(path);
         req.headers_mut()
@@ -111,12 +115,9 @@ impl Upstreams {
         loop {
             let (mut link, reused) = match self.checkout() {
                 Some(link) => (link, true),
-                None => {
-                    let s = &self.shared;
-                    (Link::open(&s.authority, s.connect_timeout).await?, false)
-                }
+                None => (self.open(deadline).await?, false),
             };
-            match link.exchange(req).await {
+            match link.exchange(req, deadline).await {
                 Ok(resp) => {
                     let home = self.shared.clone();
                     let lease = Lease {
@@ -128,12 +129,27 @@ impl Upstreams {
                     };
                     return Ok((resp, lease));
                 }
-                Err(mut e) => match e.take_message() {
+                // The link drops with the request on it: closed.
+                Err(Unanswered::TimedOut) => return Err(Failure::Timeout),
+                Err(Unanswered::Failed(mut e)) => match e.take_message() {
                     // Never sent, on a connection that had served: it was closing.
                     Some(back) if reused => req = back,
-                    _ => return Err(Failure::Request(e.into_error().into())),
+                    _ => return Err(Failure::Request((*e).into_error().into())),
                 },
             }
+        }
+    }
+
+    /// A new connection, by `deadline` when there is one. Boxed: connecting
+    /// is rare, and its future would otherwise make every request's larger.
+    async fn open(&self, deadline: Option<Instant>) -> Result<Box<Link>, Failure> {
+        let s = &self.shared;
+        let open = Box::pin(Link::open(&s.authority, s.connect_timeout));
+        match deadline {
+            Some(d) => tokio::time::timeout_at(d, open)
+                .await
+                .unwrap_or(Err(Failure::Timeout)),
+            None => open.await,
         }
     }
 

@@ -8,8 +8,8 @@
 
 use std::future::{poll_fn, Future};
 use std::io;
-use std::pin::pin;
-use std::task::Context;
+use std::pin::{pin, Pin};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::uri::Authority;
@@ -19,6 +19,7 @@ use hyper::client::conn::http1::{self, Connection, SendRequest};
 use hyper::client::conn::TrySendError;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use super::Failure;
 use crate::observe::upload::Upload;
@@ -29,6 +30,20 @@ pub(super) struct Link {
     /// Dropped once its future completes (closed or failed): dropping it is
     /// what resolves a request still queued on it.
     conn: Option<Connection<TokioIo<TcpStream>, Upload>>,
+    /// The deadline of the request on it, one timer for the link's life:
+    /// moving a registered timer's deadline later is a store, registering a
+    /// timer and dropping it again for every request took the timer wheel's
+    /// lock twice.
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+/// Why a request got no response headers over a link.
+pub(super) enum Unanswered {
+    /// The deadline passed; the request may have reached the app.
+    TimedOut,
+    /// The connection failed; the error holds the request when none of it
+    /// was sent. Boxed: it is rare, and the answer's size is every request's.
+    Failed(Box<TrySendError<Request<Upload>>>),
 }
 
 impl Link {
@@ -54,12 +69,16 @@ impl Link {
         };
         tcp.set_nodelay(true)
             .map_err(|e| Failure::Connect(e.into()))?;
-        let (sender, conn) = http1::handshake(TokioIo::new(tcp))
+        // One buffer and one send(2) per write, as the server side does.
+        let (sender, conn) = http1::Builder::new()
+            .writev(false)
+            .handshake(TokioIo::new(tcp))
             .await
             .map_err(|e| Failure::Connect(e.into()))?;
         Ok(Box::new(Self {
             sender,
             conn: Some(conn),
+            timer: None,
         }))
     }
 
@@ -84,16 +103,31 @@ impl Link {
     }
 
     /// Sends `req` and drives the connection until the response headers
-    /// arrive. The error holds the request when none of it was sent.
+    /// arrive, or until `deadline`.
     pub(super) async fn exchange(
         &mut self,
         req: Request<Upload>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<Upload>>> {
+        deadline: Option<Instant>,
+    ) -> Result<Response<Incoming>, Unanswered> {
         let mut answer = pin!(self.sender.try_send_request(req));
+        if let Some(deadline) = deadline {
+            match &mut self.timer {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
         poll_fn(|cx| {
             self.drive(cx);
             // Once the connection is gone (dropped by `drive`), the answer is ready.
-            answer.as_mut().poll(cx)
+            if let Poll::Ready(answered) = answer.as_mut().poll(cx) {
+                return Poll::Ready(answered.map_err(|e| Unanswered::Failed(Box::new(e))));
+            }
+            match &mut self.timer {
+                Some(timer) if deadline.is_some() => {
+                    timer.as_mut().poll(cx).map(|()| Err(Unanswered::TimedOut))
+                }
+                _ => Poll::Pending,
+            }
         })
         .await
     }

@@ -150,7 +150,7 @@ async fn read_head(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
 }
 
 /// A proxy in front of `app`: 503 when it could not connect, 502 when the
-/// request failed.
+/// request failed, 504 past the timeout an `x-timeout-ms` header asks for.
 async fn proxy(app: SocketAddr, idle_timeout: Duration) -> SocketAddr {
     let authority: Authority = app.to_string().parse().unwrap();
     let upstreams = Upstreams::new(authority, Duration::from_secs(1), idle_timeout);
@@ -163,14 +163,19 @@ async fn proxy(app: SocketAddr, idle_timeout: Duration) -> SocketAddr {
                 let upstreams = upstreams.clone();
                 async move {
                     let (parts, body) = req.into_parts();
+                    let timeout = parts
+                        .headers
+                        .get("x-timeout-ms")
+                        .map(|v| Duration::from_millis(v.to_str().unwrap().parse().unwrap()));
                     let req = Request::from_parts(parts, Upload::new(body).0);
-                    let resp = match upstreams.send(req).await {
+                    let resp = match upstreams.send(req, timeout).await {
                         Ok((resp, lease)) => resp.map(|b| ProxyBody::upstream(b).over(Some(lease))),
                         Err(failure) => {
                             let mut resp = Response::new(ProxyBody::local("failed\n"));
                             *resp.status_mut() = match failure {
                                 Failure::Connect(_) => StatusCode::SERVICE_UNAVAILABLE,
                                 Failure::Request(_) => StatusCode::BAD_GATEWAY,
+                                Failure::Timeout => StatusCode::GATEWAY_TIMEOUT,
                             };
                             resp
                         }
@@ -207,7 +212,16 @@ fn get() -> Request<ProxyBody> {
 
 /// The status and the whole body of a GET on a fresh client connection.
 async fn fetch(proxy: SocketAddr) -> (StatusCode, Bytes) {
-    let resp = client(proxy).await.send_request(get()).await.unwrap();
+    fetch_within(proxy, None).await
+}
+
+/// The same, with the upstream timeout of `timeout_ms` when there is one.
+async fn fetch_within(proxy: SocketAddr, timeout_ms: Option<u64>) -> (StatusCode, Bytes) {
+    let mut req = get();
+    if let Some(ms) = timeout_ms {
+        req.headers_mut().insert("x-timeout-ms", ms.into());
+    }
+    let resp = client(proxy).await.send_request(req).await.unwrap();
     let status = resp.status();
     (status, resp.into_body().collect().await.unwrap().to_bytes())
 }
@@ -248,6 +262,47 @@ async fn concurrent_requests_each_get_a_connection_and_leave_it_for_the_next() {
         assert_eq!(fetch(proxy).await.0, StatusCode::OK);
     }
     assert_eq!(app.counts(), (4, 8));
+}
+
+#[tokio::test]
+async fn a_request_past_its_deadline_times_out_and_its_connection_is_not_reused() {
+    let app = app(|n| {
+        if n == 1 {
+            Then::AnswerLater
+        } else {
+            Then::Answer
+        }
+    })
+    .await;
+    let proxy = proxy(app.addr, MINUTE).await;
+    assert_eq!(
+        fetch_within(proxy, Some(20)).await.0,
+        StatusCode::GATEWAY_TIMEOUT
+    );
+    // The late answer must not be read as the next request's.
+    assert_eq!(fetch(proxy).await, (StatusCode::OK, Bytes::from("ok")));
+    assert_eq!(app.counts(), (2, 2));
+}
+
+#[tokio::test]
+async fn each_request_on_a_connection_has_its_own_deadline() {
+    let app = app(|n| {
+        if n == 1 {
+            Then::Answer
+        } else {
+            Then::AnswerLater
+        }
+    })
+    .await;
+    let proxy = proxy(app.addr, MINUTE).await;
+    // The link's one timer: set far, then nearer (the 100 ms answer comes too
+    // late), then, after it fired, far again.
+    assert_eq!(fetch_within(proxy, Some(10_000)).await.0, StatusCode::OK);
+    assert_eq!(app.counts(), (1, 1));
+    let (status, _) = fetch_within(proxy, Some(30)).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(fetch_within(proxy, Some(10_000)).await.0, StatusCode::OK);
+    assert_eq!(app.counts(), (2, 3));
 }
 
 #[tokio::test]
