@@ -17,6 +17,8 @@ use super::classify;
 use super::pending::Pending;
 use super::upload::BrokeOff;
 use super::upstream::Lease;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 use crate::domain::window::Outcome;
 
 /// What the end of an upstream body decides.
@@ -28,18 +30,46 @@ pub enum AtEnd {
     Trailers,
 }
 
+/// Where an upstream body comes from.
+pub enum Source {
+    /// A connection of hyper-util's pools (upgrades, HTTP/2, requests with a body).
+    Hyper(Incoming),
+    /// One of the proxy's own upstream links, which this body drives.
+    Link(Lease),
+}
+
+impl Source {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self {
+            Source::Hyper(inner) => Pin::new(inner).poll_frame(cx).map_err(BoxError::from),
+            Source::Link(lease) => lease.poll_frame(cx).map_err(BoxError::from),
+        }
+    }
+
+    /// Whether the body has ended.
+    pub fn is_end_stream(&self) -> bool {
+        match self {
+            Source::Hyper(inner) => inner.is_end_stream(),
+            Source::Link(lease) => lease.ended(),
+        }
+    }
+
+    /// Whether it failed and hyper has not been told yet.
+    fn failed(&self) -> bool {
+        matches!(self, Source::Link(lease) if lease.failed())
+    }
+}
+
 /// The body of a response the proxy sends back.
 pub enum ProxyBody {
     /// The upstream's body, streamed as it arrives.
     Upstream {
         /// The upstream body.
-        inner: Incoming,
+        inner: Source,
         /// The request, until its body ends.
         pending: Option<(Pending, AtEnd)>,
         /// Whether the client's own upload broke off.
         broke: BrokeOff,
-        /// The connection the body comes over, when the body must drive it.
-        lease: Option<Lease>,
     },
     /// An answer the guard wrote itself (502, 504, ...).
     Local(Full<Bytes>),
@@ -47,32 +77,22 @@ pub enum ProxyBody {
 
 impl ProxyBody {
     /// The upstream body, recording nothing at its end.
-    pub fn upstream(inner: Incoming) -> Self {
+    pub fn upstream(inner: Source) -> Self {
         Self::Upstream {
             inner,
             pending: None,
             broke: BrokeOff::default(),
-            lease: None,
         }
     }
 
     /// The upstream body of a request recorded when the body ends, as `at_end` says;
     /// `broke` tells whether the client's own upload broke off.
-    pub fn watched(inner: Incoming, pending: Pending, at_end: AtEnd, broke: BrokeOff) -> Self {
+    pub fn watched(inner: Source, pending: Pending, at_end: AtEnd, broke: BrokeOff) -> Self {
         Self::Upstream {
             inner,
             pending: Some((pending, at_end)),
             broke,
-            lease: None,
         }
-    }
-
-    /// The same body, driving the connection it comes over until its end.
-    pub fn over(mut self, connection: Option<Lease>) -> Self {
-        if let Self::Upstream { lease, .. } = &mut self {
-            *lease = connection;
-        }
-        self
     }
 
     /// A short text answer from the guard.
@@ -104,12 +124,12 @@ fn at_end(pending: Pending, at_end: AtEnd) {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ProxyBody::Local(full) => Pin::new(full)
                 .poll_frame(cx)
@@ -118,12 +138,8 @@ impl Body for ProxyBody {
                 inner,
                 pending,
                 broke,
-                lease,
             } => {
-                let polled = match lease {
-                    Some(l) => l.poll_body(inner, cx),
-                    None => Pin::new(&mut *inner).poll_frame(cx),
-                };
+                let polled = inner.poll_frame(cx);
                 match &polled {
                     Poll::Pending => {}
                     Poll::Ready(Some(Ok(frame))) => match frame.trailers_ref() {
@@ -152,12 +168,6 @@ impl Body for ProxyBody {
                         }
                     }
                 }
-                match &polled {
-                    Poll::Ready(Some(Err(_))) => drop(lease.take()),
-                    Poll::Ready(None) => release(lease),
-                    _ if inner.is_end_stream() => release(lease),
-                    _ => {}
-                }
                 polled
             }
         }
@@ -173,7 +183,14 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Local(f) => f.size_hint(),
-            ProxyBody::Upstream { inner, .. } => inner.size_hint(),
+            ProxyBody::Upstream {
+                inner: Source::Hyper(inner),
+                ..
+            } => inner.size_hint(),
+            ProxyBody::Upstream {
+                inner: Source::Link(lease),
+                ..
+            } => lease.size_hint(),
         }
     }
 }
@@ -190,29 +207,18 @@ fn broken(pending: &mut Option<(Pending, AtEnd)>, broke: &BrokeOff) {
     }
 }
 
-/// The body ended: its connection can serve another request.
-fn release(lease: &mut Option<Lease>) {
-    if let Some(l) = lease.take() {
-        l.release();
-    }
-}
-
 impl Drop for ProxyBody {
     fn drop(&mut self) {
         if let ProxyBody::Upstream {
             inner,
             pending,
             broke,
-            lease,
         } = self
         {
-            if lease.as_ref().is_some_and(Lease::failed) {
+            if inner.failed() {
                 broken(pending, broke);
             }
-            if inner.is_end_stream() {
-                release(lease);
-            }
-            // Otherwise the lease drops with the body, closing its connection.
+            // A link whose body had not ended closes as its lease drops.
             if let Some((p, end)) = pending.take() {
                 if inner.is_end_stream() {
                     // Whole, though never polled to its end.

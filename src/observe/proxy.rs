@@ -16,12 +16,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 
-use super::body::{AtEnd, ProxyBody};
+use super::body::{AtEnd, ProxyBody, Source};
 use super::classify::{self, AtHeaders};
 use super::headers::{is_upgrade, strip_hop_by_hop};
 use super::pending::Pending;
-use super::upload::Upload;
-use super::upstream::{Failure, Lease, Upstreams};
+use super::upload::{BrokeOff, Upload};
+use super::upstream::{Failure, Upstreams};
 use super::Recorder;
 use crate::domain::window::Outcome;
 use crate::server::Takeover;
@@ -45,9 +45,9 @@ pub struct ProxyConfig {
 pub struct Proxy {
     scheme: Scheme,
     authority: Authority,
-    /// Plain HTTP/1.1 requests, on connections they drive themselves.
+    /// HTTP/1.1 requests without a body, on connections they drive themselves.
     links: Upstreams,
-    /// Upgrades and HTTP/1.0, through hyper-util's pool.
+    /// Upgrades, uploads and HTTP/1.0, through hyper-util's pool.
     http1: Client<HttpConnector, Upload>,
     http2: Client<HttpConnector, Upload>,
     upstream_timeout: Option<Duration>,
@@ -118,16 +118,27 @@ impl Proxy {
                 .then(|| classify::grpc_timeout(req.headers()))
                 .flatten(),
         );
-        // Upgrades keep hyper-util's pool, which hands over the upgraded connection.
-        let linked =
-            req.version() == Version::HTTP_11 && !upgrade && req.method() != Method::CONNECT;
         let (parts, body) = req.into_parts();
-        let (upload, broke) = Upload::new(body);
-        let result = self
-            .send(Request::from_parts(parts, upload), linked, is_h2)
-            .await;
-        let (mut resp, lease) = match result {
-            Ok(sent) => sent,
+        // Upgrades keep hyper-util's pool, which hands over the upgraded
+        // connection; so do uploads, which hyper's client streams.
+        let linked = parts.version == Version::HTTP_11
+            && !upgrade
+            && parts.method != Method::CONNECT
+            && body.is_end_stream();
+        let (result, broke) = if linked {
+            let sent = self
+                .links
+                .send(Request::from_parts(parts, ()), self.upstream_timeout)
+                .await;
+            let linked = sent.map(|(resp, lease)| resp.map(|()| Source::Link(lease)));
+            (linked, BrokeOff::default())
+        } else {
+            let (upload, broke) = Upload::new(body);
+            let sent = self.send(Request::from_parts(parts, upload), is_h2).await;
+            (sent.map(|resp| resp.map(Source::Hyper)), broke)
+        };
+        let mut resp = match result {
+            Ok(resp) => resp,
             Err(e) => return self.upstream_error(e, pending),
         };
 
@@ -139,7 +150,7 @@ impl Proxy {
             pending.finish(Outcome::Success);
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers, true);
-            return Response::from_parts(parts, ProxyBody::upstream(body).over(lease));
+            return Response::from_parts(parts, ProxyBody::upstream(body));
         }
 
         let (mut parts, body) = resp.into_parts();
@@ -172,24 +183,12 @@ impl Proxy {
             }
         };
         strip_hop_by_hop(&mut parts.headers, false);
-        Response::from_parts(parts, body.over(lease))
+        Response::from_parts(parts, body)
     }
 
-    /// Sends the request to the app, within the upstream timeout: plain
-    /// HTTP/1.1 over a connection of `links`, the rest through hyper-util's pools.
-    async fn send(
-        &self,
-        req: Request<Upload>,
-        linked: bool,
-        is_h2: bool,
-    ) -> Result<(Response<Incoming>, Option<Lease>), Failure> {
-        if linked {
-            return self
-                .links
-                .send(req, self.upstream_timeout)
-                .await
-                .map(|(r, l)| (r, Some(l)));
-        }
+    /// Sends the request to the app through hyper-util's pools, within the
+    /// upstream timeout.
+    async fn send(&self, req: Request<Upload>, is_h2: bool) -> Result<Response<Incoming>, Failure> {
         let client = if is_h2 { &self.http2 } else { &self.http1 };
         let sent = client.request(req);
         let result = match self.upstream_timeout {
@@ -200,7 +199,7 @@ impl Proxy {
             None => sent.await,
         };
         match result {
-            Ok(resp) => Ok((resp, None)),
+            Ok(resp) => Ok(resp),
             Err(e) if e.is_connect() => Err(Failure::Connect(e.into())),
             Err(e) => Err(Failure::Request(e.into())),
         }

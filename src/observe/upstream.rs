@@ -1,37 +1,37 @@
-//! HTTP/1.1 requests to the app over connections kept open between requests.
+//! HTTP/1.1 requests without a body to the app, over connections kept open
+//! between requests.
 //!
 //! Design rule: a connection serves one request at a time and is driven by
 //! that request ([`link`]), from the request's head to the end of the response
 //! body through its [`Lease`]; no task of its own, no channel to another
 //! thread. Idle connections wait on a last-in-first-out stack where nothing
 //! polls them, so the most recently used goes out first. A connection the app
-//! closed meanwhile shows it as soon as the next request drives it, before
-//! anything is written, and the request is then sent on another connection; as
-//! with hyper-util's `retry_canceled_requests`, only a request that never left
-//! and only off a connection that had served before. A request that may have
-//! reached the app is never sent twice.
+//! closed meanwhile shows it before anything is written, and the request is
+//! then sent on another connection; as with hyper-util's
+//! `retry_canceled_requests`, only a request that never left and only off a
+//! connection that had served before. A request that may have reached the app
+//! is never sent twice.
 
+mod chunked;
+mod head;
 mod link;
 #[cfg(test)]
 mod tests;
 
 use std::error::Error as StdError;
-use std::future::poll_fn;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::uri::{Authority, PathAndQuery};
-use http::{header, HeaderValue, Request, Response, Uri};
-use http_body::{Body as _, Frame};
-use hyper::body::Incoming;
+use http::uri::Authority;
+use http::{header, HeaderValue, Request, Response};
+use http_body::{Frame, SizeHint};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::upload::Upload;
+pub use link::LinkError;
 use link::{Link, Unanswered};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -68,13 +68,14 @@ struct Shared {
 
 /// A connection lent to one response until its body ends.
 pub struct Lease {
-    link: Box<Link>,
+    /// Taken when the body ends and the connection goes back.
+    link: Option<Box<Link>>,
     home: Arc<Shared>,
     /// Something went out (the head, data) and hyper has not been told to
     /// wait since.
     unflushed: bool,
     /// An error held back until hyper has written out what came before it.
-    held: Option<hyper::Error>,
+    held: Option<LinkError>,
 }
 
 impl Upstreams {
@@ -99,16 +100,14 @@ impl Upstreams {
     }
 
     /// Sends `req` (its URI's path and query; a `Host` is added when it has
-    /// none) and returns the response headers, within `timeout` when there is
-    /// one, with the connection the body will come over.
+    /// none) and returns the response head, within `timeout` when there is
+    /// one, with the connection its body will come over.
     pub async fn send(
         &self,
-        mut req: Request<Upload>,
+        mut req: Request<()>,
         timeout: Option<Duration>,
-    ) -> Result<(Response<Incoming>, Lease), Failure> {
+    ) -> Result<(Response<()>, Lease), Failure> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        let path = std::mem::take(req.uri_mut()).into_parts().path_and_query;
-        *req.uri_mut() = origin_form(path);
         req.headers_mut()
             .entry(header::HOST)
             .or_insert_with(|| self.shared.host.clone());
@@ -117,25 +116,32 @@ impl Upstreams {
                 Some(link) => (link, true),
                 None => (self.open(deadline).await?, false),
             };
-            match link.exchange(req, deadline).await {
+            // Closed by the app while it waited: nothing was sent on it.
+            if reused && link.stale() {
+                continue;
+            }
+            match link.exchange(&req, deadline).await {
                 Ok(resp) => {
-                    let home = self.shared.clone();
-                    let lease = Lease {
-                        link,
-                        home,
+                    let mut lease = Lease {
+                        link: Some(link),
+                        home: self.shared.clone(),
                         // The response head is not out yet either.
                         unflushed: true,
                         held: None,
                     };
+                    // No body (HEAD, 204, 304, a length of 0): free at once.
+                    if lease.ended() {
+                        lease.release();
+                    }
                     return Ok((resp, lease));
                 }
                 // The link drops with the request on it: closed.
                 Err(Unanswered::TimedOut) => return Err(Failure::Timeout),
-                Err(Unanswered::Failed(mut e)) => match e.take_message() {
-                    // Never sent, on a connection that had served: it was closing.
-                    Some(back) if reused => req = back,
-                    _ => return Err(Failure::Request((*e).into_error().into())),
-                },
+                // Never sent, on a connection that had served: it was closing.
+                Err(Unanswered::Unsent(_)) if reused => {}
+                Err(Unanswered::Unsent(e) | Unanswered::Failed(e)) => {
+                    return Err(Failure::Request(e.into()))
+                }
             }
         }
     }
@@ -169,32 +175,52 @@ impl Upstreams {
 }
 
 impl Lease {
-    /// Polls `body`, the response coming over this connection, after letting
-    /// the connection carry more of it. The connection is driven here, so the
-    /// app cutting a response short can show right after its last data, in
-    /// the same poll; hyper would then drop that data unwritten. Such an error
-    /// waits for one more poll, as it would behind another task.
-    pub fn poll_body(
+    /// The next frame of the response body. The app cutting a response short
+    /// can show right after its last data; hyper would then drop that data
+    /// unwritten. Such an error waits for one more poll, as it would behind
+    /// another task.
+    pub fn poll_frame(
         &mut self,
-        body: &mut Incoming,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, LinkError>>> {
         if let Some(e) = self.held.take() {
             return Poll::Ready(Some(Err(e)));
         }
-        self.link.drive(cx);
-        match Pin::new(body).poll_frame(cx) {
+        let Some(link) = &mut self.link else {
+            return Poll::Ready(None);
+        };
+        let polled = link.poll_frame(cx);
+        match polled {
             Poll::Ready(Some(Err(e))) if self.unflushed => {
                 self.unflushed = false;
                 self.held = Some(e);
                 cx.waker().wake_by_ref();
                 Poll::Pending
             }
+            Poll::Ready(None) => {
+                self.release();
+                Poll::Ready(None)
+            }
             polled => {
                 self.unflushed = matches!(polled, Poll::Ready(Some(Ok(_))));
+                if link.ended() {
+                    self.release();
+                }
                 polled
             }
         }
+    }
+
+    /// Whether the body has ended.
+    pub fn ended(&self) -> bool {
+        self.link.as_ref().is_none_or(|l| l.ended())
+    }
+
+    /// What is known of the rest of the body's length.
+    pub fn size_hint(&self) -> SizeHint {
+        self.link
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |l| l.size_hint())
     }
 
     /// Whether the body failed and hyper has not been told yet.
@@ -202,38 +228,14 @@ impl Lease {
         self.held.is_some()
     }
 
-    /// The response body ended: the connection goes back to the stack once it
-    /// is idle. Dropping a lease instead closes the connection.
-    pub fn release(mut self) {
-        let mut cx = Context::from_waker(Waker::noop());
-        if self.link.ready(&mut cx) {
-            self.home.put(self.link);
-            return;
-        }
-        if self.link.done() {
-            return;
-        }
-        // Still sending the request body (the app answered before reading all
-        // of it): finish that first, as hyper-util's pool does; or close it
-        // when the runtime is gone (a body dropped as it shuts down).
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        runtime.spawn(async move {
-            let idle = poll_fn(|cx| {
-                if self.link.ready(cx) {
-                    Poll::Ready(true)
-                } else if self.link.done() {
-                    Poll::Ready(false)
-                } else {
-                    Poll::Pending
-                }
-            })
-            .await;
-            if idle {
-                self.home.put(self.link);
+    /// The body ended: the connection goes back to the stack when it can
+    /// serve again. Dropping a lease before instead closes the connection.
+    fn release(&mut self) {
+        if let Some(link) = self.link.take() {
+            if link.idle() {
+                self.home.put(link);
             }
-        });
+        }
     }
 }
 
@@ -283,13 +285,5 @@ async fn reap(shared: Weak<Shared>, every: Duration) {
         };
         let expired = shared.take_expired(&mut shared.idle.lock(), Instant::now());
         drop(expired);
-    }
-}
-
-/// The request target as HTTP/1.1 sends it to an origin server.
-fn origin_form(path: Option<PathAndQuery>) -> Uri {
-    match path {
-        Some(p) if p.as_str() != "/" => Uri::from(p),
-        _ => Uri::from_static("/"),
     }
 }

@@ -7,14 +7,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Frame;
+use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
-use crate::observe::body::ProxyBody;
+use crate::observe::body::{ProxyBody, Source};
 
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
 
@@ -36,8 +35,16 @@ enum Then {
     PartialThenClose,
     /// Sends the head of an answer of 100 bytes, then closes.
     HeadThenClose,
-    /// Answers at once, then reads the request's body (`content-length`).
-    AnswerBeforeBody,
+    /// Answers in chunks, with a trailer.
+    AnswerChunked,
+    /// Answers with no length, then closes to end the body.
+    AnswerUntilClose,
+    /// Sends `100 Continue`, then answers.
+    InterimThenAnswer,
+    /// Answers `204 No Content`.
+    NoContent,
+    /// Answers with two different lengths.
+    TwoLengths,
 }
 
 struct App {
@@ -116,20 +123,32 @@ async fn serve(
                 tcp.write_all(head).await.unwrap();
                 std::future::pending::<()>().await;
             }
-            Then::AnswerBeforeBody => {
-                tcp.write_all(OK).await.unwrap();
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length: "))
-                    .map_or(0, |v| v.trim().parse().unwrap());
-                while buf.len() < length {
-                    let mut more = [0u8; 4096];
-                    let n = tcp.read(&mut more).await.unwrap();
-                    assert!(n > 0, "closed mid-body");
-                    buf.extend_from_slice(&more[..n]);
-                }
-                buf.drain(..length);
+            Then::AnswerChunked => {
+                let chunked =
+                    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-sum\r\n\r\n\
+                    2\r\nok\r\n3\r\n!!!\r\n0\r\nx-sum: 5\r\n\r\n";
+                tcp.write_all(chunked).await.unwrap();
             }
+            Then::AnswerUntilClose => {
+                tcp.write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil close")
+                    .await
+                    .unwrap();
+                return;
+            }
+            Then::InterimThenAnswer => {
+                tcp.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    .await
+                    .unwrap();
+                tcp.write_all(OK).await.unwrap();
+            }
+            Then::NoContent => tcp
+                .write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+                .await
+                .unwrap(),
+            Then::TwoLengths => tcp
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok")
+                .await
+                .unwrap(),
         }
     }
 }
@@ -159,17 +178,19 @@ async fn proxy(app: SocketAddr, idle_timeout: Duration) -> SocketAddr {
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let upstreams = upstreams.clone();
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let upstreams = upstreams.clone();
                 async move {
-                    let (parts, body) = req.into_parts();
+                    let (parts, _) = req.into_parts();
                     let timeout = parts
                         .headers
                         .get("x-timeout-ms")
                         .map(|v| Duration::from_millis(v.to_str().unwrap().parse().unwrap()));
-                    let req = Request::from_parts(parts, Upload::new(body).0);
+                    let req = Request::from_parts(parts, ());
                     let resp = match upstreams.send(req, timeout).await {
-                        Ok((resp, lease)) => resp.map(|b| ProxyBody::upstream(b).over(Some(lease))),
+                        Ok((resp, lease)) => {
+                            resp.map(|()| ProxyBody::upstream(Source::Link(lease)))
+                        }
                         Err(failure) => {
                             let mut resp = Response::new(ProxyBody::local("failed\n"));
                             *resp.status_mut() = match failure {
@@ -388,39 +409,73 @@ async fn an_answer_the_app_cuts_off_after_its_head_reaches_the_client_cut_off() 
 }
 
 #[tokio::test]
-async fn an_upload_still_going_after_the_answer_finishes_before_its_connection_serves_again() {
-    let app = app(|_| Then::AnswerBeforeBody).await;
+async fn a_chunked_answer_arrives_with_its_trailers_and_its_connection_serves_again() {
+    let app = app(|n| {
+        if n == 1 {
+            Then::AnswerChunked
+        } else {
+            Then::Answer
+        }
+    })
+    .await;
     let proxy = proxy(app.addr, MINUTE).await;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, hyper::Error>>(1);
-    let upload = StreamBody::new(tokio_stream(rx));
-    let req = Request::post("/")
-        .header("host", "app")
-        .header("content-length", "20")
-        .body(upload)
-        .unwrap();
-    let tcp = TcpStream::connect(proxy).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let sending = tokio::spawn(async move { sender.send_request(req).await });
-    tx.send(Ok(Frame::data(Bytes::from("0123456789"))))
-        .await
-        .unwrap();
-    // The app answered after the head: the whole answer arrives mid-upload.
-    let resp = sending.await.unwrap().unwrap();
-    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
-    tx.send(Ok(Frame::data(Bytes::from("abcdefghij"))))
-        .await
-        .unwrap();
-    drop(tx);
-    // The connection went back once the upload was done, and serves again.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut req = get();
+    // hyper sends the trailers the head announced to a client that takes them.
+    req.headers_mut().insert("te", "trailers".parse().unwrap());
+    let resp = client(proxy).await.send_request(req).await.unwrap();
+    let body = resp.into_body().collect().await.unwrap();
+    assert_eq!(body.trailers().unwrap()["x-sum"], "5");
+    assert_eq!(body.to_bytes(), "ok!!!");
     assert_eq!(fetch(proxy).await, (StatusCode::OK, Bytes::from("ok")));
     assert_eq!(app.counts(), (1, 2));
 }
 
-/// The receiving end of a channel as a stream of body frames.
-fn tokio_stream<T>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> {
-    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+#[tokio::test]
+async fn an_answer_that_ends_at_close_arrives_whole_and_its_connection_is_not_reused() {
+    let app = app(|n| {
+        if n == 1 {
+            Then::AnswerUntilClose
+        } else {
+            Then::Answer
+        }
+    })
+    .await;
+    let proxy = proxy(app.addr, MINUTE).await;
+    assert_eq!(
+        fetch(proxy).await,
+        (StatusCode::OK, Bytes::from("until close"))
+    );
+    assert_eq!(fetch(proxy).await, (StatusCode::OK, Bytes::from("ok")));
+    assert_eq!(app.counts(), (2, 2));
+}
+
+#[tokio::test]
+async fn interim_answers_are_skipped_and_answers_without_a_body_free_the_connection() {
+    let app = app(|n| match n {
+        1 => Then::InterimThenAnswer,
+        2 => Then::NoContent,
+        _ => Then::Answer,
+    })
+    .await;
+    let proxy = proxy(app.addr, MINUTE).await;
+    assert_eq!(fetch(proxy).await, (StatusCode::OK, Bytes::from("ok")));
+    assert_eq!(fetch(proxy).await, (StatusCode::NO_CONTENT, Bytes::new()));
+    assert_eq!(fetch(proxy).await, (StatusCode::OK, Bytes::from("ok")));
+    assert_eq!(app.counts(), (1, 3));
+}
+
+#[tokio::test]
+async fn an_answer_framed_two_ways_is_a_failed_request_and_its_connection_closes() {
+    let app = app(|n| {
+        if n == 1 {
+            Then::TwoLengths
+        } else {
+            Then::Answer
+        }
+    })
+    .await;
+    let proxy = proxy(app.addr, MINUTE).await;
+    assert_eq!(fetch(proxy).await.0, StatusCode::BAD_GATEWAY);
+    assert_eq!(fetch(proxy).await, (StatusCode::OK, Bytes::from("ok")));
+    assert_eq!(app.counts(), (2, 2));
 }
