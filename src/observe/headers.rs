@@ -63,7 +63,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     for value in headers.get_all(header::CONNECTION) {
         let Ok(value) = value.to_str() else { continue };
         for token in value.split(',').map(str::trim) {
-            if keep_upgrade && token.eq_ignore_ascii_case("upgrade") {
+            // Removed below if present, as every hop-by-hop header is.
+            if token.eq_ignore_ascii_case("keep-alive")
+                || keep_upgrade && token.eq_ignore_ascii_case("upgrade")
+            {
                 continue;
             }
             if let Some(name) = headers

@@ -231,8 +231,9 @@ impl Lease {
     /// The body ended: the connection goes back to the stack when it can
     /// serve again. Dropping a lease before instead closes the connection.
     fn release(&mut self) {
-        if let Some(link) = self.link.take() {
+        if let Some(mut link) = self.link.take() {
             if link.idle() {
+                link.shrink();
                 self.home.put(link);
             }
         }

@@ -57,6 +57,11 @@ impl Chunked {
         loop {
             match *self {
                 Chunked::Size => {
+                    // At least one digit: httparse reads an empty size as 0,
+                    // the last chunk (RFC 9112 §7.1: `1*HEXDIG`).
+                    if buf.first().is_some_and(|b| !b.is_ascii_hexdigit()) {
+                        return Err(BadChunk);
+                    }
                     let size = match httparse::parse_chunk_size(buf) {
                         Ok(httparse::Status::Complete((used, size))) => {
                             buf.advance(used);

@@ -5,6 +5,8 @@
 //! understand is an error, never a guess: a response framed two ways, a
 //! `Content-Length` that does not parse, a switch of protocols nobody asked for.
 
+use std::mem::MaybeUninit;
+
 use bytes::{BufMut, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
@@ -14,6 +16,8 @@ mod tests;
 
 /// Most header fields a response head may carry (hyper's default too).
 const MAX_HEADERS: usize = 100;
+/// Largest response head: hyper's client gave up at the same size.
+pub(super) const MAX_HEAD: usize = 8192 + 4096 * 100;
 
 /// Why a response head was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -24,6 +28,8 @@ pub enum Malformed {
     ContentLength,
     #[error("the app switched protocols though the request did not ask to")]
     Switch,
+    #[error("the app's response head is larger than {MAX_HEAD} bytes")]
+    TooLarge,
 }
 
 /// How a response body ends.
@@ -75,11 +81,14 @@ pub(super) enum Parsed {
 /// `method`, and takes it off `buf`; `None` until the head is whole. Header
 /// values are slices of the head's bytes, not copies.
 pub(super) fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, Malformed> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut headers);
-    let len = match parsed.parse(buf) {
+    // Uninitialised: filling a hundred empty headers cost more than parsing.
+    let mut headers = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let config = httparse::ParserConfig::default();
+    let len = match config.parse_response_with_uninit_headers(&mut parsed, buf, &mut headers) {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(None),
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Ok(None),
+        Ok(httparse::Status::Partial) => return Err(Malformed::TooLarge),
         Err(_) => return Err(Malformed::Head),
     };
     let status = parsed
@@ -93,6 +102,11 @@ pub(super) fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed
         Some(1) => Version::HTTP_11,
         _ => Version::HTTP_10,
     };
+    // An uncommon reason phrase goes on to the client, as hyper's client kept it.
+    let reason = parsed
+        .reason
+        .filter(|r| Some(*r) != status.canonical_reason())
+        .and_then(|r| hyper::ext::ReasonPhrase::try_from(r.as_bytes()).ok());
     // Where each value is in the head, to slice it once the head is split off.
     let base = buf.as_ptr() as usize;
     let mut fields = Vec::with_capacity(parsed.headers.len());
@@ -114,9 +128,21 @@ pub(super) fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed
     let (framing, mut keep_alive) = framing(status, method, &map)?;
     keep_alive &= match version {
         Version::HTTP_11 => !crate::server::connection_lists(&map, "close"),
-        _ => crate::server::connection_lists(&map, "keep-alive"),
+        // HTTP/1.0 knows no transfer coding: framing it with one is faulty.
+        _ => {
+            crate::server::connection_lists(&map, "keep-alive")
+                && !map.contains_key(header::TRANSFER_ENCODING)
+        }
     };
+    if framing == Framing::Chunked {
+        // The coding decides, and a proxy forwards no length that disagrees
+        // with it (RFC 9112 §6.3).
+        map.remove(header::CONTENT_LENGTH);
+    }
     let mut response = Response::new(());
+    if let Some(reason) = reason {
+        response.extensions_mut().insert(reason);
+    }
     *response.status_mut() = status;
     *response.version_mut() = version;
     *response.headers_mut() = map;

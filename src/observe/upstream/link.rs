@@ -138,6 +138,22 @@ impl Link {
         self.body == Body::Done && self.keep_alive && self.buf.is_empty()
     }
 
+    /// Lets go of buffers a large answer or head grew, before the link idles.
+    pub(super) fn shrink(&mut self) {
+        if self.buf.capacity() > 2 * GROW {
+            self.buf = BytesMut::new();
+        }
+        if self.out.capacity() > 2 * GROW {
+            self.out = BytesMut::new();
+        }
+    }
+
+    /// The bytes its buffers hold room for.
+    #[cfg(test)]
+    pub(super) fn held(&self) -> usize {
+        self.buf.capacity() + self.out.capacity()
+    }
+
     /// Writes `req`'s head and reads until the response head has come, or
     /// until `deadline`.
     pub(super) async fn exchange(
@@ -147,10 +163,6 @@ impl Link {
     ) -> Result<Response<()>, Unanswered> {
         self.out.clear();
         self.grow = GROW;
-        // A large body's buffer is not kept while the link idles.
-        if self.buf.capacity() > 2 * GROW && self.buf.is_empty() {
-            self.buf = BytesMut::new();
-        }
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         head::encode(req.method(), target, req.headers(), &mut self.out);
         if let Some(deadline) = deadline {

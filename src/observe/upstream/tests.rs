@@ -479,3 +479,64 @@ async fn an_answer_framed_two_ways_is_a_failed_request_and_its_connection_closes
     assert_eq!(fetch(proxy).await, (StatusCode::OK, Bytes::from("ok")));
     assert_eq!(app.counts(), (2, 2));
 }
+
+/// An app on raw TCP that reads each request and writes `answer`.
+async fn answering(answer: Vec<u8>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while read_head(&mut tcp, &mut buf).await.is_some() {
+                    if tcp.write_all(&answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_response_head_that_never_ends_is_refused_not_buffered() {
+    let mut answer = b"HTTP/1.1 200 OK\r\nx-big: ".to_vec();
+    answer.resize(answer.len() + (4 << 20), b'a');
+    let proxy = proxy(answering(answer).await, MINUTE).await;
+    let got = tokio::time::timeout(Duration::from_secs(10), fetch(proxy)).await;
+    let (status, _) = got.expect("still buffering a 4 MiB head after 10 s");
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+}
+
+#[tokio::test]
+async fn an_uncommon_reason_phrase_reaches_the_client() {
+    let answer = b"HTTP/1.1 200 Alright\r\ncontent-length: 2\r\n\r\nok".to_vec();
+    let proxy = proxy(answering(answer).await, MINUTE).await;
+    let resp = client(proxy).await.send_request(get()).await.unwrap();
+    let reason = resp
+        .extensions()
+        .get::<hyper::ext::ReasonPhrase>()
+        .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned());
+    assert_eq!(reason.as_deref(), Some("Alright"));
+}
+
+#[tokio::test]
+async fn an_idle_link_does_not_keep_a_large_bodys_buffer() {
+    let mut answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", 4 << 20).into_bytes();
+    answer.resize(answer.len() + (4 << 20), b'x');
+    let authority: Authority = answering(answer).await.to_string().parse().unwrap();
+    let upstreams = Upstreams::new(authority, Duration::from_secs(1), MINUTE);
+    let req = Request::get("/").body(()).unwrap();
+    let (_, lease) = upstreams.send(req, None).await.ok().unwrap();
+    let body = ProxyBody::upstream(Source::Link(lease));
+    assert_eq!(body.collect().await.unwrap().to_bytes().len(), 4 << 20);
+    let idle = upstreams.shared.idle.lock();
+    assert_eq!(idle.len(), 1, "the link went back");
+    let held = idle[0].1.held();
+    assert!(
+        held <= 32 * 1024,
+        "an idle link holds {held} bytes of buffer"
+    );
+}

@@ -69,3 +69,11 @@ fn size_lines_and_trailers_are_bounded() {
     trailers.resize(MAX_TRAILERS + 10, b'a');
     assert_eq!(decode(&trailers, 8192), Err(BadChunk));
 }
+
+#[test]
+fn a_chunk_size_line_without_digits_is_refused() {
+    for wire in [&b"\r\n\r\n"[..], b";ext\r\n\r\n", b"2\r\nok\r\n\r\n\r\n"] {
+        let got = decode(wire, wire.len());
+        assert_eq!(got, Err(BadChunk), "{:?}", String::from_utf8_lossy(wire));
+    }
+}

@@ -141,3 +141,29 @@ fn heads_that_cannot_be_trusted_are_refused() {
     );
     assert_eq!(malformed(b"SSH-2.0-OpenSSH\r\n\r\n"), Malformed::Head);
 }
+
+#[test]
+fn an_http10_answer_with_a_transfer_coding_never_leaves_the_connection_reusable() {
+    let wire = b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n";
+    assert!(!head(wire).0.keep_alive);
+}
+
+#[test]
+fn a_chunked_answer_loses_the_length_that_disagrees_with_it() {
+    let wire = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n";
+    let (head, _) = head(wire);
+    assert_eq!(head.framing, Framing::Chunked);
+    assert!(!head.response.headers().contains_key(header::CONTENT_LENGTH));
+}
+
+#[test]
+fn an_uncommon_reason_phrase_is_kept_and_a_common_one_is_not() {
+    let (custom, _) = head(b"HTTP/1.1 200 Alright\r\ncontent-length: 0\r\n\r\n");
+    let reason = custom
+        .response
+        .extensions()
+        .get::<hyper::ext::ReasonPhrase>();
+    assert_eq!(reason.map(|r| r.as_bytes()), Some(&b"Alright"[..]));
+    let (common, _) = head(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+    assert!(common.response.extensions().is_empty());
+}
