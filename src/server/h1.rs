@@ -28,6 +28,7 @@ use hyper::service::Service;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
+mod head_deadline;
 #[cfg(test)]
 mod tests;
 
@@ -36,9 +37,9 @@ use super::rewind::Rewind;
 use super::takeover::{self, Takeover};
 use super::transport::Transport;
 use super::BoxError;
+use head_deadline::HeadDeadline;
 
 /// What a connection's requests tell its loop.
-#[derive(Default)]
 struct Turn {
     /// Requests seen, so the loop can tell whether one came meanwhile.
     requests: AtomicU64,
@@ -46,12 +47,47 @@ struct Turn {
     parkable: AtomicBool,
     /// The latest request's response body is gone.
     answered: AtomicBool,
+    /// When it went, in nanoseconds since `epoch`: hyper waits for the next
+    /// head from then.
+    answered_at: AtomicU64,
+    epoch: Instant,
 }
 
 impl Turn {
+    fn new() -> Self {
+        Self {
+            requests: AtomicU64::new(0),
+            parkable: AtomicBool::new(false),
+            answered: AtomicBool::new(false),
+            answered_at: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
     /// Whether the hyper connection is between requests at a clean boundary.
     fn at_rest(&self) -> bool {
         self.parkable.load(Ordering::Relaxed) && self.answered.load(Ordering::Relaxed)
+    }
+
+    /// The latest response body is gone.
+    fn answer(&self) {
+        let nanos = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.answered_at.store(nanos, Ordering::Relaxed);
+        self.answered.store(true, Ordering::Relaxed);
+    }
+
+    /// Since when hyper has been waiting for a head: from `started` if no
+    /// request came since `first` was the count, from the last answer if it
+    /// went; `None` while a request is being answered.
+    fn waiting_since(&self, first: u64, started: Instant) -> Option<Instant> {
+        if self.requests.load(Ordering::Relaxed) == first {
+            Some(started)
+        } else if self.answered.load(Ordering::Relaxed) {
+            let nanos = self.answered_at.load(Ordering::Relaxed);
+            Some(self.epoch + Duration::from_nanos(nanos))
+        } else {
+            None
+        }
     }
 }
 
@@ -104,6 +140,7 @@ impl Drop for Rest {
 /// Serves HTTP/1 on `io` (after `prefix`, bytes already read from it) until
 /// the client leaves, hyper fails the connection, it idles for
 /// `timing.header_read_timeout` between requests, or `drain` resolves.
+/// `Ok(None)`: a request head did not come whole within that timeout.
 pub(super) async fn serve<T, S, B>(
     builder: &http1::Builder,
     mut io: Tracked<T::Io>,
@@ -112,7 +149,7 @@ pub(super) async fn serve<T, S, B>(
     timing: Timing,
     rests: &Arc<Rests>,
     drain: Pin<&mut impl Future<Output = ()>>,
-) -> Result<(), hyper::Error>
+) -> Result<Option<()>, hyper::Error>
 where
     T: Transport,
     S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
@@ -122,7 +159,9 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let turn = Arc::new(Turn::default());
+    let turn = Arc::new(Turn::new());
+    let unanswered = io.unanswered.clone();
+    let mut head = HeadDeadline::new(timing.header_read_timeout);
     let takeover = Takeover::default();
     let mut service = Parking {
         inner: Box::new(service),
@@ -135,18 +174,23 @@ where
     loop {
         // Nothing asked on this connection yet.
         turn.answered.store(false, Ordering::Relaxed);
+        let (first, started) = (turn.requests.load(Ordering::Relaxed), Instant::now());
+        head.restart(started);
         let mut conn = builder.serve_connection(TokioIo::new(Rewind::new(prefix, io)), service);
         let (mut asked, mut draining) = (false, false);
         // While resting: the request count when the rest began.
         let mut rest: Option<(u64, Rest)> = None;
-        poll_fn(|cx| loop {
+        let ended = poll_fn(|cx| loop {
             if let Poll::Ready(ended) = conn.poll_without_shutdown(cx) {
-                return Poll::Ready(ended);
+                return Poll::Ready(Some(ended));
             }
             if !draining && drain.as_mut().poll(cx).is_ready() {
                 draining = true;
                 Pin::new(&mut conn).graceful_shutdown();
                 continue;
+            }
+            if !asked && head.expired(cx, || turn.waiting_since(first, started)) {
+                return Poll::Ready(None);
             }
             if !T::PARKS || asked || !turn.at_rest() {
                 return Poll::Pending;
@@ -182,15 +226,22 @@ where
             asked = true;
             Pin::new(&mut conn).graceful_shutdown();
         })
-        .await?;
+        .await;
         drop(rest);
+        let Some(ended) = ended else {
+            // Past the header-read timeout: closed unanswered, as hyper's own
+            // timer did. A refusal if the client had sent part of a head.
+            drop(conn);
+            return Ok((!unanswered.load(Ordering::Relaxed)).then_some(()));
+        };
+        ended?;
         let upgrade = takeover.take();
         if upgrade.is_none() && (!asked || draining) {
             // hyper ended it (the client left or asked to close, or the
             // request body was left unread), or the drain did. Polled as a
             // future, hyper sends what it still holds before it shuts the
             // stream down; `into_parts` would drop those bytes.
-            return conn.await;
+            return conn.await.map(Some);
         }
         let http1::Parts {
             io: hyper_io,
@@ -207,7 +258,7 @@ where
             if !draining {
                 takeover::join(Rewind::new(unread, tracked), upstream, drain).await;
             }
-            return Ok(());
+            return Ok(Some(()));
         }
         io = tracked;
         prefix = unread;
@@ -224,9 +275,8 @@ where
             })
             .await;
             if !woke {
-                // Idle past the timeout, as hyper's header-read timer would
-                // have closed it, or draining: nothing is in flight.
-                return Ok(());
+                // Idle past the timeout, or draining: nothing is in flight.
+                return Ok(Some(()));
             }
         }
     }
@@ -308,7 +358,7 @@ pub(super) struct Watched<B> {
 
 impl<B> Drop for Watched<B> {
     fn drop(&mut self) {
-        self.turn.answered.store(true, Ordering::Relaxed);
+        self.turn.answer();
     }
 }
 

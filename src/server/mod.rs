@@ -131,9 +131,9 @@ where
     B::Error: Into<BoxError>,
 {
     let mut http1 = http1::Builder::new();
+    // No timer: the header-read timeout is `h1::serve`'s, which costs a
+    // request no timer of its own.
     http1
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
         // hyper's minimum buffer is 8 KiB.
         .max_buf_size(limits.max_header_bytes.max(8192))
         // One buffer and one send(2) per write: vectored writes cost 800 more
@@ -257,10 +257,10 @@ async fn connection<T, S, B, R>(
         },
         _ = &mut drain => return,
     };
-    let unanswered = Arc::new(AtomicBool::new(false));
+
     let mut io = Tracked {
         io,
-        unanswered: unanswered.clone(),
+        unanswered: Arc::new(AtomicBool::new(false)),
     };
     // A client that has not sent its first request (or told HTTP/1 from
     // HTTP/2) by the deadline is cut off and counted.
@@ -285,7 +285,7 @@ async fn connection<T, S, B, R>(
         Preface::Http2(read) => {
             http2(&shared, Rewind::new(read, io), service, deadline, drain).await
         }
-        // hyper's own header-read timer takes over from the deadline.
+        // The connection's own header-read timeout takes over from the deadline.
         Preface::Http1(read) => h1::serve::<T, _, _>(
             &shared.http1,
             io,
@@ -296,7 +296,6 @@ async fn connection<T, S, B, R>(
             drain,
         )
         .await
-        .map(Some)
         .map_err(BoxError::from),
     };
     match ended {
@@ -304,7 +303,7 @@ async fn connection<T, S, B, R>(
         Ok(None) => (shared.on_refusal)(Refusal::HeaderTimeout),
         Err(e) => {
             tracing::debug!(%peer, error = %e, "connection ended with an error");
-            if let Some(refusal) = classify(&*e, unanswered.load(Ordering::Relaxed)) {
+            if let Some(refusal) = classify(&*e) {
                 (shared.on_refusal)(refusal);
             }
         }

@@ -46,13 +46,12 @@ impl Refusal {
 }
 
 /// Classifies the error a connection ended with: `Some` if hyper refused the
-/// client. `unanswered` says whether the client had sent bytes since the last
-/// bytes written to it; hyper's header-read timer also closes idle keep-alive
-/// connections, and those are no refusal.
+/// client. A request head past the header-read timeout is not an error but
+/// an outcome of `h1::serve`, which tells it from an idle connection.
 ///
 /// Clients that leave (EOF or reset, also mid-head), graceful shutdown and
 /// HTTP/2 errors are not refusals.
-pub fn classify(error: &(dyn StdError + 'static), unanswered: bool) -> Option<Refusal> {
+pub fn classify(error: &(dyn StdError + 'static)) -> Option<Refusal> {
     // hyper-util's auto connection boxes hyper's error; look through the chain.
     let hyper = std::iter::successors(Some(error), |e| (*e).source())
         .find_map(|e| e.downcast_ref::<hyper::Error>())?;
@@ -60,15 +59,13 @@ pub fn classify(error: &(dyn StdError + 'static), unanswered: bool) -> Option<Re
         Some(Refusal::HeaderTooLarge)
     } else if hyper.is_parse() {
         Some(Refusal::MalformedRequest)
-    } else if hyper.is_timeout() && unanswered {
-        Some(Refusal::HeaderTimeout)
     } else {
         None
     }
 }
 
 /// A client stream that notes whether bytes came in since the last write: when
-/// hyper's header-read timer fires, that tells a slow client from an idle one.
+/// the header-read timeout passes, that tells a slow client from an idle one.
 /// Over TLS it counts the decrypted bytes, which are what hyper waits for.
 pub(super) struct Tracked<T> {
     pub(super) io: T,

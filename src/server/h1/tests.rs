@@ -361,3 +361,71 @@ async fn an_answer_that_leaves_the_upload_unread_arrives_whole() {
     server.stop.send(()).unwrap();
     assert_eq!(server.server.await.unwrap(), 0);
 }
+
+fn post(path: &str) -> Vec<u8> {
+    format!("POST {path} HTTP/1.1\r\nhost: a\r\ncontent-length: 2\r\n\r\nhi").into_bytes()
+}
+
+// Real time, as above. A request with a body keeps its hyper connection, so
+// only the serving loop's own header-read timeout can end these.
+#[tokio::test]
+async fn connections_that_do_not_park_are_closed_idle_and_cut_off_stalled() {
+    let timeout = Duration::from_millis(400);
+    let mut server = start_with(timeout, Duration::ZERO).await;
+    let mut idle = TcpStream::connect(server.addr).await.unwrap();
+    idle.write_all(&post("/a")).await.unwrap();
+    assert_eq!(response(&mut idle).await.1, "/a:hi");
+    let since = tokio::time::Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(timeout * 10, idle.read_to_end(&mut rest)).await;
+    assert_eq!(read.expect("an idle connection kept open").unwrap(), 0);
+    assert!(since.elapsed() >= timeout, "{:?}", since.elapsed());
+
+    let mut stalled = TcpStream::connect(server.addr).await.unwrap();
+    stalled.write_all(&post("/b")).await.unwrap();
+    assert_eq!(response(&mut stalled).await.1, "/b:hi");
+    stalled.write_all(b"GET /c HTTP/1.1\r\n").await.unwrap();
+    let read = tokio::time::timeout(timeout * 10, stalled.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "a stalled head kept its connection");
+    // Only the stalled head is a refusal.
+    assert_eq!(server.refused.recv().await, Some(Refusal::HeaderTimeout));
+    server.stop.send(()).unwrap();
+    assert_eq!(server.server.await.unwrap(), 0);
+    assert_eq!(server.refused.recv().await, None);
+}
+
+#[tokio::test]
+async fn a_first_head_that_stalls_is_a_header_timeout() {
+    let mut server = start_with(Duration::from_millis(300), Duration::ZERO).await;
+    let mut c = TcpStream::connect(server.addr).await.unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nhost").await.unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(3), c.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "a stalled head kept its connection");
+    assert!(
+        rest.is_empty(),
+        "answered: {}",
+        String::from_utf8_lossy(&rest)
+    );
+    assert_eq!(server.refused.recv().await, Some(Refusal::HeaderTimeout));
+    server.stop.send(()).unwrap();
+    assert_eq!(server.server.await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn each_answer_gives_the_next_head_the_whole_timeout_again() {
+    let timeout = Duration::from_millis(400);
+    // Resting longer than the test: the hyper connection serves throughout.
+    let server = start_with(timeout, Duration::from_secs(60)).await;
+    let mut c = TcpStream::connect(server.addr).await.unwrap();
+    // Five times the timeout in all, each wait well inside it.
+    for i in 0..8 {
+        tokio::time::sleep(timeout / 2).await;
+        let path = format!("/{i}");
+        c.write_all(&get(&path)).await.unwrap();
+        assert_eq!(response(&mut c).await.1, path);
+    }
+    drop(c);
+    server.stop.send(()).unwrap();
+    assert_eq!(server.server.await.unwrap(), 0);
+}
