@@ -320,8 +320,6 @@ struct Parking<S> {
     takeover: Takeover,
 }
 
-type Answer<B, E> = Pin<Box<dyn Future<Output = Result<Response<Watched<B>>, E>> + Send>>;
-
 impl<S, B> Service<Request<Incoming>> for Parking<S>
 where
     S: Service<Request<Incoming>, Response = Response<B>>,
@@ -330,8 +328,7 @@ where
 {
     type Response = Response<Watched<B>>;
     type Error = S::Error;
-    // Boxed: hyper hands a connection back only when its future is `Unpin`.
-    type Future = Answer<B, S::Error>;
+    type Future = Answer<S::Future>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         self.turn.requests.fetch_add(1, Ordering::Relaxed);
@@ -341,12 +338,34 @@ where
         if req.headers().contains_key(header::UPGRADE) {
             req.extensions_mut().insert(self.takeover.clone());
         }
-        let turn = self.turn.clone();
-        let answer = self.inner.call(req);
-        Box::pin(async move {
-            let resp = answer.await?;
-            Ok(resp.map(|inner| Watched { inner, turn }))
-        })
+        Answer {
+            inner: Box::pin(self.inner.call(req)),
+            turn: Some(self.turn.clone()),
+        }
+    }
+}
+
+/// The service's answer, its body watched. The service's future is boxed:
+/// hyper hands a connection back only when its future is `Unpin`; boxed on
+/// its own (not inside another future) it is copied once per request.
+pub(super) struct Answer<F> {
+    inner: Pin<Box<F>>,
+    turn: Option<Arc<Turn>>,
+}
+
+impl<F, B, E> Future for Answer<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<Watched<B>>, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let resp = std::task::ready!(self.inner.as_mut().poll(cx))?;
+        let turn = self
+            .turn
+            .take()
+            .expect("an answer is polled once it is ready");
+        Poll::Ready(Ok(resp.map(|inner| Watched { inner, turn })))
     }
 }
 
