@@ -119,3 +119,92 @@ async fn upgrade_passes_through() {
     assert_eq!(&buf, b"ping over the tunnel");
     let _ = TokioIo::new(conn);
 }
+
+/// An app that answers each request as soon as its head is in, then reads its
+/// body (`content-length`), and reports every body it read.
+async fn answers_before_reading(
+    bodies: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let bodies = bodies.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let end = loop {
+                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break end + 4;
+                        }
+                        let mut more = [0u8; 4096];
+                        match tcp.read(&mut more).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&more[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    buf.drain(..end);
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await
+                        .unwrap();
+                    while buf.len() < length {
+                        let mut more = [0u8; 4096];
+                        match tcp.read(&mut more).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&more[..n]),
+                        }
+                    }
+                    bodies.send(buf.drain(..length).collect()).unwrap();
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_answer_before_the_upload_ends_reaches_the_client_and_the_whole_upload_the_app() {
+    let (tx, mut bodies) = tokio::sync::mpsc::unbounded_channel();
+    let app = answers_before_reading(tx).await;
+    let guard = start_guard(app, |_| {}).await;
+    let mut client = tokio::net::TcpStream::connect(guard.proxy_addr.unwrap())
+        .await
+        .unwrap();
+    client
+        .write_all(b"POST /up HTTP/1.1\r\nhost: a\r\ncontent-length: 20\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    // The whole answer arrives while half the upload is still to come.
+    let mut answer = Vec::new();
+    while !answer.ends_with(b"\r\n\r\nok") {
+        let mut more = [0u8; 1024];
+        let n = client.read(&mut more).await.unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&more[..n]);
+    }
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    client.write_all(b"abcdefghij").await.unwrap();
+    assert_eq!(bodies.recv().await.unwrap(), b"0123456789abcdefghij");
+    // The client's connection serves again.
+    client
+        .write_all(b"GET /again HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut again = Vec::new();
+    while !again.ends_with(b"\r\n\r\nok") {
+        let mut more = [0u8; 1024];
+        let n = client.read(&mut more).await.unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&again));
+        again.extend_from_slice(&more[..n]);
+    }
+    assert!(again.starts_with(b"HTTP/1.1 200"));
+}
