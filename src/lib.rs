@@ -18,6 +18,9 @@
 //! dev-dependency, and a dependency of the `demo` feature alone.
 #![forbid(unsafe_code)]
 
+/// Any error, boxed to cross a hyper or tokio boundary.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 pub mod admin;
 pub mod cli;
 pub mod cluster;

@@ -120,6 +120,31 @@ async fn upgrade_passes_through() {
     let _ = TokioIo::new(conn);
 }
 
+/// Reads more of `io` into `buf`; false once it closed.
+async fn read_more(io: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> bool {
+    let mut more = [0u8; 4096];
+    match io.read(&mut more).await {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            buf.extend_from_slice(&more[..n]);
+            true
+        }
+    }
+}
+
+/// Reads until what came ends with `end`; panics if the connection closes first.
+async fn read_until(io: &mut tokio::net::TcpStream, end: &[u8]) -> Vec<u8> {
+    let mut read = Vec::new();
+    while !read.ends_with(end) {
+        assert!(
+            read_more(io, &mut read).await,
+            "closed: {}",
+            String::from_utf8_lossy(&read)
+        );
+    }
+    read
+}
+
 /// An app that answers each request as soon as its head is in, then reads its
 /// body (`content-length`), and reports every body it read.
 async fn answers_before_reading(
@@ -137,10 +162,8 @@ async fn answers_before_reading(
                         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                             break end + 4;
                         }
-                        let mut more = [0u8; 4096];
-                        match tcp.read(&mut more).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&more[..n]),
+                        if !read_more(&mut tcp, &mut buf).await {
+                            return;
                         }
                     };
                     let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
@@ -153,10 +176,8 @@ async fn answers_before_reading(
                         .await
                         .unwrap();
                     while buf.len() < length {
-                        let mut more = [0u8; 4096];
-                        match tcp.read(&mut more).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&more[..n]),
+                        if !read_more(&mut tcp, &mut buf).await {
+                            return;
                         }
                     }
                     bodies.send(buf.drain(..length).collect()).unwrap();
@@ -180,13 +201,7 @@ async fn an_answer_before_the_upload_ends_reaches_the_client_and_the_whole_uploa
         .await
         .unwrap();
     // The whole answer arrives while half the upload is still to come.
-    let mut answer = Vec::new();
-    while !answer.ends_with(b"\r\n\r\nok") {
-        let mut more = [0u8; 1024];
-        let n = client.read(&mut more).await.unwrap();
-        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
-        answer.extend_from_slice(&more[..n]);
-    }
+    let answer = read_until(&mut client, b"\r\n\r\nok").await;
     assert!(
         answer.starts_with(b"HTTP/1.1 200"),
         "{}",
@@ -199,12 +214,6 @@ async fn an_answer_before_the_upload_ends_reaches_the_client_and_the_whole_uploa
         .write_all(b"GET /again HTTP/1.1\r\nhost: a\r\n\r\n")
         .await
         .unwrap();
-    let mut again = Vec::new();
-    while !again.ends_with(b"\r\n\r\nok") {
-        let mut more = [0u8; 1024];
-        let n = client.read(&mut more).await.unwrap();
-        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&again));
-        again.extend_from_slice(&more[..n]);
-    }
+    let again = read_until(&mut client, b"\r\n\r\nok").await;
     assert!(again.starts_with(b"HTTP/1.1 200"));
 }

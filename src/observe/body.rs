@@ -17,9 +17,8 @@ use super::classify;
 use super::pending::Pending;
 use super::upload::BrokeOff;
 use super::upstream::Lease;
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 use crate::domain::window::Outcome;
+use crate::BoxError;
 
 /// What the end of an upstream body decides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +50,13 @@ impl Source {
         match self {
             Source::Hyper(inner) => inner.is_end_stream(),
             Source::Link(lease) => lease.ended(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Source::Hyper(inner) => inner.size_hint(),
+            Source::Link(lease) => lease.size_hint(),
         }
     }
 
@@ -183,14 +189,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Local(f) => f.size_hint(),
-            ProxyBody::Upstream {
-                inner: Source::Hyper(inner),
-                ..
-            } => inner.size_hint(),
-            ProxyBody::Upstream {
-                inner: Source::Link(lease),
-                ..
-            } => lease.size_hint(),
+            ProxyBody::Upstream { inner, .. } => inner.size_hint(),
         }
     }
 }

@@ -18,7 +18,7 @@ mod link;
 #[cfg(test)]
 mod tests;
 
-use std::error::Error as StdError;
+use crate::BoxError;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
@@ -33,8 +33,6 @@ use tokio::time::Instant;
 
 pub use link::LinkError;
 use link::{Link, Unanswered};
-
-type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// Why a request got no response from the app.
 #[derive(Debug)]

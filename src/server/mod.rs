@@ -26,7 +26,6 @@ pub use refusal::{classify, Refusal};
 pub use takeover::Takeover;
 pub use transport::{Plain, Tls, Transport};
 
-use std::error::Error as StdError;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,7 +48,7 @@ use drain::Drain;
 use refusal::{FirstRequest, Tracked};
 use rewind::Rewind;
 
-type BoxError = Box<dyn StdError + Send + Sync>;
+use crate::BoxError;
 
 /// Limits applied to every inbound connection.
 #[derive(Clone, Debug, PartialEq)]

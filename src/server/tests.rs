@@ -2,6 +2,7 @@ use super::*;
 use bytes::Bytes;
 use http_body_util::Empty;
 use std::convert::Infallible;
+use std::error::Error as StdError;
 use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, DuplexStream};
 
